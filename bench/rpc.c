@@ -1,0 +1,277 @@
+/* bench_rpc — closed-loop load over TCP: C connections, each keeping D requests in
+ * flight, for a duration; prints requests/s and latency percentiles.
+ *
+ *   bench_rpc --proto sextant|redis --port P --conns 50 --depth 16 --seconds 5 --op ping|counter
+ *
+ * sextant: `ping`, or `counter.incr {key}` (a methods script; scripts/methods/counter.lua).
+ * redis:   PING, or EVALSHA of a script doing the same read-modify-write (GET, +1, SET),
+ *          loaded with SCRIPT LOAD first.
+ * Each connection increments its own key, so both servers do the same work.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+#include <uv.h>
+
+#include "core/sx.h"
+
+struct conn {
+	uv_tcp_t tcp;
+	uv_connect_t creq;
+	int idx;
+	uint64_t *sent_at; /* ring of send times, depth entries */
+	size_t head, tail; /* replies arrive in order on one connection for both servers */
+	char *rbuf;
+	size_t rlen, rcap;
+	char key[32];
+	msgpack_sbuffer req;
+	char sha[41];
+};
+
+static struct {
+	int redis, counter, conns, depth;
+	double seconds;
+	const char *host;
+	int port;
+	uv_loop_t *loop;
+	uint64_t start_ns, stop_ns;
+	uint64_t done, errors;
+	uint32_t *lat_us;
+	size_t nlat, caplat;
+	char sha[41];
+} B;
+
+static void record(uint64_t t0)
+{
+	uint64_t now = sx_now_ns();
+	if (now > B.stop_ns)
+		return;
+	B.done++;
+	if (B.nlat == B.caplat) {
+		B.caplat = B.caplat ? B.caplat * 2 : 1 << 20;
+		B.lat_us = realloc(B.lat_us, B.caplat * sizeof(*B.lat_us));
+	}
+	B.lat_us[B.nlat++] = (uint32_t)((now - t0) / 1000);
+}
+
+static void write_done(uv_write_t *w, int status)
+{
+	if (status < 0)
+		B.errors++;
+	free(w->data);
+	free(w);
+}
+
+static uint32_t msgid;
+
+static void send_one(struct conn *c)
+{
+	uv_write_t *w = malloc(sizeof(*w));
+	char *buf;
+	size_t len;
+	if (B.redis) {
+		char tmp[256];
+		if (B.counter)
+			len = (size_t)snprintf(tmp, sizeof(tmp), "*4\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n1\r\n$%zu\r\n%s\r\n",
+					       B.sha, strlen(c->key), c->key);
+		else
+			len = (size_t)snprintf(tmp, sizeof(tmp), "*1\r\n$4\r\nPING\r\n");
+		buf = malloc(len);
+		memcpy(buf, tmp, len);
+	} else {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		msgpack_pack_array(&pk, 4);
+		msgpack_pack_uint8(&pk, 0);
+		msgpack_pack_uint32(&pk, ++msgid);
+		if (B.counter) {
+			msgpack_pack_str(&pk, 12);
+			msgpack_pack_str_body(&pk, "counter.incr", 12);
+			msgpack_pack_array(&pk, 1);
+			msgpack_pack_map(&pk, 1);
+			msgpack_pack_str(&pk, 3);
+			msgpack_pack_str_body(&pk, "key", 3);
+			msgpack_pack_str(&pk, strlen(c->key));
+			msgpack_pack_str_body(&pk, c->key, strlen(c->key));
+		} else {
+			msgpack_pack_str(&pk, 4);
+			msgpack_pack_str_body(&pk, "ping", 4);
+			msgpack_pack_array(&pk, 0);
+		}
+		len = sb.size;
+		buf = msgpack_sbuffer_release(&sb);
+	}
+	w->data = buf;
+	uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+	c->sent_at[c->head++ % (size_t)B.depth] = sx_now_ns();
+	uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, write_done);
+}
+
+/* Length of one complete reply at p, 0 if incomplete. */
+static size_t redis_reply(const char *p, size_t n, int *err)
+{
+	const char *nl = memchr(p, '\n', n);
+	if (!nl)
+		return 0;
+	*err = p[0] == '-';
+	if (p[0] == '$') {
+		long l = atol(p + 1);
+		size_t need = (size_t)(nl - p + 1) + (l >= 0 ? (size_t)l + 2 : 0);
+		return need <= n ? need : 0;
+	}
+	return (size_t)(nl - p + 1);
+}
+
+static size_t sextant_reply(const char *p, size_t n, int *err)
+{
+	msgpack_unpacked u;
+	size_t off = 0;
+	msgpack_unpacked_init(&u);
+	int rc = msgpack_unpack_next(&u, p, n, &off);
+	if (rc != MSGPACK_UNPACK_SUCCESS) {
+		msgpack_unpacked_destroy(&u);
+		return 0;
+	}
+	*err = u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 4 ||
+	       u.data.via.array.ptr[2].type != MSGPACK_OBJECT_NIL;
+	msgpack_unpacked_destroy(&u);
+	return off;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+	struct conn *c = h->data;
+	SX_UNUSED(sz);
+	if (c->rcap - c->rlen < 65536) {
+		c->rcap = c->rcap ? c->rcap * 2 : 131072;
+		c->rbuf = realloc(c->rbuf, c->rcap);
+	}
+	*b = uv_buf_init(c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct conn *c = s->data;
+	SX_UNUSED(b);
+	if (n < 0) {
+		fprintf(stderr, "connection %d closed: %s\n", c->idx, uv_strerror((int)n));
+		B.errors++;
+		uv_close((uv_handle_t *)s, NULL);
+		return;
+	}
+	c->rlen += (size_t)n;
+	size_t off = 0;
+	for (;;) {
+		int err = 0;
+		size_t len = B.redis ? redis_reply(c->rbuf + off, c->rlen - off, &err)
+				     : sextant_reply(c->rbuf + off, c->rlen - off, &err);
+		if (!len)
+			break;
+		off += len;
+		if (err)
+			B.errors++;
+		record(c->sent_at[c->tail++ % (size_t)B.depth]);
+		if (sx_now_ns() < B.stop_ns)
+			send_one(c);
+		else if (c->tail == c->head)
+			uv_close((uv_handle_t *)s, NULL);
+	}
+	memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+	c->rlen -= off;
+}
+
+static void connect_cb(uv_connect_t *r, int status)
+{
+	struct conn *c = r->data;
+	if (status < 0) {
+		fprintf(stderr, "connect: %s\n", uv_strerror(status));
+		exit(1);
+	}
+	uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+	for (int i = 0; i < B.depth; i++)
+		send_one(c);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Blocking one-shot command for SCRIPT LOAD. */
+static void redis_script_load(void)
+{
+	const char *script = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') + 1 "
+			     "redis.call('SET', KEYS[1], v) return v";
+	char port[16];
+	snprintf(port, sizeof(port), "%d", B.port);
+	FILE *p;
+	char shcmd[1024];
+	snprintf(shcmd, sizeof(shcmd), "redis-cli -h %s -p %s SCRIPT LOAD \"%s\"", B.host, port, script);
+	p = popen(shcmd, "r");
+	if (!p || !fgets(B.sha, sizeof(B.sha), p)) {
+		fprintf(stderr, "SCRIPT LOAD failed\n");
+		exit(1);
+	}
+	pclose(p);
+}
+
+int main(int argc, char **argv)
+{
+	B.conns = 50;
+	B.depth = 1;
+	B.seconds = 5;
+	B.host = "127.0.0.1";
+	B.port = 7878;
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--proto"))
+			B.redis = !strcmp(argv[i + 1], "redis");
+		else if (!strcmp(argv[i], "--port"))
+			B.port = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--conns"))
+			B.conns = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--depth"))
+			B.depth = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--seconds"))
+			B.seconds = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--op"))
+			B.counter = !strcmp(argv[i + 1], "counter");
+	}
+	if (B.redis && B.counter)
+		redis_script_load();
+	B.loop = uv_default_loop();
+	struct sockaddr_in addr;
+	uv_ip4_addr(B.host, B.port, &addr);
+	struct conn *cs = calloc((size_t)B.conns, sizeof(*cs));
+	B.start_ns = sx_now_ns();
+	B.stop_ns = B.start_ns + (uint64_t)(B.seconds * 1e9);
+	for (int i = 0; i < B.conns; i++) {
+		struct conn *c = &cs[i];
+		c->idx = i;
+		c->sent_at = calloc((size_t)B.depth, sizeof(uint64_t));
+		snprintf(c->key, sizeof(c->key), "bench:%d", i);
+		uv_tcp_init(B.loop, &c->tcp);
+		uv_tcp_nodelay(&c->tcp, 1);
+		c->tcp.data = c;
+		c->creq.data = c;
+		uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&addr, connect_cb);
+	}
+	uv_run(B.loop, UV_RUN_DEFAULT);
+	double secs = (double)(B.stop_ns - B.start_ns) / 1e9;
+	qsort(B.lat_us, B.nlat, sizeof(*B.lat_us), cmp_u32);
+	uint32_t p50 = B.nlat ? B.lat_us[B.nlat / 2] : 0, p99 = B.nlat ? B.lat_us[B.nlat * 99 / 100] : 0;
+	printf("{\"proto\":\"%s\",\"op\":\"%s\",\"conns\":%d,\"depth\":%d,\"rps\":%.0f,\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu}\n",
+	       B.redis ? "redis" : "sextant", B.counter ? "counter" : "ping", B.conns, B.depth, (double)B.done / secs,
+	       p50, p99, (unsigned long long)B.errors);
+	for (int i = 0; i < B.conns; i++) {
+		free(cs[i].sent_at);
+		free(cs[i].rbuf);
+	}
+	free(cs);
+	free(B.lat_us);
+	return B.errors ? 1 : 0;
+}

@@ -1,0 +1,43 @@
+#!/bin/sh
+# The issue-2 benchmark: ping and a read-modify-write counter script over 50 connections at
+# pipeline depth 1 and 16, Sextant (durability relaxed and full) against redis-server without
+# persistence (PING, and the same logic as a Lua script through EVALSHA), in one run.
+#   sh bench/run_rpc.sh [BUILD_DIR] [SECONDS]
+set -eu
+cd "$(dirname "$0")/.."
+B=${1:-build}
+SECS=${2:-5}
+cmake --build "$B" --target sextant bench_rpc -j2 >/dev/null
+TMP=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
+port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+RP=$(port)
+redis-server --port "$RP" --save "" --appendonly no --daemonize no --logfile "$TMP/redis.log" &
+start_sextant() { # durability
+	P=$(port)
+	mkdir -p "$TMP/$1/scripts/methods"
+	cp scripts/methods/counter.lua "$TMP/$1/scripts/methods/"
+	"$B/sextant" --listen 127.0.0.1:$P --data-dir "$TMP/$1/data" --scripts-dir "$TMP/$1/scripts" \
+		--durability "$1" --log-level warn 2>"$TMP/$1.log" &
+	echo $P
+}
+SR=$(start_sextant relaxed)
+SF=$(start_sextant full)
+sleep 1
+run() { "$B/bench_rpc" --proto "$1" --port "$2" --op "$3" --depth "$4" --conns 50 --seconds "$SECS"; }
+echo "| op | depth | redis rps | sextant relaxed rps | ratio | sextant full rps | redis p50/p99 us | relaxed p50/p99 us | full p50/p99 us |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for op in ping counter; do
+	for d in 1 16; do
+		r=$(run redis "$RP" $op $d)
+		s=$(run sextant "$SR" $op $d)
+		f=$(run sextant "$SF" $op $d)
+		/usr/bin/python3 - "$op" "$d" "$r" "$s" "$f" <<'PY'
+import json, sys
+op, d, r, s, f = sys.argv[1], sys.argv[2], *map(json.loads, sys.argv[3:])
+print(f"| {op} | {d} | {r['rps']:.0f} | {s['rps']:.0f} | {s['rps']/r['rps']:.2f} | {f['rps']:.0f} | "
+      f"{r['p50_us']}/{r['p99_us']} | {s['p50_us']}/{s['p99_us']} | {f['p50_us']}/{f['p99_us']} |")
+PY
+	done
+done

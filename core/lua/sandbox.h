@@ -1,0 +1,106 @@
+/* sandbox.h — the engine's LuaJIT VM: sandboxed environments and per-call budgets.
+ *
+ * One struct sx_lua owns one lua_State, created with a counting allocator so
+ * that memory can be capped per call. Only the thread that created it may use it.
+ *
+ * Every script is compiled from source only (bytecode is refused) into a fresh
+ * environment table whose globals are an allowlist (see sandbox.c); what one
+ * environment does to its globals is invisible to every other. Loops and
+ * function entries are instrumented at load time so that the instruction
+ * budget holds inside JIT-compiled code, where LuaJIT's count hook never fires.
+ *
+ * Budgets apply to the outermost sx_lua_call()/sx_lua_load() in progress:
+ * instructions (approximate: counted at loop back-edges and function entries),
+ * bytes allocated above what was in use when the call began, coroutine nesting
+ * depth, and a wall-clock limit checked at the same points and by a watchdog
+ * for pattern matching, which runs in C.
+ * A stopped call cannot be caught by pcall inside the script: once a budget is
+ * exhausted every further check raises again until the outermost call returns.
+ *
+ * The VM's string metatable is shared by every environment: its __index is a
+ * private table holding the sandbox's string functions (budgeted find, match,
+ * gmatch, gsub, capped rep), and getmetatable("") returns false. Host code in
+ * the same VM gets those functions too for method calls ("x"):find(...).
+ * docs/notes-sandbox.md lists the allowed globals.
+ */
+#ifndef SX_LUA_SANDBOX_H
+#define SX_LUA_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+
+struct sx_lua_limits {
+	uint64_t instructions;    /* per outermost call; 0 = unlimited */
+	size_t memory;            /* bytes above the level at call start; 0 = unlimited */
+	uint32_t coroutine_depth; /* nested resumes; 0 = default (16) */
+	uint32_t wall_ms;         /* per outermost call; 0 = unlimited */
+};
+
+struct sx_lua;
+
+/* A new VM with the given default limits (copied). NULL on allocation failure. */
+struct sx_lua *sx_lua_new(const struct sx_lua_limits *limits);
+/* Closes the state (running __gc finalizers under a budget) and frees it. */
+void sx_lua_free(struct sx_lua *lx);
+
+lua_State *sx_lua_state(struct sx_lua *lx);
+void sx_lua_set_limits(struct sx_lua *lx, const struct sx_lua_limits *limits);
+const struct sx_lua_limits *sx_lua_limits(const struct sx_lua *lx);
+
+/* Bytes the VM has allocated now. */
+size_t sx_lua_memory(const struct sx_lua *lx);
+
+/* A module name that sandboxed `require` may load, and the C function that
+ * opens it (called with the name as its argument, must return one value).
+ * "sextant" is always allowed. Registered entries live as long as the VM.
+ * `open` runs once per environment that requires the module (the value is
+ * cached per environment), so it must return a fresh table each time, or one
+ * whose changes do not matter: what one script does to it must not reach
+ * another. "string", "table", "math", "os", "coroutine" and "bit" return the
+ * environment's own copies. */
+int sx_lua_allow_module(struct sx_lua *lx, const char *name, lua_CFunction open);
+
+/* Compile `src` (text only; a chunk that starts with "\033" is refused) as
+ * `chunkname`, in a fresh sandboxed environment, and run it under the budgets.
+ * On success pushes two values: the chunk's first result, then its environment
+ * table, and returns 0. On failure pushes nothing and returns SX_ESCRIPT (syntax
+ * or runtime error) or SX_EBUDGET, with "chunkname:line: message" in sx_diag_last().
+ * `chunkname` is shown as given ("=name" and "@file" keep Lua's meaning); line
+ * numbers are those of `src` (instrumentation adds no lines). The identifier
+ * __sx_budget is reserved (SX_ESCRIPT). The chunk receives no arguments of its
+ * own: `...` at its top level holds the budget check function. The result is
+ * returned whatever its type; checking it is the caller's job. */
+int sx_lua_load(struct sx_lua *lx, const char *chunkname, const char *src, size_t len);
+
+/* Like lua_pcall(L, nargs, nresults, 0) on the function below the nargs
+ * arguments on top of the stack, with the budgets. On failure pops the function
+ * and arguments, pushes nothing and returns SX_ESCRIPT or SX_EBUDGET (SX_ENOMEM
+ * if malloc itself failed) with the message in sx_diag_last():
+ * "chunkname:line: message" for errors raised with a position; for a budget,
+ * "chunkname:line: instruction budget exceeded (N instructions)" (also
+ * "memory budget exceeded (N bytes)", "time limit exceeded (N ms)",
+ * "coroutine nesting too deep (N)"), where the line is that of the script when
+ * the budget ran out, or just the function's chunkname when unknown (memory);
+ * "chunkname: (error object is a table value)" for non-string error objects,
+ * whose __tostring is never called. Reentrant: a nested call runs within the
+ * budgets of the outermost one. The caller must leave LUA_MINSTACK free slots.
+ * After a failed outermost call a full collection runs, so sx_lua_memory()
+ * drops back near its level before the call. */
+int sx_lua_call(struct sx_lua *lx, int nargs, int nresults);
+
+/* sx_lua_call on the thread L of a VM made by sx_lua_new (the main state or a
+ * coroutine): host functions must use this one, as they may be running in a
+ * coroutine while the main state is suspended. SX_EINVAL if L is not such a
+ * thread. In a nested call a memory error may also be raised as a Lua error,
+ * like from any Lua API call made by a C function. */
+int sx_lua_call_state(lua_State *L, int nargs, int nresults);
+
+/* The VM that owns the thread L, or NULL if L was not made by sx_lua_new. */
+struct sx_lua *sx_lua_from_state(lua_State *L);
+
+/* Is a budgeted call in progress? (Host functions use it to refuse reentry.) */
+int sx_lua_in_call(const struct sx_lua *lx);
+
+#endif

@@ -1,0 +1,9 @@
+/* The plugins the engine starts, in order. */
+#include "core/plugin.h"
+
+extern const struct sx_plugin sx_plugin_system;
+
+const struct sx_plugin *const sx_plugins[] = {
+	&sx_plugin_system,
+	NULL,
+};
