@@ -148,7 +148,11 @@ class Server:
 
     def _spawn(self):
         env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
+        # ASan's default 256 MiB quarantine would hide what RSS checks look for.
+        asan = env.get("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
+        if "quarantine_size_mb" not in asan:
+            asan += ":quarantine_size_mb=16"
+        env["ASAN_OPTIONS"] = asan
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         env.update(self.env_extra)
         self.stderr_path = os.path.join(self.tmp, f"stderr.{self.runs}.log")
@@ -221,6 +225,9 @@ class Server:
 
     def __exit__(self, exc_type, exc, tb):
         try:
+            if exc_type is not None:
+                # pytest shows this with the failure
+                print(f"--- server log (tail) ---\n{self.stderr_tail()}")
             if self.proc is not None:
                 if exc_type is None:
                     self.stop()
@@ -229,8 +236,6 @@ class Server:
                         self.stop()
                     except ServerError as e:
                         print(e)
-            elif exc_type is not None:
-                print(f"--- server log ---\n{self.stderr_tail()}")
         finally:
             if not os.environ.get("SX_KEEP_TMP"):
                 shutil.rmtree(self.tmp, ignore_errors=True)

@@ -89,20 +89,20 @@ def test_watch_script_events(server):
                              "--watch", "script.events", "--count", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        c = server.client()
-        # wait until the CLI's subscription is in place: our own subscription
-        # is made after it, so once ours sees an event, the CLI's should too
-        c.call("subscribe", topic="script.events")
-        time.sleep(0.3)
-        server.write_script("methods/e2e_watch.lua",
-                            "return { hello = function(ctx, args) return 'hi' end }\n")
-        topic, _ = c.notification("script.events", timeout=15)
-        assert topic == "script.events"
-        out, err = proc.communicate(timeout=15)
+        # The CLI subscribes at its own pace: save new versions until one
+        # reaches it.
+        for i in range(30):
+            server.write_script("methods/e2e_watch.lua",
+                                "return { hello = function(ctx, args) return %d end }\n" % i)
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            out, err = proc.communicate()
     assert proc.returncode == 0, err
     lines = out.splitlines()
     assert len(lines) == 1
@@ -110,6 +110,23 @@ def test_watch_script_events(server):
     assert event["topic"] == "script.events"
     assert event["data"]["event"] == "loaded"
     assert event["data"]["kind"] == "methods" and event["data"]["name"] == "e2e_watch"
+
+
+def test_watch_then_call(server):
+    """--watch with a METHOD: subscribe, call, print {"result":...}, then the
+    notifications the call caused."""
+    args = json.dumps({"kind": "methods", "name": "e2e_put", "source": ECHO})
+    r = cli("--watch", "script.events", "--count", "1", "script.put", args,
+            port=server.port, timeout=20)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 2, r.stdout
+    # the event may come before the reply: the reply waits for the commit
+    (result,) = [x["result"] for x in lines if "result" in x]
+    (event,) = [x for x in lines if "topic" in x]
+    assert result["name"] == "e2e_put"
+    assert event["topic"] == "script.events"
+    assert event["data"]["event"] == "loaded" and event["data"]["name"] == "e2e_put"
 
 
 def test_round_trip_through_a_script(server):

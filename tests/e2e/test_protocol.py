@@ -334,6 +334,28 @@ def test_pipelining_pairs_by_msgid(server):
         assert got == sorted(ids)
 
 
+def test_pipelined_replies_out_of_order_pair_by_msgid(server):
+    """A write is answered once its batch is durable (off the loop thread),
+    a ping at once: pings sent after writes overtake them, and each reply
+    still carries its own request's msgid."""
+    with server.client() as c:
+        calls = []
+        for i in range(20):
+            src = "return { f = function() return %d end }" % i
+            calls.append(("script.put", {"kind": "methods", "name": f"ooo{i}", "source": src}))
+            calls.append(("ping", None))
+        first = c.next_id()
+        out = c.pipeline(calls)
+        for i in range(20):
+            put, pong = out[2 * i], out[2 * i + 1]
+            assert isinstance(put, dict) and put["name"] == f"ooo{i}", put
+            assert pong == "pong"
+        sent_order = list(range(first + 1, first + 1 + len(calls)))
+        assert sorted(c.arrival[-len(calls):]) == sent_order
+        assert c.arrival[-len(calls):] != sent_order, "no reply overtook a write"
+        assert c.call("ooo7.f") == 7
+
+
 def test_request_then_shutdown_write_still_replied(server):
     with server.client() as c:
         c.send_raw(request(3, "ping") + request(4, "server.info"))
@@ -401,7 +423,7 @@ def test_slow_senders_closed_at_frame_timeout(server):
     assert lived[-1] < 3.0, f"a slow sender lived {lived[-1]:.2f} s (timeout 1 s)"
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1]
-    assert p99 < (0.25 if ASAN else 0.05), f"normal client p99 {p99 * 1000:.1f} ms"
+    assert p99 < (0.25 if ASAN else 0.1), f"normal client p99 {p99 * 1000:.1f} ms"
 
 
 def test_client_that_never_reads(server):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sxtest import RpcError, Server
+from sxtest import RpcError, Server, sanitized
 
 LIMITS = {"script_instructions": 20_000_000, "script_memory_mb": 16, "script_timeout_ms": 300}
 
@@ -97,7 +97,7 @@ def test_memory_bombs_fail_that_call_only(server, fn):
         c.call("abuse." + fn, _timeout=30)
     assert e.value.code in ("budget_exceeded", "script_error"), e.value
     still_fine(server)
-    assert server.rss_kb() < 400 * 1024
+    assert server.rss_kb() < (1024 if sanitized() else 400) * 1024
 
 
 @pytest.mark.parametrize("fn", ["recurse", "co_recurse"])
@@ -183,4 +183,5 @@ def test_reloads_every_10ms_under_load(server):
     assert not errors, errors[:3]
     assert seen <= set(range(i + 1))
     assert len(seen) > 10
-    assert server.rss_kb() < rss0 + 64 * 1024
+    # old versions are collected: memory stays within a bound (ASan keeps a quarantine)
+    assert server.rss_kb() < rss0 + (256 if sanitized() else 64) * 1024
