@@ -5,6 +5,10 @@
  * negative a C function settles the account, checks the deadline, and either
  * grants another quantum or raises. Quanta are charged when granted, so
  * `used` is an upper bound of what the call consumed.
+ *
+ * Library functions excluded for want of a bound on their work: table.move
+ * (a Lua loop inside LuaJIT, never instrumented, over any index range),
+ * math.randomseed (state shared by every environment).
  */
 #include "core/lua/sandbox.h"
 
@@ -22,6 +26,11 @@
 #include "core/sx.h"
 
 #define QUANTUM 65536
+#define QUANTUM_FIRST 256
+/* With a deadline, quanta adapt so that the clock is read every 0.5-2 ms of
+ * run time even when each loop iteration runs a long C function. */
+#define SETTLE_MIN_NS 500000u
+#define SETTLE_MAX_NS 2000000u
 #define DEFAULT_CODEPTH 16
 #define CSTACK_LIMIT ((uintptr_t)1 << 20)
 #define KERNEL_NAME "=(sandbox)"
@@ -49,7 +58,11 @@ struct sx_lua {
 	int exhausted;		     /* enum reason, sticky until the outermost call returns */
 	uint64_t used;		     /* instructions granted to or charged by this call */
 	uint64_t deadline_ns;	     /* 0: none */
+	uint64_t settled_ns;	     /* when the last quantum was granted */
+	uint64_t quantum;
 	unsigned ticks;
+	size_t grown;	  /* bytes allocated since the allocator last read the clock */
+	uint64_t pending; /* charges from C not yet taken from the counter */
 	uintptr_t cstack_base;
 	int ref_check, ref_co, ref_proto, ref_modules, ref_load;
 	int ref_msg[R_COUNT];
@@ -79,10 +92,14 @@ static void *lx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 			return NULL;
 		/* Bulk work in C (concatenations, table growth) allocates; this is
 		 * where a deadline is noticed between instrumented checks. */
-		if (lx->deadline_ns && (++lx->ticks & 255) == 0 && sx_now_ns() >= lx->deadline_ns) {
-			if (!lx->exhausted)
-				lx->exhausted = R_TIME;
-			return NULL;
+		lx->grown += grow;
+		if (lx->deadline_ns && ((++lx->ticks & 255) == 0 || lx->grown > (1u << 20))) {
+			lx->grown = 0;
+			if (sx_now_ns() >= lx->deadline_ns) {
+				if (!lx->exhausted)
+					lx->exhausted = R_TIME;
+				return NULL;
+			}
 		}
 	}
 	void *p = realloc(ptr, nsize);
@@ -122,7 +139,7 @@ static void counter_set(lua_State *L, struct sx_lua *lx, double v)
 /* Grants the next quantum; `limited` charges it to the call in progress. */
 static void refill(lua_State *L, struct sx_lua *lx, int limited)
 {
-	uint64_t q = QUANTUM;
+	uint64_t q = limited ? lx->quantum : QUANTUM;
 	if (limited) {
 		if (lx->active.instructions) {
 			uint64_t max = lx->active.instructions;
@@ -175,8 +192,17 @@ static void settle(lua_State *L, struct sx_lua *lx, double left)
 		lx->used += (uint64_t)-left;
 	if (lx->active.instructions && lx->used > lx->active.instructions)
 		stop(L, lx, R_INSTR);
-	if (lx->deadline_ns && sx_now_ns() >= lx->deadline_ns)
-		stop(L, lx, R_TIME);
+	if (lx->deadline_ns) {
+		uint64_t now = sx_now_ns();
+		if (now >= lx->deadline_ns)
+			stop(L, lx, R_TIME);
+		uint64_t took = now - lx->settled_ns;
+		if (took > SETTLE_MAX_NS)
+			lx->quantum = lx->quantum / 4 ? lx->quantum / 4 : 1;
+		else if (took < SETTLE_MIN_NS && lx->quantum < QUANTUM)
+			lx->quantum *= 2;
+		lx->settled_ns = now;
+	}
 	/* LuaJIT has no emergency collection when an allocation fails: help the
 	 * collector along so that garbage does not count against the cap. */
 	if (lx->cap != SIZE_MAX && lx->mem > lx->gc_mark &&
@@ -219,6 +245,12 @@ void sx__lua_charge(lua_State *L, uint64_t steps)
 		return;
 	if (lx->exhausted)
 		stop(L, lx, lx->exhausted);
+	/* small charges (one short match) are batched: settling costs API calls */
+	lx->pending += steps;
+	if (lx->pending < 4096)
+		return;
+	steps = lx->pending;
+	lx->pending = 0;
 	double left = counter_get(L, lx) - (double)steps;
 	counter_set(L, lx, left);
 	if (left < 0)
@@ -250,6 +282,7 @@ static void budget_begin(lua_State *L, struct sx_lua *lx)
 		lx->active.coroutine_depth = DEFAULT_CODEPTH;
 	lx->exhausted = R_NONE;
 	lx->used = 0;
+	lx->pending = 0;
 	lx->where[0] = '\0';
 	lx->cstack_base = (uintptr_t)__builtin_frame_address(0);
 	lx->gc_mark = lx->mem_start = lx->mem;
@@ -257,7 +290,9 @@ static void budget_begin(lua_State *L, struct sx_lua *lx)
 		lx->cap = lx->mem + lx->active.memory;
 	else
 		lx->cap = SIZE_MAX;
-	lx->deadline_ns = lx->active.wall_ms ? sx_now_ns() + (uint64_t)lx->active.wall_ms * 1000000u : 0;
+	lx->settled_ns = sx_now_ns();
+	lx->deadline_ns = lx->active.wall_ms ? lx->settled_ns + (uint64_t)lx->active.wall_ms * 1000000u : 0;
+	lx->quantum = lx->deadline_ns ? QUANTUM_FIRST : QUANTUM;
 	refill(L, lx, 1);
 	co_set(L, lx, 0, (int)lx->active.coroutine_depth);
 }
@@ -351,6 +386,76 @@ static int sb_rep(lua_State *L)
 	return 1;
 }
 
+/* Library functions whose work grows with a table are charged that work up
+ * front, so that a loop calling them runs out of budget (and reads the
+ * clock) in proportion to what it really does. */
+static int forward(lua_State *L, uint64_t cost)
+{
+	sx__lua_charge(L, cost);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+static uint64_t table_len(lua_State *L, int idx)
+{
+	return lua_type(L, idx) == LUA_TTABLE ? (uint64_t)lua_objlen(L, idx) : 0;
+}
+
+static uint64_t span(lua_State *L, int from, int to, uint64_t dflt_to)
+{
+	double a = lua_type(L, from) == LUA_TNUMBER ? lua_tonumber(L, from) : 1;
+	double b = lua_type(L, to) == LUA_TNUMBER ? lua_tonumber(L, to) : (double)dflt_to;
+	return b >= a && b - a < 1e15 ? (uint64_t)(b - a) + 1 : 1;
+}
+
+static int sb_sort(lua_State *L)
+{
+	uint64_t n = table_len(L, 1);
+	return forward(L, n * (uint64_t)(log2((double)n + 1) + 1));
+}
+
+static int sb_insert(lua_State *L)
+{
+	uint64_t n = table_len(L, 1);
+	uint64_t cost = 1;
+	if (lua_gettop(L) >= 3 && lua_type(L, 2) == LUA_TNUMBER) {
+		double pos = lua_tonumber(L, 2);
+		cost = pos < 1 ? n + 1 : pos <= (double)n ? n - (uint64_t)pos + 1 : 1;
+	}
+	return forward(L, cost);
+}
+
+/* Work past the table's border ends in an error: charge at most up to it. */
+static uint64_t at_most(uint64_t cost, uint64_t max) { return cost < max ? cost : max; }
+
+static int sb_remove(lua_State *L) { return forward(L, lua_isnoneornil(L, 2) ? 1 : table_len(L, 1) + 1); }
+static int sb_concat(lua_State *L) { return forward(L, at_most(span(L, 3, 4, table_len(L, 1)), table_len(L, 1) + 1)); }
+static int sb_unpack(lua_State *L) { return forward(L, at_most(span(L, 2, 3, table_len(L, 1)), 65536)); }
+
+/* table.maxn visits every key; ours charges for each. */
+static int sb_maxn(lua_State *L)
+{
+	lua_Number max = 0;
+	uint64_t keys = 0;
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		lua_pop(L, 1);
+		if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) > max)
+			max = lua_tonumber(L, -1);
+		if (++keys == 1024) {
+			sx__lua_charge(L, keys);
+			keys = 0;
+		}
+	}
+	sx__lua_charge(L, keys);
+	lua_pushnumber(L, max);
+	return 1;
+}
+
 static int sb_require(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
@@ -384,11 +489,10 @@ static int sb_require(lua_State *L)
 
 static const char *const base_names[] = {
 	"assert", "error",  "ipairs", "next",	  "pairs",	  "select",	  "tonumber",
-	"tostring", "type", "unpack", "rawequal", "rawget", "rawset", "rawlen",
+	"tostring", "type", "rawequal", "rawget", "rawset", "rawlen",
 	"setmetatable", "getmetatable", "_VERSION",
 };
 static const char *const string_names[] = {"byte", "char", "format", "len", "lower", "reverse", "sub", "upper"};
-static const char *const table_names[] = {"concat", "insert", "maxn", "move", "remove", "sort"};
 static const char *const os_names[] = {"time", "clock", "date"};
 static const char *const co_names[] = {"create", "running", "status", "yield", "isyieldable"};
 static const char *const std_libs[] = {"string", "table", "math", "os", "coroutine", "bit"};
@@ -506,9 +610,22 @@ static int init_body(lua_State *L)
 
 	lua_getglobal(L, "table");
 	lua_newtable(L);
-	copy_fields(L, lua_gettop(L) - 1, table_names, SX_ARRAY_SIZE(table_names));
+	static const struct {
+		const char *name;
+		lua_CFunction f;
+	} charged[] = {{"sort", sb_sort}, {"insert", sb_insert}, {"remove", sb_remove}, {"concat", sb_concat}};
+	for (size_t i = 0; i < SX_ARRAY_SIZE(charged); i++) {
+		lua_getfield(L, -2, charged[i].name);
+		lua_pushcclosure(L, charged[i].f, 1);
+		lua_setfield(L, -2, charged[i].name);
+	}
+	lua_pushcfunction(L, sb_maxn);
+	lua_setfield(L, -2, "maxn");
 	lua_setfield(L, proto, "table");
 	lua_pop(L, 1);
+	lua_getglobal(L, "unpack");
+	lua_pushcclosure(L, sb_unpack, 1);
+	lua_setfield(L, proto, "unpack");
 
 	lua_getglobal(L, "math");
 	lua_newtable(L);
@@ -678,11 +795,12 @@ static int run(struct sx_lua *lx, lua_State *L, int nargs, int nresults, const c
 	char fname[LUA_IDSIZE + 8];
 	if (!name) {
 		lua_Debug ar;
-		lua_pushvalue(L, func);
-		if (lua_getinfo(L, ">S", &ar))
-			snprintf(fname, sizeof(fname), "%s", ar.short_src);
-		else
-			snprintf(fname, sizeof(fname), "?");
+		snprintf(fname, sizeof(fname), "?");
+		if (lua_isfunction(L, func)) {
+			lua_pushvalue(L, func);
+			if (lua_getinfo(L, ">S", &ar))
+				snprintf(fname, sizeof(fname), "%s", ar.short_src);
+		}
 		name = fname;
 	}
 	int outer = lx->depth == 0;
@@ -694,8 +812,14 @@ static int run(struct sx_lua *lx, lua_State *L, int nargs, int nresults, const c
 	int reason = lx->exhausted;
 	if (outer)
 		budget_end(L, lx);
-	if (status == 0)
+	if (status == 0 && !reason)
 		return 0;
+	if (status == 0) {
+		/* The budget ran out in a host function that swallowed the error
+		 * (a nested call's return code): the call still failed. */
+		lua_settop(L, func - 1);
+		lua_pushnil(L);
+	}
 	int rc = fail(L, lx, status, reason, name);
 	if (outer) {
 		/* LuaJIT halves its temporary string buffer once per cycle: a few

@@ -10,10 +10,18 @@
  * budget holds inside JIT-compiled code, where LuaJIT's count hook never fires.
  *
  * Budgets apply to the outermost sx_lua_call()/sx_lua_load() in progress:
- * instructions (approximate: counted at loop back-edges and function entries),
+ * instructions (approximate: each pass through a loop body or function body
+ * is charged the number of tokens in it; pattern matching one unit per step;
+ * table.sort/insert/remove/concat/maxn and unpack their work up front),
  * bytes allocated above what was in use when the call began, coroutine nesting
- * depth, and a wall-clock limit checked at the same points and by a watchdog
- * for pattern matching, which runs in C.
+ * depth, and a wall-clock limit. The clock is read at the same points (every
+ * 0.5-2 ms of run time), every few thousand pattern-matching steps, and by the
+ * allocator every 256 allocations or MiB. A single library call that neither
+ * allocates nor calls back into Lua (comparing two long strings) is not
+ * interrupted, which the memory cap bounds.
+ * Caveat: a __gc metamethod must never raise; this LuaJIT crashes when a
+ * finalizer's error unwinds through compiled code. Scripts cannot install
+ * finalizers; host code must keep its own from raising.
  * A stopped call cannot be caught by pcall inside the script: once a budget is
  * exhausted every further check raises again until the outermost call returns.
  *
