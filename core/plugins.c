@@ -2,8 +2,10 @@
 #include "core/plugin.h"
 
 extern const struct sx_plugin sx_plugin_system;
+extern const struct sx_plugin sx_plugin_events;
 
 const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_system,
+	&sx_plugin_events,
 	NULL,
 };

@@ -1,0 +1,952 @@
+/* Funnels, retention and saved cohorts, over the per-period user bitmaps and
+ * the per-user event scans. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/plugin.h"
+#include "core/rpc.h"
+#include "core/server.h"
+#include "core/sx.h"
+#include "plugins/events/internal.h"
+#include "store/store.h"
+
+#define FUNNEL_STEPS_MAX 16
+#define FUNNEL_GROUPS_MAX 100
+#define GROUP_VALUE_MAX 64
+#define RETENTION_COHORTS_MAX 120
+#define RETENTION_PERIODS_MAX 120
+#define RULE_DEPTH_MAX 4
+
+static int fail_null(void)
+{
+	int rc = sx_diag_last_code();
+	return rc < 0 ? rc : sx_diag_set(SX_EINTERNAL, "bitmap query failed");
+}
+
+static int time_arg(const msgpack_object *args, const char *key, int required, int64_t *out)
+{
+	int rc = sx_arg_int(args, key, required, out);
+	if (rc == 0 && (*out < 0 || *out > SX_EVENTS_TIME_MAX + 1))
+		return sx_diag_set(SX_EINVAL, "argument '%s' must be ms since 1970 (before the year 10000)", key);
+	return rc;
+}
+
+/* A value as the string groups are keyed by (truncated to GROUP_VALUE_MAX). */
+static size_t value_string(const msgpack_object *o, char *buf)
+{
+	int n;
+	switch (o ? o->type : MSGPACK_OBJECT_NIL) {
+	case MSGPACK_OBJECT_STR:
+		n = o->via.str.size > GROUP_VALUE_MAX ? GROUP_VALUE_MAX : (int)o->via.str.size;
+		memcpy(buf, o->via.str.ptr, (size_t)n);
+		return (size_t)n;
+	case MSGPACK_OBJECT_BOOLEAN: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%s", o->via.boolean ? "true" : "false");
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%llu", (unsigned long long)o->via.u64);
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%lld", (long long)o->via.i64);
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%.17g", o->via.f64);
+	default: return (size_t)-1;
+	}
+}
+
+static int user_attr_string(uint32_t idx, const char *attr, char *buf, size_t *n)
+{
+	char id[SX_EVENTS_ID_MAX + 1];
+	size_t idlen;
+	const void *rec;
+	size_t rlen;
+	int rc;
+	*n = (size_t)-1;
+	if ((rc = sx_events_user_id(NULL, idx, id, sizeof(id), &idlen)) < 0 ||
+	    (rc = sx_events_user_record(NULL, id, idlen, &rec, &rlen)) < 0)
+		return rc == SX_ENOENT ? 0 : rc;
+	msgpack_zone z;
+	msgpack_object o;
+	msgpack_zone_init(&z, 1024);
+	if ((rc = sx__ev_unpack(rec, rlen, &z, &o)) == 0)
+		*n = value_string(sx__ev_map_get(sx__ev_map_get(&o, "attributes"), attr), buf);
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+/* ---- funnel.query ---- */
+
+struct fev {
+	int64_t time;
+	uint32_t mask;
+	char group[GROUP_VALUE_MAX + 1];
+	size_t glen; /* (size_t)-1: none */
+};
+
+struct dvec {
+	int64_t *v;
+	size_t n, cap;
+};
+
+struct fgroup {
+	char value[GROUP_VALUE_MAX + 1];
+	size_t vlen;
+	uint64_t users[FUNNEL_STEPS_MAX];
+	struct dvec delta[FUNNEL_STEPS_MAX];
+};
+
+struct funnel {
+	int nsteps;
+	const msgpack_object *steps;
+	int64_t from, to, window;
+	const char *group_prop; /* property of the first step's event */
+	const char *group_user; /* user attribute */
+	struct fev *ev;
+	size_t nev, cap;
+	struct fgroup all;
+	struct fgroup *groups;
+	size_t ngroups;
+};
+
+static int dvec_push(struct dvec *d, int64_t v)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		int64_t *p = realloc(d->v, cap * sizeof(*p));
+		if (!p)
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		d->v = p, d->cap = cap;
+	}
+	d->v[d->n++] = v;
+	return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+static double median(struct dvec *d)
+{
+	if (!d->n)
+		return 0;
+	qsort(d->v, d->n, sizeof(int64_t), cmp_i64);
+	return d->n % 2 ? (double)d->v[d->n / 2] : ((double)d->v[d->n / 2 - 1] + (double)d->v[d->n / 2]) / 2.0;
+}
+
+static int funnel_ev_cb(const struct sx_event *ev, void *ud)
+{
+	struct funnel *f = ud;
+	uint32_t mask = 0;
+	for (int i = 0; i < f->nsteps; i++) {
+		const msgpack_object *s = &f->steps->via.array.ptr[i];
+		if (s->via.str.size == ev->name_len && !memcmp(s->via.str.ptr, ev->name, ev->name_len))
+			mask |= 1u << i;
+	}
+	if (!mask)
+		return 0;
+	if (f->nev == f->cap) {
+		size_t cap = f->cap ? f->cap * 2 : 256;
+		struct fev *p = realloc(f->ev, cap * sizeof(*p));
+		if (!p)
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		f->ev = p, f->cap = cap;
+	}
+	struct fev *e = &f->ev[f->nev++];
+	e->time = ev->time;
+	e->mask = mask;
+	e->glen = (size_t)-1;
+	if ((mask & 1) && f->group_prop && ev->props) {
+		msgpack_zone z;
+		msgpack_object o;
+		msgpack_zone_init(&z, 512);
+		if (sx__ev_unpack(ev->props, ev->props_len, &z, &o) == 0)
+			e->glen = value_string(sx__ev_map_get(&o, f->group_prop), e->group);
+		msgpack_zone_destroy(&z);
+	}
+	return 0;
+}
+
+static struct fgroup *funnel_group(struct funnel *f, const char *v, size_t n)
+{
+	if (n == (size_t)-1)
+		v = "", n = 0;
+	for (size_t i = 0; i < f->ngroups; i++)
+		if (f->groups[i].vlen == n && !memcmp(f->groups[i].value, v, n))
+			return &f->groups[i];
+	if (f->ngroups == FUNNEL_GROUPS_MAX)
+		return NULL; /* counted in the total only */
+	if (!f->groups && !(f->groups = calloc(FUNNEL_GROUPS_MAX, sizeof(*f->groups))))
+		return NULL;
+	struct fgroup *g = &f->groups[f->ngroups++];
+	memcpy(g->value, v, n);
+	g->vlen = n;
+	return g;
+}
+
+static int funnel_count(struct fgroup *g, int depth, const int64_t *t)
+{
+	for (int k = 0; k < depth; k++) {
+		g->users[k]++;
+		if (k > 0) {
+			int rc = dvec_push(&g->delta[k], t[k] - t[k - 1]);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+static int funnel_user(struct funnel *f, uint32_t user)
+{
+	f->nev = 0;
+	int rc = sx_events_user_scan(NULL, user, f->from, f->to + f->window, 0, funnel_ev_cb, f);
+	if (rc < 0)
+		return rc;
+	int best = 0;
+	int64_t best_t[FUNNEL_STEPS_MAX];
+	size_t best_start = 0;
+	for (size_t s = 0; s < f->nev && best < f->nsteps; s++) {
+		if (!(f->ev[s].mask & 1) || f->ev[s].time < f->from || f->ev[s].time >= f->to)
+			continue;
+		int64_t t[FUNNEL_STEPS_MAX];
+		int k = 1;
+		t[0] = f->ev[s].time;
+		for (size_t j = s + 1; j < f->nev && k < f->nsteps; j++) {
+			if (f->ev[j].time > t[0] + f->window)
+				break;
+			if (f->ev[j].mask & (1u << k))
+				t[k++] = f->ev[j].time;
+		}
+		if (k > best) {
+			best = k, best_start = s;
+			memcpy(best_t, t, sizeof(int64_t) * (size_t)k);
+		}
+	}
+	if (!best)
+		return 0;
+	if ((rc = funnel_count(&f->all, best, best_t)) < 0)
+		return rc;
+	if (f->group_prop || f->group_user) {
+		char buf[GROUP_VALUE_MAX + 1];
+		size_t n = (size_t)-1;
+		const char *v = buf;
+		if (f->group_prop) {
+			v = f->ev[best_start].group, n = f->ev[best_start].glen;
+		} else if ((rc = user_attr_string(user, f->group_user, buf, &n)) < 0) {
+			return rc;
+		}
+		struct fgroup *g = funnel_group(f, v, n);
+		if (g && (rc = funnel_count(g, best, best_t)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void pack_steps(msgpack_packer *pk, struct funnel *f, struct fgroup *g)
+{
+	msgpack_pack_array(pk, (size_t)f->nsteps);
+	for (int k = 0; k < f->nsteps; k++) {
+		msgpack_pack_map(pk, 6);
+		sx_pack_key(pk, "name");
+		sx_pack_object(pk, &f->steps->via.array.ptr[k]);
+		sx_pack_kv_uint(pk, "users", g->users[k]);
+		sx_pack_kv_double(pk, "conversion", g->users[0] ? (double)g->users[k] / (double)g->users[0] : 0.0);
+		sx_pack_kv_double(pk, "conversion_from_previous",
+				  k == 0 ? (g->users[0] ? 1.0 : 0.0)
+					 : g->users[k - 1] ? (double)g->users[k] / (double)g->users[k - 1] : 0.0);
+		sx_pack_kv_uint(pk, "drop_off", k == 0 ? 0 : g->users[k - 1] - g->users[k]);
+		sx_pack_key(pk, "median_ms");
+		if (k == 0 || !g->delta[k].n)
+			msgpack_pack_nil(pk);
+		else
+			msgpack_pack_double(pk, median(&g->delta[k]));
+	}
+}
+
+static void fgroup_free(struct fgroup *g)
+{
+	for (int k = 0; k < FUNNEL_STEPS_MAX; k++)
+		free(g->delta[k].v);
+}
+
+static int cmp_fgroup(const void *a, const void *b)
+{
+	const struct fgroup *x = a, *y = b;
+	if (x->users[0] != y->users[0])
+		return x->users[0] < y->users[0] ? 1 : -1;
+	size_t n = x->vlen < y->vlen ? x->vlen : y->vlen;
+	int c = memcmp(x->value, y->value, n);
+	return c ? c : (x->vlen > y->vlen) - (x->vlen < y->vlen);
+}
+
+static int m_funnel(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"steps", "from", "to", "window_ms", "group_by", NULL};
+	struct funnel f;
+	const char *gb = NULL;
+	size_t gblen = 0;
+	char gbuf[SX_EVENTS_ID_MAX + 1];
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	memset(&f, 0, sizeof(f));
+	f.window = 7 * SX_EV_DAY_MS;
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_array(args, "steps", 1, &f.steps)) < 0 ||
+	    (rc = time_arg(args, "from", 1, &f.from)) < 0 || (rc = time_arg(args, "to", 1, &f.to)) < 0 ||
+	    (rc = sx_arg_int(args, "window_ms", 0, &f.window)) < 0 || (rc = sx_arg_str(args, "group_by", 0, &gb, &gblen)) < 0)
+		return rc;
+	if (f.from >= f.to)
+		return sx_diag_set(SX_EINVAL, "argument 'from' must be before 'to'");
+	if (f.window < 1 || f.window > 366 * SX_EV_DAY_MS)
+		return sx_diag_set(SX_EINVAL, "argument 'window_ms' must be 1 ms to 366 days");
+	f.nsteps = (int)f.steps->via.array.size;
+	if (f.nsteps < 1 || f.nsteps > FUNNEL_STEPS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'steps' must hold 1 to %d event names", FUNNEL_STEPS_MAX);
+	for (int i = 0; i < f.nsteps; i++)
+		if ((rc = sx__ev_check_id(&f.steps->via.array.ptr[i], "steps")) < 0)
+			return sx_diag_set(rc, "argument 'steps' element %d: %s", i, sx_diag_last());
+	if (gb) {
+		if (gblen == 0 || gblen > SX_EVENTS_ID_MAX || memchr(gb, 0, gblen))
+			return sx_diag_set(SX_EINVAL, "argument 'group_by' must be a property name or user.ATTRIBUTE");
+		memcpy(gbuf, gb, gblen);
+		gbuf[gblen] = 0;
+		if (gblen > 5 && !strncmp(gbuf, "user.", 5))
+			f.group_user = gbuf + 5;
+		else
+			f.group_prop = gbuf;
+	}
+	char first[SX_EVENTS_ID_MAX + 1];
+	memcpy(first, f.steps->via.array.ptr[0].via.str.ptr, f.steps->via.array.ptr[0].via.str.size);
+	first[f.steps->via.array.ptr[0].via.str.size] = 0;
+	roaring_bitmap_t *cand = sx_events_users_did(NULL, first, sx__ev_floor(f.from, SX_EV_MIN_MS),
+						     sx__ev_floor(f.to, SX_EV_MIN_MS) + SX_EV_MIN_MS);
+	if (!cand)
+		return fail_null();
+	roaring_uint32_iterator_t *it = roaring_create_iterator(cand);
+	for (; rc == 0 && it->has_value; roaring_advance_uint32_iterator(it))
+		rc = funnel_user(&f, it->current_value);
+	roaring_free_uint32_iterator(it);
+	roaring_bitmap_free(cand);
+	if (rc == 0) {
+		msgpack_pack_map(pk, 4 + (gb != NULL));
+		sx_pack_kv_int(pk, "from", f.from);
+		sx_pack_kv_int(pk, "to", f.to);
+		sx_pack_kv_int(pk, "window_ms", f.window);
+		sx_pack_key(pk, "steps");
+		pack_steps(pk, &f, &f.all);
+		if (gb) {
+			qsort(f.groups, f.ngroups, sizeof(*f.groups), cmp_fgroup);
+			sx_pack_key(pk, "groups");
+			msgpack_pack_array(pk, f.ngroups);
+			for (size_t i = 0; i < f.ngroups; i++) {
+				msgpack_pack_map(pk, 2);
+				sx_pack_key(pk, "value");
+				if (f.groups[i].vlen)
+					sx_pack_strn(pk, f.groups[i].value, f.groups[i].vlen);
+				else
+					msgpack_pack_nil(pk);
+				sx_pack_key(pk, "steps");
+				pack_steps(pk, &f, &f.groups[i]);
+			}
+		}
+	}
+	fgroup_free(&f.all);
+	for (size_t i = 0; i < f.ngroups; i++)
+		fgroup_free(&f.groups[i]);
+	free(f.groups);
+	free(f.ev);
+	return rc;
+}
+
+/* ---- cohort.retention ---- */
+
+struct pcache {
+	int64_t start;
+	roaring_bitmap_t *b;
+};
+
+static roaring_bitmap_t *period_users(struct pcache *pc, size_t *npc, size_t cap, const char *event,
+				      int64_t start, int64_t end)
+{
+	for (size_t i = 0; i < *npc; i++)
+		if (pc[i].start == start)
+			return pc[i].b;
+	if (*npc == cap) {
+		sx_diag_set(SX_EINTERNAL, "retention period cache full");
+		return NULL;
+	}
+	roaring_bitmap_t *b = sx_events_users_did(NULL, event, start, end);
+	if (b) {
+		pc[*npc].start = start;
+		pc[(*npc)++].b = b;
+	}
+	return b;
+}
+
+static int m_retention(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"cohort_by", "period", "periods", "returning_event", "from", "to",
+					    "cohort", NULL};
+	const char *cb = "week", *pd = NULL, *cname = NULL;
+	size_t cblen = 4, pdlen = 0, cnlen = 0;
+	char ev[SX_EVENTS_ID_MAX + 1] = "*";
+	int64_t periods = 8, from = -1, to = -1, now = sx_wall_ms();
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_str(args, "cohort_by", 0, &cb, &cblen)) < 0 ||
+	    (rc = sx_arg_str(args, "period", 0, &pd, &pdlen)) < 0 || (rc = sx_arg_int(args, "periods", 0, &periods)) < 0 ||
+	    (rc = time_arg(args, "from", 0, &from)) < 0 || (rc = time_arg(args, "to", 0, &to)) < 0 ||
+	    (rc = sx_arg_str(args, "cohort", 0, &cname, &cnlen)) < 0)
+		return rc;
+	const msgpack_object *re = sx_arg(args, "returning_event");
+	if (re) {
+		if ((rc = sx__ev_check_id(re, "returning_event")) < 0)
+			return sx_diag_set(rc, "argument %s", sx_diag_last());
+		memcpy(ev, re->via.str.ptr, re->via.str.size);
+		ev[re->via.str.size] = 0;
+	}
+	int cby = sx__ev_period_parse(cb, cblen), per = pd ? sx__ev_period_parse(pd, pdlen) : cby;
+	if (cby < 0 || per < 0)
+		return sx_diag_set(SX_EINVAL, "arguments 'cohort_by' and 'period' must be day, week or month");
+	if (periods < 1 || periods > RETENTION_PERIODS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'periods' must be 1 to %d", RETENTION_PERIODS_MAX);
+	if (to < 0)
+		to = now < SX_EVENTS_TIME_MAX ? now + 1 : SX_EVENTS_TIME_MAX;
+	if (from < 0)
+		from = sx__ev_period_add(cby, sx__ev_period_start(cby, to - 1), -(int)(periods - 1));
+	if (from < 0)
+		from = 0;
+	if (from >= to)
+		return sx_diag_set(SX_EINVAL, "argument 'from' must be before 'to'");
+	int64_t c0 = sx__ev_period_start(cby, from);
+	int ncoh = 0;
+	for (int64_t c = c0; c < to; c = sx__ev_period_add(cby, c, 1))
+		if (++ncoh > RETENTION_COHORTS_MAX)
+			return sx_diag_set(SX_EINVAL, "the range holds more than %d cohorts", RETENTION_COHORTS_MAX);
+	roaring_bitmap_t *filter = NULL;
+	if (cname && !(filter = sx_events_cohort_users(NULL, cname, cnlen)))
+		return fail_null();
+	size_t cap = (size_t)ncoh * (size_t)periods + 1, npc = 0;
+	struct pcache *pc = calloc(cap, sizeof(*pc));
+	if (!pc) {
+		if (filter)
+			roaring_bitmap_free(filter);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	msgpack_pack_map(pk, 6);
+	sx_pack_kv_str(pk, "cohort_by", cb);
+	sx_pack_kv_str(pk, "period", per == SX_EV_PDAY ? "day" : per == SX_EV_PWEEK ? "week" : "month");
+	sx_pack_kv_int(pk, "periods", periods);
+	sx_pack_kv_str(pk, "returning_event", ev);
+	sx_pack_key(pk, "cohort");
+	if (cname)
+		sx_pack_strn(pk, cname, cnlen);
+	else
+		msgpack_pack_nil(pk);
+	sx_pack_key(pk, "cohorts");
+	msgpack_pack_array(pk, (size_t)ncoh);
+	for (int64_t c = c0; rc == 0 && c < to; c = sx__ev_period_add(cby, c, 1)) {
+		int64_t cend = sx__ev_period_add(cby, c, 1);
+		roaring_bitmap_t *members = sx_events_users_first_seen(NULL, c, cend);
+		if (!members) {
+			rc = fail_null();
+			break;
+		}
+		if (filter)
+			roaring_bitmap_and_inplace(members, filter);
+		uint64_t size = roaring_bitmap_get_cardinality(members);
+		msgpack_pack_map(pk, 4);
+		sx_pack_kv_int(pk, "start", c);
+		sx_pack_kv_uint(pk, "size", size);
+		int64_t p0 = sx__ev_period_start(per, c);
+		uint64_t ret[RETENTION_PERIODS_MAX];
+		int known_n = 0;
+		for (int k = 0; k < periods; k++) {
+			int64_t ps = sx__ev_period_add(per, p0, k);
+			if (ps > now)
+				break;
+			roaring_bitmap_t *act = period_users(pc, &npc, cap, ev, ps, sx__ev_period_add(per, ps, 1));
+			if (!act) {
+				rc = fail_null();
+				break;
+			}
+			ret[known_n++] = roaring_bitmap_and_cardinality(members, act);
+		}
+		roaring_bitmap_free(members);
+		sx_pack_key(pk, "returning");
+		msgpack_pack_array(pk, (size_t)periods);
+		for (int k = 0; k < periods; k++)
+			if (k < known_n)
+				msgpack_pack_uint64(pk, ret[k]);
+			else
+				msgpack_pack_nil(pk);
+		sx_pack_key(pk, "rates");
+		msgpack_pack_array(pk, (size_t)periods);
+		for (int k = 0; k < periods; k++)
+			if (k < known_n)
+				msgpack_pack_double(pk, size ? (double)ret[k] / (double)size : 0.0);
+			else
+				msgpack_pack_nil(pk);
+	}
+	for (size_t i = 0; i < npc; i++)
+		roaring_bitmap_free(pc[i].b);
+	free(pc);
+	if (filter)
+		roaring_bitmap_free(filter);
+	return rc;
+}
+
+/* ---- saved cohorts ---- */
+
+struct did {
+	const char *name;
+	size_t nlen;
+	int64_t min;
+	int64_t n;
+};
+
+static int did_cb(const struct sx_event *ev, void *ud)
+{
+	struct did *d = ud;
+	if (ev->name_len == d->nlen && !memcmp(ev->name, d->name, d->nlen) && ++d->n >= d->min)
+		return 1;
+	return 0;
+}
+
+struct attr_scan {
+	roaring_bitmap_t *out;
+	const char *name;
+	char value[GROUP_VALUE_MAX + 1];
+	size_t vlen;
+};
+
+static int attr_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct attr_scan *a = ud;
+	msgpack_zone z;
+	msgpack_object o;
+	char buf[GROUP_VALUE_MAX + 1];
+	SX_UNUSED(key);
+	msgpack_zone_init(&z, 1024);
+	int rc = sx__ev_unpack(val->data, val->len, &z, &o);
+	if (rc == 0) {
+		const msgpack_object *v = sx__ev_map_get(sx__ev_map_get(&o, "attributes"), a->name);
+		const msgpack_object *ix = sx__ev_map_get(&o, "index");
+		int hit = 0;
+		if (v && v->type == MSGPACK_OBJECT_ARRAY) {
+			for (uint32_t i = 0; i < v->via.array.size && !hit; i++)
+				hit = value_string(&v->via.array.ptr[i], buf) == a->vlen && !memcmp(buf, a->value, a->vlen);
+		} else {
+			hit = value_string(v, buf) == a->vlen && !memcmp(buf, a->value, a->vlen);
+		}
+		if (hit && ix && ix->type == MSGPACK_OBJECT_POSITIVE_INTEGER && ix->via.u64 <= UINT32_MAX)
+			roaring_bitmap_add(a->out, (uint32_t)ix->via.u64);
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static int rule_err(const char *what) { return sx_diag_set(SX_EINVAL, "cohort rule: %s", what); }
+
+/* Evaluates a rule into a new bitmap (*out), or only checks it when out is NULL. */
+static int rule_eval(const msgpack_object *r, int depth, int64_t now, roaring_bitmap_t **out)
+{
+	if (depth > RULE_DEPTH_MAX)
+		return rule_err("nested deeper than 4");
+	if (!r || r->type != MSGPACK_OBJECT_MAP || r->via.map.size != 1 || r->via.map.ptr[0].key.type != MSGPACK_OBJECT_STR)
+		return rule_err("a rule is a map with one key: first_seen, attribute, did, all or any");
+	const msgpack_object *k = &r->via.map.ptr[0].key, *v = &r->via.map.ptr[0].val;
+	int rc;
+	if (sx_obj_streq(k, "all") || sx_obj_streq(k, "any")) {
+		int all = sx_obj_streq(k, "all");
+		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size < 1 || v->via.array.size > 16)
+			return rule_err("all/any take an array of 1 to 16 rules");
+		roaring_bitmap_t *acc = NULL;
+		for (uint32_t i = 0; i < v->via.array.size; i++) {
+			roaring_bitmap_t *b = NULL;
+			if ((rc = rule_eval(&v->via.array.ptr[i], depth + 1, now, out ? &b : NULL)) < 0) {
+				if (acc)
+					roaring_bitmap_free(acc);
+				return rc;
+			}
+			if (!out)
+				continue;
+			if (!acc)
+				acc = b;
+			else {
+				if (all)
+					roaring_bitmap_and_inplace(acc, b);
+				else
+					roaring_bitmap_or_inplace(acc, b);
+				roaring_bitmap_free(b);
+			}
+		}
+		if (out)
+			*out = acc;
+		return 0;
+	}
+	if (v->type != MSGPACK_OBJECT_MAP)
+		return rule_err("the rule's value must be a map");
+	if (sx_obj_streq(k, "first_seen")) {
+		static const char *const kn[] = {"from", "to", NULL};
+		int64_t from, to;
+		if ((rc = sx_arg_only(v, kn)) < 0 || (rc = time_arg(v, "from", 1, &from)) < 0 ||
+		    (rc = time_arg(v, "to", 1, &to)) < 0)
+			return sx_diag_set(rc, "cohort rule first_seen: %s", sx_diag_last());
+		if (from >= to)
+			return rule_err("first_seen needs from < to");
+		if (out && !(*out = sx_events_users_first_seen(NULL, from, to)))
+			return fail_null();
+		return 0;
+	}
+	if (sx_obj_streq(k, "attribute")) {
+		static const char *const kn[] = {"name", "value", NULL};
+		struct attr_scan a;
+		char name[SX_EVENTS_ID_MAX + 1];
+		const msgpack_object *val = sx_arg(v, "value");
+		if ((rc = sx_arg_only(v, kn)) < 0 || (rc = sx_arg_cstr(v, "name", 1, name, sizeof(name))) < 0)
+			return sx_diag_set(rc, "cohort rule attribute: %s", sx_diag_last());
+		if (!val || val->type == MSGPACK_OBJECT_ARRAY || val->type == MSGPACK_OBJECT_MAP ||
+		    (a.vlen = value_string(val, a.value)) == (size_t)-1)
+			return rule_err("attribute needs a value: a string, number or boolean");
+		if (!out)
+			return 0;
+		a.name = name;
+		if (!(a.out = roaring_bitmap_create()))
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		if ((rc = sx__ev_scan(NULL, SX_T_USERS, NULL, 0, NULL, 0, 0, attr_cb, &a)) < 0) {
+			roaring_bitmap_free(a.out);
+			return rc;
+		}
+		*out = a.out;
+		return 0;
+	}
+	if (sx_obj_streq(k, "did")) {
+		static const char *const kn[] = {"event", "min_count", "days", NULL};
+		char ev[SX_EVENTS_ID_MAX + 1];
+		int64_t min = 1, days = 30;
+		if ((rc = sx_arg_only(v, kn)) < 0 || (rc = sx_arg_cstr(v, "event", 1, ev, sizeof(ev))) < 0 ||
+		    (rc = sx_arg_int(v, "min_count", 0, &min)) < 0 || (rc = sx_arg_int(v, "days", 0, &days)) < 0)
+			return sx_diag_set(rc, "cohort rule did: %s", sx_diag_last());
+		if (!ev[0] || min < 1 || min > 1000000 || days < 1 || days > 3660)
+			return rule_err("did needs an event, min_count 1..1000000 and days 1..3660");
+		if (!out)
+			return 0;
+		int64_t from = now - days * SX_EV_DAY_MS;
+		roaring_bitmap_t *cand = sx_events_users_did(NULL, ev, from, now + SX_EV_MIN_MS);
+		if (!cand)
+			return fail_null();
+		if (min > 1) {
+			roaring_bitmap_t *res = roaring_bitmap_create();
+			roaring_uint32_iterator_t *it = roaring_create_iterator(cand);
+			for (rc = 0; rc == 0 && it->has_value; roaring_advance_uint32_iterator(it)) {
+				struct did d = {ev, strlen(ev), min, 0};
+				rc = sx_events_user_scan(NULL, it->current_value, from, now + 1, 0, did_cb, &d);
+				if (rc == 0 && d.n >= min)
+					roaring_bitmap_add(res, it->current_value);
+			}
+			roaring_free_uint32_iterator(it);
+			roaring_bitmap_free(cand);
+			if (rc < 0) {
+				roaring_bitmap_free(res);
+				return rc;
+			}
+			cand = res;
+		}
+		*out = cand;
+		return 0;
+	}
+	return rule_err("unknown rule (first_seen, attribute, did, all or any)");
+}
+
+static int name_arg(const msgpack_object *args, const char **s, size_t *len)
+{
+	const msgpack_object *o = sx_arg(args, "name");
+	int rc = sx__ev_check_id(o, "name");
+	*s = NULL, *len = 0;
+	if (rc < 0)
+		return sx_diag_set(rc, "argument %s", sx_diag_last());
+	*s = o->via.str.ptr, *len = o->via.str.size;
+	return 0;
+}
+
+/* Computes and stores cohort `name` with rule `rule` (an object), keeping
+ * `created` and `description`. Packs {name, size, refreshed}. */
+static int cohort_store(const char *name, size_t nlen, const msgpack_object *rule, const msgpack_object *desc,
+			int64_t created, msgpack_packer *pk)
+{
+	int64_t now = sx_wall_ms();
+	roaring_bitmap_t *b = NULL;
+	int rc = rule_eval(rule, 0, now, &b);
+	if (rc < 0)
+		return rc;
+	uint64_t size = roaring_bitmap_get_cardinality(b);
+	msgpack_sbuffer sb;
+	msgpack_packer spk;
+	uint8_t k[1 + SX_EVENTS_ID_MAX];
+	msgpack_sbuffer_init(&sb);
+	roaring_bitmap_run_optimize(b);
+	rc = sx__ev_bitmap_encode(b, &sb);
+	roaring_bitmap_free(b);
+	k[0] = 'b';
+	memcpy(k + 1, name, nlen);
+	if (rc == 0)
+		rc = sx_store_put(sx__ev_eng->store, SX_T_COHORTS, k, nlen + 1, sb.data, sb.size);
+	msgpack_sbuffer_clear(&sb);
+	msgpack_packer_init(&spk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&spk, 6);
+	sx_pack_key(&spk, "name");
+	sx_pack_strn(&spk, name, nlen);
+	sx_pack_key(&spk, "rule");
+	sx_pack_object(&spk, rule);
+	sx_pack_key(&spk, "description");
+	if (desc)
+		sx_pack_object(&spk, desc);
+	else
+		msgpack_pack_nil(&spk);
+	sx_pack_kv_uint(&spk, "size", size);
+	sx_pack_kv_int(&spk, "refreshed", now);
+	sx_pack_kv_int(&spk, "created", created ? created : now);
+	k[0] = 'd';
+	if (rc == 0)
+		rc = sx_store_put(sx__ev_eng->store, SX_T_COHORTS, k, nlen + 1, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	if (rc < 0)
+		return rc;
+	msgpack_pack_map(pk, 3);
+	sx_pack_key(pk, "name");
+	sx_pack_strn(pk, name, nlen);
+	sx_pack_kv_uint(pk, "size", size);
+	sx_pack_kv_int(pk, "refreshed", now);
+	return 0;
+}
+
+static int m_cohort_save(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "rule", "description", NULL};
+	const char *name, *desc;
+	size_t nlen, dlen;
+	const msgpack_object *rule;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0 ||
+	    (rc = sx_arg_map(args, "rule", 1, &rule)) < 0 || (rc = sx_arg_str(args, "description", 0, &desc, &dlen)) < 0)
+		return rc;
+	if (sx_arg(args, "description") && (dlen > 1024 || !sx_utf8_valid(desc, dlen)))
+		return sx_diag_set(SX_EINVAL, "argument 'description' must be UTF-8 of at most 1024 bytes");
+	if ((rc = rule_eval(rule, 0, 0, NULL)) < 0)
+		return rc;
+	return cohort_store(name, nlen, rule, sx_arg(args, "description"), 0, pk);
+}
+
+/* Loads a cohort's definition into zone. */
+static int cohort_def(const char *name, size_t nlen, msgpack_zone *z, msgpack_object *o)
+{
+	uint8_t k[1 + SX_EVENTS_ID_MAX];
+	struct sx_val v;
+	k[0] = 'd';
+	memcpy(k + 1, name, nlen);
+	int rc = sx_store_get(sx__ev_eng->store, SX_T_COHORTS, k, nlen + 1, &v);
+	if (rc == SX_ENOENT)
+		return sx_diag_set(SX_ENOENT, "no cohort '%.*s'", (int)nlen, name);
+	if (rc < 0)
+		return rc;
+	void *copy = msgpack_zone_malloc(z, v.len);
+	if (!copy)
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	memcpy(copy, v.data, v.len);
+	return sx__ev_unpack(copy, v.len, z, o);
+}
+
+static int m_cohort_refresh(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", NULL};
+	const char *name;
+	size_t nlen;
+	msgpack_zone z;
+	msgpack_object o;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0)
+		return rc;
+	msgpack_zone_init(&z, 1024);
+	if ((rc = cohort_def(name, nlen, &z, &o)) == 0) {
+		const msgpack_object *rule = sx__ev_map_get(&o, "rule"), *desc = sx__ev_map_get(&o, "description"),
+				     *cr = sx__ev_map_get(&o, "created");
+		if (desc && desc->type == MSGPACK_OBJECT_NIL)
+			desc = NULL;
+		rc = cohort_store(name, nlen, rule, desc,
+				  cr && cr->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)cr->via.u64 : 0, pk);
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static int m_cohort_size(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", NULL};
+	const char *name;
+	size_t nlen;
+	msgpack_zone z;
+	msgpack_object o;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0)
+		return rc;
+	msgpack_zone_init(&z, 1024);
+	if ((rc = cohort_def(name, nlen, &z, &o)) == 0) {
+		const msgpack_object *size = sx__ev_map_get(&o, "size"), *ref = sx__ev_map_get(&o, "refreshed");
+		msgpack_pack_map(pk, 3);
+		sx_pack_key(pk, "name");
+		sx_pack_strn(pk, name, nlen);
+		sx_pack_key(pk, "size");
+		size ? sx_pack_object(pk, size) : msgpack_pack_nil(pk);
+		sx_pack_key(pk, "refreshed");
+		ref ? sx_pack_object(pk, ref) : msgpack_pack_nil(pk);
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+struct clist {
+	msgpack_packer *pk;
+	uint32_t n;
+	int pack;
+};
+
+static int clist_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct clist *l = ud;
+	SX_UNUSED(key);
+	l->n++;
+	if (!l->pack)
+		return 0;
+	msgpack_zone z;
+	msgpack_object o;
+	msgpack_zone_init(&z, 1024);
+	int rc = sx__ev_unpack(val->data, val->len, &z, &o);
+	if (rc == 0)
+		sx_pack_object(l->pk, &o);
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static int m_cohort_list(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {NULL};
+	struct clist l = {pk, 0, 0};
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 ||
+	    (rc = sx__ev_scan(NULL, SX_T_COHORTS, "d", 1, "e", 1, 0, clist_cb, &l)) < 0)
+		return rc;
+	msgpack_pack_array(pk, l.n);
+	l.pack = 1;
+	return sx__ev_scan(NULL, SX_T_COHORTS, "d", 1, "e", 1, 0, clist_cb, &l);
+}
+
+static int m_cohort_users(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "cursor", "limit", NULL};
+	const char *name;
+	size_t nlen;
+	int64_t cursor = 0, limit = 100;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0 ||
+	    (rc = sx_arg_int(args, "cursor", 0, &cursor)) < 0 || (rc = sx_arg_int(args, "limit", 0, &limit)) < 0)
+		return rc;
+	if (limit < 1 || limit > 10000)
+		return sx_diag_set(SX_EINVAL, "argument 'limit' must be 1 to 10000");
+	if (cursor < 0 || cursor > UINT32_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'cursor' is not a cursor of cohort.users");
+	roaring_bitmap_t *b = sx_events_cohort_users(NULL, name, nlen);
+	if (!b)
+		return fail_null();
+	uint64_t total = roaring_bitmap_get_cardinality(b);
+	uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)(limit + 1));
+	size_t n = 0;
+	roaring_uint32_iterator_t *it = roaring_create_iterator(b);
+	if (!ids || !it) {
+		free(ids);
+		if (it)
+			roaring_free_uint32_iterator(it);
+		roaring_bitmap_free(b);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	if (roaring_move_uint32_iterator_equalorlarger(it, (uint32_t)cursor))
+		for (; it->has_value && n < (size_t)limit + 1; roaring_advance_uint32_iterator(it))
+			ids[n++] = it->current_value;
+	roaring_free_uint32_iterator(it);
+	roaring_bitmap_free(b);
+	size_t shown = n > (size_t)limit ? (size_t)limit : n;
+	msgpack_pack_map(pk, 4);
+	sx_pack_key(pk, "name");
+	sx_pack_strn(pk, name, nlen);
+	sx_pack_kv_uint(pk, "size", total);
+	sx_pack_key(pk, "users");
+	msgpack_pack_array(pk, shown);
+	for (size_t i = 0; i < shown; i++) {
+		char id[SX_EVENTS_ID_MAX + 1];
+		size_t len;
+		if (sx_events_user_id(NULL, ids[i], id, sizeof(id), &len) < 0)
+			msgpack_pack_nil(pk);
+		else
+			sx_pack_strn(pk, id, len);
+	}
+	sx_pack_key(pk, "cursor");
+	if (n > (size_t)limit)
+		msgpack_pack_uint32(pk, ids[limit]);
+	else
+		msgpack_pack_nil(pk);
+	free(ids);
+	return 0;
+}
+
+static int m_cohort_delete(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", NULL};
+	const char *name;
+	size_t nlen;
+	msgpack_zone z;
+	msgpack_object o;
+	uint8_t k[1 + SX_EVENTS_ID_MAX];
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0)
+		return rc;
+	msgpack_zone_init(&z, 1024);
+	rc = cohort_def(name, nlen, &z, &o);
+	msgpack_zone_destroy(&z);
+	if (rc < 0)
+		return rc;
+	memcpy(k + 1, name, nlen);
+	k[0] = 'd';
+	if ((rc = sx_store_del(sx__ev_eng->store, SX_T_COHORTS, k, nlen + 1)) < 0)
+		return rc;
+	k[0] = 'b';
+	if ((rc = sx_store_del(sx__ev_eng->store, SX_T_COHORTS, k, nlen + 1)) < 0)
+		return rc;
+	msgpack_pack_map(pk, 2);
+	sx_pack_key(pk, "name");
+	sx_pack_strn(pk, name, nlen);
+	sx_pack_kv_bool(pk, "deleted", 1);
+	return 0;
+}
+
+int sx__ev_analytics_start(struct sx_engine *e)
+{
+	const struct sx_method methods[] = {
+		{"funnel.query", SX_ROLE_READER, m_funnel, NULL,
+		 "conversion per step, drop-off, median time between steps {steps, from, to, window_ms?, group_by?}"},
+		{"cohort.retention", SX_ROLE_READER, m_retention, NULL,
+		 "retention matrix {cohort_by?, period?, periods?, returning_event?, from?, to?, cohort?}"},
+		{"cohort.save", SX_ROLE_WRITER, m_cohort_save, NULL, "save and compute a cohort {name, rule, description?}"},
+		{"cohort.list", SX_ROLE_READER, m_cohort_list, NULL, "saved cohorts with their rules and sizes"},
+		{"cohort.refresh", SX_ROLE_WRITER, m_cohort_refresh, NULL, "recompute a saved cohort {name}"},
+		{"cohort.size", SX_ROLE_READER, m_cohort_size, NULL, "a saved cohort's size {name}"},
+		{"cohort.users", SX_ROLE_READER, m_cohort_users, NULL, "a saved cohort's user ids, paged {name, cursor?, limit?}"},
+		{"cohort.delete", SX_ROLE_WRITER, m_cohort_delete, NULL, "delete a saved cohort {name}"},
+	};
+	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
+		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
+			return SX_ENOMEM;
+	return 0;
+}

@@ -1,0 +1,141 @@
+/* events.h — users, items and behavioural events: the events plugin's C API.
+ *
+ * Other plugins (recommend, predict, experiments, ...) read what the events
+ * plugin stores through these functions only, never through its tables.
+ * Everything here is valid once the events plugin has started (it comes right
+ * after `system` in core/plugins.c) and until it stops.
+ *
+ * Threads. Every read function takes `txn`:
+ *   - NULL: the caller is on the loop thread; reads see the filling and
+ *     committing batches (a request sees its own writes and those of earlier
+ *     requests). Views end at sx_store_req_end()/sx_store_read_end().
+ *   - a read transaction from sx_store_rtxn_begin(): any thread (a job on the
+ *     pool); reads see only committed data. Views end with the transaction.
+ * Callbacks must not write to the store when txn is not NULL.
+ *
+ * Users. A user id is a string of 1 to 128 bytes of UTF-8. The first time an
+ * id is seen (users.put or an event) it gets a dense index: 0, 1, 2, ... in
+ * order of first sight, never reused, never changed. Indexes may have gaps (a
+ * failed request or batch consumes the indexes it allocated), so size arrays
+ * with sx_events_user_bound(), not a count. Sets of users are CRoaring bitmaps
+ * of indexes.
+ *
+ * Events. An event is (user, name, time in ms since the Unix epoch, optional
+ * item id, optional properties map) plus a sequence number that orders events
+ * of the same millisecond in arrival order. Times are 0 .. SX_EVENTS_TIME_MAX.
+ * Ranges are half-open: [from, to).
+ *
+ * Errors: 0 or a negative SX_E* code with the message in sx_diag_last():
+ * SX_ENOENT (no such user/item/cohort), SX_EINVAL (bad argument),
+ * SX_ECORRUPT (a stored record that does not decode), SX_ENOMEM, SX_EIO.
+ */
+#ifndef SX_EVENTS_H
+#define SX_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+#include <roaring/roaring.h>
+
+#define SX_EVENTS_ID_MAX 128                 /* bytes of a user, item or event name */
+#define SX_EVENTS_TIME_MAX 253402300799999LL /* 9999-12-31T23:59:59.999Z */
+#define SX_EVENTS_BATCH_MAX 10000            /* events per events.track call */
+#define SX_EVENTS_VECTOR_MAX 4096            /* dimensions of an item's content vector */
+
+/* ---- users ---- */
+
+/* The dense index of user `id`: 0 and *out, or SX_ENOENT if never seen. */
+int sx_events_user_index(MDB_txn *txn, const char *id, size_t len, uint32_t *out);
+
+/* The id of user index `idx`, copied into buf (NUL-terminated; size must be
+ * at least SX_EVENTS_ID_MAX + 1): 0 and *len, or SX_ENOENT. */
+int sx_events_user_id(MDB_txn *txn, uint32_t idx, char *buf, size_t size, size_t *len);
+
+/* One more than the largest index handed out so far (loop thread). */
+uint32_t sx_events_user_bound(void);
+
+/* The time of the user's earliest event: 0 and *out, or SX_ENOENT if the
+ * user has no event. */
+int sx_events_user_first_seen(MDB_txn *txn, uint32_t idx, int64_t *out);
+
+/* The user's record as stored: a MessagePack map {id, index, attributes?,
+ * signup_time?, created}. *out is a view (see Threads). */
+int sx_events_user_record(MDB_txn *txn, const char *id, size_t len, const void **out, size_t *outlen);
+
+/* ---- events ---- */
+
+struct sx_event {
+	uint32_t user;
+	int64_t time;
+	uint64_t seq;
+	const char *name; /* not NUL-terminated */
+	size_t name_len;
+	const char *item; /* NULL if the event has no item */
+	size_t item_len;
+	const void *props; /* a MessagePack map, or NULL */
+	size_t props_len;
+};
+
+/* Gets each event; everything in *ev is a view valid during the call only.
+ * Returns 0 to go on, 1 to stop, or a negative error that the scan returns. */
+typedef int (*sx_events_cb)(const struct sx_event *ev, void *ud);
+
+/* The events of one user with from <= time < to, in time (then arrival)
+ * order, or newest first when reverse is set. A short scan: events are kept
+ * by (user, time, seq). */
+int sx_events_user_scan(MDB_txn *txn, uint32_t user, int64_t from, int64_t to, int reverse,
+			sx_events_cb cb, void *ud);
+
+/* Every event with from <= time < to, in time order. Kept by (time, seq):
+ * the scan costs one extra lookup per event. */
+int sx_events_range_scan(MDB_txn *txn, int64_t from, int64_t to, sx_events_cb cb, void *ud);
+
+/* The users who did event `name` ("*": any event) at a time in [from, to),
+ * exact at minute resolution: from and to are rounded down to the minute.
+ * Built from the live metrics' bitmaps (no event scan). A new bitmap that
+ * the caller frees with roaring_bitmap_free(), or NULL (diag). */
+roaring_bitmap_t *sx_events_users_did(MDB_txn *txn, const char *name, int64_t from, int64_t to);
+
+/* The users first seen (earliest event) in [from, to), at day resolution:
+ * from and to are rounded down to the day. Caller frees; NULL on error. */
+roaring_bitmap_t *sx_events_users_first_seen(MDB_txn *txn, int64_t from, int64_t to);
+
+/* ---- items ---- */
+
+enum sx_item_kind { SX_ITEM_TRIP, SX_ITEM_DESTINATION, SX_ITEM_ACTIVITY, SX_ITEM_OFFER, SX_ITEM_KINDS };
+
+/* "trip", "destination", ...; NULL for an unknown kind. */
+const char *sx_item_kind_name(int kind);
+/* The kind named by s, or -1. */
+int sx_item_kind_parse(const char *s, size_t len);
+
+struct sx_item {
+	const char *id; /* views, see Threads */
+	size_t id_len;
+	int kind;
+	const void *attrs; /* a MessagePack map, or NULL */
+	size_t attrs_len;
+	const void *vector; /* dim float32 values, little-endian, unaligned; NULL if none */
+	uint32_t dim;
+	int64_t updated;    /* ms since epoch */
+};
+
+/* Item `id`: 0 and *out, or SX_ENOENT. */
+int sx_events_item_get(MDB_txn *txn, const char *id, size_t len, struct sx_item *out);
+
+/* The item's content vector as floats: copies min(dim, n) values into out
+ * and returns the item's dimension (0 if it has no vector). */
+uint32_t sx_item_vector(const struct sx_item *it, float *out, uint32_t n);
+
+typedef int (*sx_items_cb)(const struct sx_item *it, void *ud);
+/* Every item of `kind` (-1: all kinds) in id order; cb as sx_events_cb. */
+int sx_events_item_scan(MDB_txn *txn, int kind, sx_items_cb cb, void *ud);
+
+/* ---- cohorts ---- */
+
+/* The members of saved cohort `name` as of its last refresh. Caller frees;
+ * NULL with SX_ENOENT in the diagnostics if there is no such cohort. */
+roaring_bitmap_t *sx_events_cohort_users(MDB_txn *txn, const char *name, size_t len);
+
+#endif
