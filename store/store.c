@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <uv.h>
+#include <xxhash.h>
 
 #include "core/sx.h"
 
@@ -51,8 +52,16 @@ struct entry {
 	unsigned char data[];
 };
 
+/* Entries are carved from chunks freed with their batch. */
+struct chunk {
+	struct chunk *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
 struct batch {
 	uint64_t seq;
+	struct chunk *chunks;
 	struct entry **log;
 	size_t n, cap;
 	struct entry **bucket;
@@ -100,11 +109,7 @@ struct sx_store {
 
 static uint64_t hash_key(uint32_t table, const void *key, size_t len)
 {
-	const unsigned char *p = key;
-	uint64_t h = 1469598103934665603ull ^ table;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ p[i]) * 1099511628211ull;
-	return h;
+	return XXH3_64bits_withSeed(key, len, table);
 }
 
 static struct batch *batch_new(uint64_t seq)
@@ -122,12 +127,34 @@ static struct batch *batch_new(uint64_t seq)
 	return b;
 }
 
+static void *batch_alloc(struct batch *b, size_t size)
+{
+	size = (size + 15) & ~(size_t)15;
+	struct chunk *c = b->chunks;
+	if (!c || c->cap - c->used < size) {
+		size_t cap = size > (256u << 10) ? size : (256u << 10);
+		c = malloc(sizeof(*c) + cap);
+		if (!c)
+			return NULL;
+		c->used = 0;
+		c->cap = cap;
+		c->next = b->chunks;
+		b->chunks = c;
+	}
+	void *p = (char *)c->data + c->used;
+	c->used += size;
+	return p;
+}
+
 static void batch_free(struct batch *b)
 {
 	if (!b)
 		return;
-	for (size_t i = 0; i < b->n; i++)
-		free(b->log[i]);
+	while (b->chunks) {
+		struct chunk *c = b->chunks;
+		b->chunks = c->next;
+		free(c);
+	}
 	free(b->log);
 	free(b->bucket);
 	free(b);
@@ -178,7 +205,7 @@ static int batch_add(struct batch *b, uint32_t table, const void *key, size_t kl
 	}
 	if (b->n >= b->nbucket && batch_grow(b) < 0)
 		return SX_ENOMEM;
-	struct entry *e = malloc(sizeof(*e) + klen + vlen);
+	struct entry *e = batch_alloc(b, sizeof(*e) + klen + vlen);
 	if (!e)
 		return SX_ENOMEM;
 	e->table = table;
@@ -214,7 +241,7 @@ static void batch_undo_to(struct batch *b, size_t n)
 			*pp = e->chain;
 		}
 		b->bytes -= sizeof(*e) + e->klen + e->vlen;
-		free(e);
+		/* The entry's memory goes back with the whole batch. */
 	}
 }
 
