@@ -4,6 +4,7 @@
 #include <lua.h>
 
 #include "core/lua/lsx_msgpack.h"
+#include "core/lua/lsx_vec.h"
 #include "core/lua/module.h"
 #include "core/sx.h"
 
@@ -14,5 +15,6 @@ int luaopen_sextant(lua_State *L)
 	lua_setfield(L, -2, "version");
 	lsx_open_sandbox(L);
 	lsx_open_msgpack(L);
+	lsx_open_vec(L);
 	return 1;
 }
