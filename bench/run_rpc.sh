@@ -13,13 +13,13 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 RP=$(port)
-redis-server --port "$RP" --save "" --appendonly no --daemonize no --logfile "$TMP/redis.log" &
+redis-server --port "$RP" --save "" --appendonly no --daemonize no --logfile "$TMP/redis.log" >/dev/null &
 start_sextant() { # durability
 	P=$(port)
 	mkdir -p "$TMP/$1/scripts/methods"
 	cp scripts/methods/counter.lua "$TMP/$1/scripts/methods/"
 	"$B/sextant" --listen 127.0.0.1:$P --data-dir "$TMP/$1/data" --scripts-dir "$TMP/$1/scripts" \
-		--durability "$1" --log-level warn 2>"$TMP/$1.log" &
+		--durability "$1" --log-level warn >/dev/null 2>"$TMP/$1.log" &
 	echo $P
 }
 SR=$(start_sextant relaxed)
