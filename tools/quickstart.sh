@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what Sextant needs, builds it, and starts the engine on ./data with the default
-# scripts (and the demo data, once the events service provides it). Ctrl-C stops it.
+# scripts and, on a new store, the demo data (2,000 travellers over 60 days). Ctrl-C stops it.
 set -eu
 cd "$(dirname "$0")/.."
 sh tools/deps.sh
@@ -12,5 +12,8 @@ Try, in another terminal:
   build/sextant-cli ping
   build/sextant-cli counter.incr '{"key": "visits"}'
   build/sextant-cli server.info
+  build/sextant-cli metrics.query "{\"event\": \"book\", \"from\": $(( ($(date +%s) - 7*86400) * 1000 )), \"to\": $(( $(date +%s) * 1000 )), \"interval\": \"day\"}"
+  build/sextant-cli dashboard.render '{"name": "overview"}'
+  build/sextant-cli export '{"what": "funnel", "steps": ["search", "view", "create_trip", "book"], "from": 0, "to": 4102444800000, "format": "csv"}'
 MSG
-exec build/sextant --listen 127.0.0.1:7878 --data-dir ./data --scripts-dir ./scripts "$@"
+exec build/sextant --listen 127.0.0.1:7878 --data-dir ./data --scripts-dir ./scripts --demo true "$@"

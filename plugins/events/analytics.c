@@ -931,6 +931,26 @@ static int m_cohort_delete(struct sx_req *req, const msgpack_object *args, msgpa
 	return 0;
 }
 
+int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk)
+{
+	return m_funnel(NULL, args, pk, NULL);
+}
+
+int sx_events_retention(const msgpack_object *args, msgpack_packer *pk)
+{
+	return m_retention(NULL, args, pk, NULL);
+}
+
+int sx_events_cohort_size(const msgpack_object *args, msgpack_packer *pk)
+{
+	return m_cohort_size(NULL, args, pk, NULL);
+}
+
+int sx_events_cohort_list(msgpack_packer *pk)
+{
+	return m_cohort_list(NULL, NULL, pk, NULL);
+}
+
 int sx__ev_analytics_start(struct sx_engine *e)
 {
 	const struct sx_method methods[] = {

@@ -1563,14 +1563,15 @@ static int start(struct sx_engine *e)
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
-	if ((rc = sx__ev_metrics_start(e)) < 0 || (rc = sx__ev_analytics_start(e)) < 0)
+	if ((rc = sx__ev_metrics_start(e)) < 0 || (rc = sx__ev_analytics_start(e)) < 0 ||
+	    (rc = sx__ev_demo_start(e)) < 0)
 		return rc;
 	return 0;
 }
 
 static void stop(struct sx_engine *e)
 {
-	SX_UNUSED(e);
+	sx__ev_demo_stop(e);
 }
 
 static void info(struct sx_engine *e, msgpack_packer *pk)

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include <lmdb.h>
+#include <msgpack.h>
 #include <roaring/roaring.h>
 
 #define SX_EVENTS_ID_MAX 128                 /* bytes of a user, item or event name */
@@ -137,5 +138,19 @@ int sx_events_item_scan(MDB_txn *txn, int kind, sx_items_cb cb, void *ud);
 /* The members of saved cohort `name` as of its last refresh. Caller frees;
  * NULL with SX_ENOENT in the diagnostics if there is no such cohort. */
 roaring_bitmap_t *sx_events_cohort_users(MDB_txn *txn, const char *name, size_t len);
+
+/* ---- queries (loop thread) ----
+ * The read methods of docs/API.md as C functions, for plugins that compose
+ * them (dashboards, exports): `args` is the method's argument map (NULL: no
+ * arguments), borrowed for the call; the result is packed with pk exactly as
+ * the method returns it. On failure they return the method's error (SX_EINVAL,
+ * SX_ENOENT, ...) with the message in sx_diag_last(), and what they packed
+ * must be discarded. They read with txn NULL (see Threads). */
+int sx_events_metrics_query(const msgpack_object *args, msgpack_packer *pk);  /* metrics.query */
+int sx_events_metrics_active(const msgpack_object *args, msgpack_packer *pk); /* metrics.active */
+int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk);   /* funnel.query */
+int sx_events_retention(const msgpack_object *args, msgpack_packer *pk);      /* cohort.retention */
+int sx_events_cohort_size(const msgpack_object *args, msgpack_packer *pk);    /* cohort.size */
+int sx_events_cohort_list(msgpack_packer *pk);                                /* cohort.list */
 
 #endif

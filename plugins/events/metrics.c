@@ -457,6 +457,16 @@ static int m_active(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	return 0;
 }
 
+int sx_events_metrics_query(const msgpack_object *args, msgpack_packer *pk)
+{
+	return m_query(NULL, args, pk, NULL);
+}
+
+int sx_events_metrics_active(const msgpack_object *args, msgpack_packer *pk)
+{
+	return m_active(NULL, args, pk, NULL);
+}
+
 int sx__ev_metrics_start(struct sx_engine *e)
 {
 	const struct sx_method methods[] = {

@@ -1,0 +1,744 @@
+/* The demo data set: a seeded travel platform (users, destinations, trips,
+ * activities, offers, sessions of search -> view -> create_trip -> book) fed
+ * through the ingest path in chunks on the loop, so that metrics, first-seen
+ * data and bitmaps are exactly what events.track would have made.
+ *
+ * Every random draw comes from a stream seeded by (seed, what, day, user), so
+ * the output does not depend on how the work is cut into chunks. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/plugin.h"
+#include "core/rpc.h"
+#include "core/server.h"
+#include "core/sx.h"
+#include "plugins/events/internal.h"
+#include "store/store.h"
+
+#define DEMO_USERS_MAX 10000000
+#define DEMO_DAYS_MAX 3650
+#define CHUNK_EVENTS 4000     /* events per loop turn */
+#define CHUNK_VISITS 50000    /* (user, day) pairs looked at per loop turn */
+#define CHUNK_USERS 5000      /* users.put per loop turn */
+#define PENDING_MAX (64u << 20) /* wait for the writer above this many bytes */
+#define NTAGS 16
+
+/* ---- the world ---- */
+
+static const char *const tag_names[NTAGS] = {
+	"beach", "city", "culture", "nature", "ski", "food", "nightlife", "family",
+	"romantic", "adventure", "history", "island", "mountains", "wellness", "shopping", "budget",
+};
+enum { T_BEACH, T_CITY, T_CULTURE, T_NATURE, T_SKI, T_FOOD, T_NIGHT, T_FAMILY,
+       T_ROMANTIC, T_ADVENTURE, T_HISTORY, T_ISLAND, T_MOUNTAINS, T_WELLNESS, T_SHOPPING, T_BUDGET };
+#define B(t) (1u << (t))
+
+struct dest {
+	const char *key, *name, *country, *region;
+	double price; /* per night and traveller, EUR */
+	unsigned tags;
+};
+
+static const struct dest dests[] = {
+	{"lisbon", "Lisbon", "PT", "Southern Europe", 95, B(T_CITY) | B(T_CULTURE) | B(T_FOOD) | B(T_BUDGET)},
+	{"porto", "Porto", "PT", "Southern Europe", 85, B(T_CITY) | B(T_FOOD) | B(T_HISTORY) | B(T_BUDGET)},
+	{"algarve", "Algarve", "PT", "Southern Europe", 110, B(T_BEACH) | B(T_FAMILY) | B(T_NATURE)},
+	{"barcelona", "Barcelona", "ES", "Southern Europe", 120, B(T_CITY) | B(T_BEACH) | B(T_NIGHT) | B(T_FOOD)},
+	{"madrid", "Madrid", "ES", "Southern Europe", 105, B(T_CITY) | B(T_CULTURE) | B(T_NIGHT) | B(T_SHOPPING)},
+	{"seville", "Seville", "ES", "Southern Europe", 90, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC)},
+	{"mallorca", "Mallorca", "ES", "Southern Europe", 130, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY)},
+	{"tenerife", "Tenerife", "ES", "Atlantic", 115, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE)},
+	{"rome", "Rome", "IT", "Southern Europe", 125, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE) | B(T_FOOD)},
+	{"florence", "Florence", "IT", "Southern Europe", 130, B(T_CULTURE) | B(T_ROMANTIC) | B(T_FOOD)},
+	{"venice", "Venice", "IT", "Southern Europe", 160, B(T_ROMANTIC) | B(T_HISTORY) | B(T_CULTURE)},
+	{"amalfi", "Amalfi Coast", "IT", "Southern Europe", 190, B(T_BEACH) | B(T_ROMANTIC) | B(T_FOOD)},
+	{"dolomites", "Dolomites", "IT", "Alps", 140, B(T_SKI) | B(T_MOUNTAINS) | B(T_NATURE) | B(T_ADVENTURE)},
+	{"paris", "Paris", "FR", "Western Europe", 170, B(T_CITY) | B(T_ROMANTIC) | B(T_CULTURE) | B(T_SHOPPING)},
+	{"nice", "Nice", "FR", "Western Europe", 150, B(T_BEACH) | B(T_CITY) | B(T_FOOD)},
+	{"chamonix", "Chamonix", "FR", "Alps", 175, B(T_SKI) | B(T_MOUNTAINS) | B(T_ADVENTURE)},
+	{"london", "London", "GB", "Western Europe", 180, B(T_CITY) | B(T_CULTURE) | B(T_SHOPPING) | B(T_NIGHT)},
+	{"edinburgh", "Edinburgh", "GB", "Western Europe", 120, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE)},
+	{"amsterdam", "Amsterdam", "NL", "Western Europe", 150, B(T_CITY) | B(T_NIGHT) | B(T_CULTURE)},
+	{"berlin", "Berlin", "DE", "Central Europe", 100, B(T_CITY) | B(T_NIGHT) | B(T_HISTORY) | B(T_BUDGET)},
+	{"munich", "Munich", "DE", "Central Europe", 130, B(T_CITY) | B(T_FOOD) | B(T_FAMILY)},
+	{"vienna", "Vienna", "AT", "Central Europe", 125, B(T_CITY) | B(T_CULTURE) | B(T_HISTORY)},
+	{"innsbruck", "Innsbruck", "AT", "Alps", 135, B(T_SKI) | B(T_MOUNTAINS) | B(T_FAMILY)},
+	{"zermatt", "Zermatt", "CH", "Alps", 240, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS)},
+	{"prague", "Prague", "CZ", "Central Europe", 75, B(T_CITY) | B(T_HISTORY) | B(T_BUDGET) | B(T_NIGHT)},
+	{"budapest", "Budapest", "HU", "Central Europe", 70, B(T_CITY) | B(T_WELLNESS) | B(T_BUDGET)},
+	{"krakow", "Krakow", "PL", "Central Europe", 60, B(T_CITY) | B(T_HISTORY) | B(T_BUDGET)},
+	{"athens", "Athens", "GR", "Southern Europe", 95, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE)},
+	{"santorini", "Santorini", "GR", "Southern Europe", 210, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC)},
+	{"crete", "Crete", "GR", "Southern Europe", 105, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY) | B(T_HISTORY)},
+	{"dubrovnik", "Dubrovnik", "HR", "Southern Europe", 140, B(T_BEACH) | B(T_HISTORY) | B(T_ROMANTIC)},
+	{"reykjavik", "Reykjavik", "IS", "Northern Europe", 190, B(T_NATURE) | B(T_ADVENTURE) | B(T_WELLNESS)},
+	{"copenhagen", "Copenhagen", "DK", "Northern Europe", 165, B(T_CITY) | B(T_FOOD) | B(T_FAMILY)},
+	{"stockholm", "Stockholm", "SE", "Northern Europe", 155, B(T_CITY) | B(T_NATURE) | B(T_CULTURE)},
+	{"istanbul", "Istanbul", "TR", "Middle East", 80, B(T_CITY) | B(T_HISTORY) | B(T_FOOD) | B(T_SHOPPING)},
+	{"marrakech", "Marrakech", "MA", "Africa", 75, B(T_CULTURE) | B(T_SHOPPING) | B(T_ADVENTURE)},
+	{"cape-town", "Cape Town", "ZA", "Africa", 110, B(T_NATURE) | B(T_BEACH) | B(T_ADVENTURE)},
+	{"dubai", "Dubai", "AE", "Middle East", 220, B(T_CITY) | B(T_SHOPPING) | B(T_BEACH)},
+	{"new-york", "New York", "US", "North America", 230, B(T_CITY) | B(T_SHOPPING) | B(T_CULTURE) | B(T_NIGHT)},
+	{"cancun", "Cancun", "MX", "North America", 140, B(T_BEACH) | B(T_NIGHT) | B(T_FAMILY)},
+	{"banff", "Banff", "CA", "North America", 170, B(T_SKI) | B(T_NATURE) | B(T_MOUNTAINS)},
+	{"tokyo", "Tokyo", "JP", "Asia", 160, B(T_CITY) | B(T_FOOD) | B(T_CULTURE) | B(T_SHOPPING)},
+	{"kyoto", "Kyoto", "JP", "Asia", 150, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC)},
+	{"bangkok", "Bangkok", "TH", "Asia", 65, B(T_CITY) | B(T_FOOD) | B(T_NIGHT) | B(T_BUDGET)},
+	{"bali", "Bali", "ID", "Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_WELLNESS) | B(T_ROMANTIC)},
+	{"maldives", "Maldives", "MV", "Asia", 380, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_WELLNESS)},
+	{"sydney", "Sydney", "AU", "Oceania", 200, B(T_CITY) | B(T_BEACH) | B(T_NATURE)},
+	{"queenstown", "Queenstown", "NZ", "Oceania", 180, B(T_ADVENTURE) | B(T_SKI) | B(T_NATURE)},
+};
+#define NDESTS ((int)SX_ARRAY_SIZE(dests))
+
+static const char *const activity_kinds[] = {"food tour", "guided walk", "day trip"};
+#define NACTS 3 /* per destination */
+#define NOFFERS 24
+#define NTRIPS 32
+
+struct wchoice {
+	const char *name;
+	double w;
+};
+static const struct wchoice countries[] = {
+	{"DE", 18}, {"GB", 15}, {"FR", 14}, {"US", 12}, {"ES", 8}, {"IT", 8}, {"NL", 6},
+	{"SE", 4}, {"PL", 4}, {"CH", 3}, {"BR", 3}, {"JP", 3}, {"CA", 2},
+};
+static const struct wchoice devices[] = {{"mobile", 58}, {"desktop", 34}, {"tablet", 8}};
+static const double device_conv[] = {0.8, 1.45, 1.0}; /* booking propensity by device */
+static const double hour_w[24] = {1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 3.5, 3.5,
+				  4, 3.8, 3.5, 3.5, 3.8, 4.2, 5, 6, 6.5, 6, 4.5, 2.5};
+static const double weekday_w[7] = {1.0, 0.95, 0.95, 1.0, 1.1, 1.25, 1.3}; /* Monday first */
+
+/* ---- random streams ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+struct rng {
+	uint64_t s;
+};
+
+static void rng_seed(struct rng *r, uint64_t seed, uint64_t a, uint64_t b, uint64_t c)
+{
+	r->s = mix64(mix64(mix64(mix64(seed) ^ a) ^ b) ^ c);
+}
+
+static uint64_t rng_next(struct rng *r)
+{
+	r->s += 0x9e3779b97f4a7c15ULL;
+	uint64_t z = r->s;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static double rng_unif(struct rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
+
+static double rng_normal(struct rng *r)
+{
+	double u = rng_unif(r), v = rng_unif(r);
+	return sqrt(-2.0 * log(u > 0 ? u : 1e-300)) * cos(2 * M_PI * v);
+}
+
+static int rng_pick(struct rng *r, const double *w, int n, double total)
+{
+	double x = rng_unif(r) * total;
+	for (int i = 0; i < n; i++) {
+		if (x < w[i])
+			return i;
+		x -= w[i];
+	}
+	return n - 1;
+}
+
+static int pick_choice(struct rng *r, const struct wchoice *c, int n)
+{
+	double w[16], t = 0;
+	for (int i = 0; i < n; i++)
+		t += w[i] = c[i].w;
+	return rng_pick(r, w, n, t);
+}
+
+enum { S_USER = 1, S_DAY, S_SESSION, S_ITEMS };
+
+/* ---- the load ---- */
+
+struct demo_user {
+	int32_t signup_day; /* relative to the first day; negative: before the window */
+	float rate;         /* sessions per day while engaged */
+	float lifetime;     /* days of engagement after signup */
+	uint8_t country, device, tag;
+};
+
+struct demo {
+	uv_timer_t timer;
+	struct sx_req *req; /* NULL for the load at start */
+	uint64_t seed;
+	uint32_t nusers, ndays;
+	int64_t from, to; /* [from, to): the days covered */
+	int phase;        /* 0 items, 1 users, 2 days, 3 done */
+	uint32_t next_user, day;
+	struct demo_user *users;
+	double pop[NDESTS]; /* power-law popularity, seeded order */
+	double dw[NDESTS];  /* today's weights: popularity x season */
+	double dw_total;
+	uint64_t events, items, rejected;
+	uint64_t started_ms;
+	msgpack_sbuffer sb;
+	msgpack_zone zone;
+};
+
+static struct demo *running;
+
+static double season(unsigned tags, double doy)
+{
+	double a = 2 * M_PI / 365.2425;
+	if (tags & (B(T_BEACH) | B(T_ISLAND)))
+		return 1 + 0.7 * cos(a * (doy - 196));
+	if (tags & B(T_SKI))
+		return 1 + 0.8 * cos(a * (doy - 35));
+	return 1 + 0.15 * cos(a * (doy - 140));
+}
+
+static double doy_of(int64_t t)
+{
+	return fmod((double)sx__ev_floor(t, SX_EV_DAY_MS) / SX_EV_DAY_MS, 365.2425);
+}
+
+static void vector_of(unsigned tags, uint64_t seed, const char *key, float *v)
+{
+	struct rng r;
+	double n = 0;
+	rng_seed(&r, seed, S_ITEMS, (uint64_t)strlen(key), (uint64_t)key[0] << 8 | (uint8_t)key[1]);
+	for (int i = 0; i < NTAGS; i++) {
+		double x = (tags & (1u << i) ? 1.0 : 0.0) + 0.05 * rng_normal(&r);
+		v[i] = (float)x;
+		n += x * x;
+	}
+	n = sqrt(n);
+	for (int i = 0; i < NTAGS; i++)
+		v[i] = (float)(v[i] / (n > 0 ? n : 1));
+}
+
+static void pack_tags(msgpack_packer *pk, unsigned tags)
+{
+	int n = 0;
+	for (int i = 0; i < NTAGS; i++)
+		n += !!(tags & (1u << i));
+	msgpack_pack_array(pk, (size_t)n);
+	for (int i = 0; i < NTAGS; i++)
+		if (tags & (1u << i))
+			sx_pack_str(pk, tag_names[i]);
+}
+
+/* Packs one map with pk into d->sb, unpacks it into d->zone: the object to store. */
+static int as_object(struct demo *d, msgpack_object *o)
+{
+	return sx__ev_unpack(d->sb.data, d->sb.size, &d->zone, o);
+}
+
+static int put_item(struct demo *d, const char *id, int kind, const float *vec)
+{
+	msgpack_object o;
+	int rc = as_object(d, &o);
+	if (rc == 0)
+		rc = sx__ev_item_put(id, strlen(id), kind, &o, vec, vec ? NTAGS : 0);
+	msgpack_sbuffer_clear(&d->sb);
+	d->items += rc == 0;
+	return rc;
+}
+
+static int set_dims(const char *event, const char *const *dims, int n)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	uint8_t k[1 + SX_EVENTS_ID_MAX];
+	size_t elen = strlen(event);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	sx_pack_key(&pk, "dimensions");
+	msgpack_pack_array(&pk, (size_t)n);
+	for (int i = 0; i < n; i++)
+		sx_pack_str(&pk, dims[i]);
+	sx_pack_kv_str(&pk, "value", "value");
+	k[0] = 'D';
+	memcpy(k + 1, event, elen);
+	int rc = sx_store_put(sx__ev_eng->store, SX_T_COUNTERS, k, elen + 1, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+static int phase_items(struct demo *d)
+{
+	static const char *const search_dims[] = {"device", "query"};
+	static const char *const view_dims[] = {"device", "item.country", "item.name", "item.region"};
+	static const char *const trip_dims[] = {"device", "item.name"};
+	static const char *const book_dims[] = {"device", "item.country", "item.name", "item.region", "user.country"};
+	static const char *const signup_dims[] = {"device", "user.country"};
+	msgpack_packer pk;
+	float vec[NTAGS];
+	char id[96];
+	int rc;
+	if ((rc = set_dims("search", search_dims, 2)) < 0 || (rc = set_dims("view", view_dims, 4)) < 0 ||
+	    (rc = set_dims("create_trip", trip_dims, 2)) < 0 || (rc = set_dims("book", book_dims, 5)) < 0 ||
+	    (rc = set_dims("signup", signup_dims, 2)) < 0)
+		return rc;
+	msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
+	msgpack_sbuffer_clear(&d->sb);
+	for (int i = 0; i < NDESTS; i++) {
+		const struct dest *x = &dests[i];
+		msgpack_pack_map(&pk, 6);
+		sx_pack_kv_str(&pk, "name", x->name);
+		sx_pack_kv_str(&pk, "country", x->country);
+		sx_pack_kv_str(&pk, "region", x->region);
+		sx_pack_kv_double(&pk, "price", x->price);
+		sx_pack_key(&pk, "tags");
+		pack_tags(&pk, x->tags);
+		sx_pack_kv_double(&pk, "popularity", d->pop[i]);
+		vector_of(x->tags, d->seed, x->key, vec);
+		snprintf(id, sizeof(id), "dest:%s", x->key);
+		if ((rc = put_item(d, id, SX_ITEM_DESTINATION, vec)) < 0)
+			return rc;
+		for (int a = 0; a < NACTS; a++) {
+			char name[96];
+			snprintf(name, sizeof(name), "%s %s", x->name, activity_kinds[a]);
+			msgpack_pack_map(&pk, 6);
+			sx_pack_kv_str(&pk, "name", name);
+			sx_pack_kv_str(&pk, "destination", id);
+			sx_pack_kv_str(&pk, "country", x->country);
+			sx_pack_kv_str(&pk, "region", x->region);
+			sx_pack_kv_double(&pk, "price", round(x->price * (0.3 + 0.2 * a)));
+			sx_pack_key(&pk, "tags");
+			pack_tags(&pk, x->tags & (a == 0 ? B(T_FOOD) | B(T_CULTURE) : a == 1 ? B(T_HISTORY) | B(T_CULTURE) | B(T_CITY) : ~0u));
+			char aid[96];
+			snprintf(aid, sizeof(aid), "act:%s:%d", x->key, a + 1);
+			vector_of(x->tags & ~(unsigned)(a == 0 ? B(T_BEACH) : 0), d->seed + (uint64_t)a + 1, x->key, vec);
+			if ((rc = put_item(d, aid, SX_ITEM_ACTIVITY, vec)) < 0)
+				return rc;
+		}
+	}
+	struct rng r;
+	rng_seed(&r, d->seed, S_ITEMS, 1, 0);
+	for (int i = 0; i < NOFFERS; i++) {
+		const struct dest *x = &dests[rng_next(&r) % NDESTS];
+		double disc = 0.1 + 0.05 * (double)(rng_next(&r) % 6);
+		int64_t vf = d->from + (int64_t)(rng_next(&r) % (d->ndays + 1)) * SX_EV_DAY_MS;
+		char dest[64];
+		snprintf(dest, sizeof(dest), "dest:%s", x->key);
+		msgpack_pack_map(&pk, 8);
+		sx_pack_kv_str(&pk, "destination", dest);
+		sx_pack_kv_str(&pk, "country", x->country);
+		sx_pack_kv_str(&pk, "region", x->region);
+		sx_pack_kv_double(&pk, "discount", disc);
+		sx_pack_kv_double(&pk, "price", round(x->price * 5 * (1 - disc)));
+		sx_pack_kv_int(&pk, "valid_from", vf);
+		sx_pack_kv_int(&pk, "valid_to", vf + 30 * SX_EV_DAY_MS);
+		sx_pack_key(&pk, "tags");
+		pack_tags(&pk, x->tags);
+		vector_of(x->tags, d->seed + 100, x->key, vec);
+		snprintf(id, sizeof(id), "offer:%02d", i + 1);
+		if ((rc = put_item(d, id, SX_ITEM_OFFER, vec)) < 0)
+			return rc;
+	}
+	for (int i = 0; i < NTRIPS; i++) {
+		int a = (int)(rng_next(&r) % NDESTS), b = (int)(rng_next(&r) % NDESTS);
+		int nights = 3 + (int)(rng_next(&r) % 12);
+		char name[160], da[64], db[64];
+		snprintf(name, sizeof(name), "%d nights: %s and %s", nights, dests[a].name, dests[b].name);
+		snprintf(da, sizeof(da), "dest:%s", dests[a].key);
+		snprintf(db, sizeof(db), "dest:%s", dests[b].key);
+		msgpack_pack_map(&pk, 5);
+		sx_pack_kv_str(&pk, "name", name);
+		sx_pack_key(&pk, "destinations");
+		msgpack_pack_array(&pk, 2);
+		sx_pack_str(&pk, da);
+		sx_pack_str(&pk, db);
+		sx_pack_kv_int(&pk, "nights", nights);
+		sx_pack_kv_double(&pk, "price", round((dests[a].price + dests[b].price) / 2 * nights));
+		sx_pack_key(&pk, "tags");
+		pack_tags(&pk, dests[a].tags | dests[b].tags);
+		vector_of(dests[a].tags | dests[b].tags, d->seed + 200, dests[a].key, vec);
+		snprintf(id, sizeof(id), "trip:%02d", i + 1);
+		if ((rc = put_item(d, id, SX_ITEM_TRIP, vec)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void user_draw(struct demo *d, uint32_t u, struct demo_user *du)
+{
+	struct rng r;
+	double cw[16], ct = 0;
+	rng_seed(&r, d->seed, S_USER, u, 0);
+	if (rng_unif(&r) < 0.25)
+		du->signup_day = -1 - (int32_t)(rng_unif(&r) * d->ndays);
+	else
+		du->signup_day = (int32_t)(sqrt(rng_unif(&r)) * d->ndays); /* growth: more sign up later */
+	if (du->signup_day >= (int32_t)d->ndays)
+		du->signup_day = (int32_t)d->ndays - 1;
+	du->rate = (float)fmin(3.0, exp(log(0.25) + 0.9 * rng_normal(&r)));
+	du->lifetime = (float)(-21.0 * log(1 - rng_unif(&r)));
+	for (int i = 0; i < (int)SX_ARRAY_SIZE(countries); i++)
+		ct += cw[i] = countries[i].w;
+	du->country = (uint8_t)rng_pick(&r, cw, (int)SX_ARRAY_SIZE(countries), ct);
+	du->device = (uint8_t)pick_choice(&r, devices, (int)SX_ARRAY_SIZE(devices));
+	du->tag = (uint8_t)(rng_next(&r) % NTAGS);
+}
+
+static void user_id(uint32_t u, char *buf, size_t size) { snprintf(buf, size, "u%07u", u); }
+
+static int phase_users(struct demo *d)
+{
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
+	uint32_t end = d->next_user + CHUNK_USERS < d->nusers ? d->next_user + CHUNK_USERS : d->nusers;
+	for (; d->next_user < end; d->next_user++) {
+		struct demo_user *du = &d->users[d->next_user];
+		char id[32];
+		uint32_t idx;
+		int created, rc;
+		msgpack_object o;
+		user_draw(d, d->next_user, du);
+		msgpack_sbuffer_clear(&d->sb);
+		msgpack_pack_map(&pk, 3);
+		sx_pack_kv_str(&pk, "country", countries[du->country].name);
+		sx_pack_kv_str(&pk, "device", devices[du->device].name);
+		sx_pack_kv_str(&pk, "interest", tag_names[du->tag]);
+		user_id(d->next_user, id, sizeof(id));
+		if ((rc = as_object(d, &o)) < 0 ||
+		    (rc = sx__ev_user_put(id, strlen(id), &o, d->from + (int64_t)du->signup_day * SX_EV_DAY_MS +
+					  (int64_t)(mix64(d->seed ^ d->next_user) % SX_EV_DAY_MS), 1, &idx, &created)) < 0)
+			return rc;
+		msgpack_zone_clear(&d->zone);
+	}
+	msgpack_sbuffer_clear(&d->sb);
+	return 0;
+}
+
+static void day_weights(struct demo *d, int64_t day_start)
+{
+	double doy = doy_of(day_start);
+	d->dw_total = 0;
+	for (int i = 0; i < NDESTS; i++)
+		d->dw_total += d->dw[i] = d->pop[i] * season(dests[i].tags, doy);
+}
+
+static int pick_dest(struct demo *d, struct rng *r, int tag)
+{
+	if (tag >= 0 && rng_unif(r) < 0.6) {
+		double w[NDESTS], t = 0;
+		for (int i = 0; i < NDESTS; i++)
+			t += w[i] = dests[i].tags & (1u << tag) ? d->dw[i] : 0;
+		if (t > 0)
+			return rng_pick(r, w, NDESTS, t);
+	}
+	return rng_pick(r, d->dw, NDESTS, d->dw_total);
+}
+
+/* One event into d->sb: [user, name, time, item|NULL] plus properties packed by the caller. */
+static void ev_head(msgpack_packer *pk, const char *user, const char *name, int64_t t, const char *item, int nprops)
+{
+	msgpack_pack_map(pk, 4 + (item != NULL));
+	sx_pack_kv_str(pk, "user", user);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_kv_int(pk, "time", t);
+	if (item)
+		sx_pack_kv_str(pk, "item", item);
+	sx_pack_key(pk, "properties");
+	msgpack_pack_map(pk, (size_t)nprops);
+}
+
+/* The events of user u on day `day` (relative), packed into d->sb. */
+static uint32_t user_day(struct demo *d, msgpack_packer *pk, uint32_t u, uint32_t day)
+{
+	const struct demo_user *du = &d->users[u];
+	int64_t day_start = d->from + (int64_t)day * SX_EV_DAY_MS;
+	if ((int32_t)day < du->signup_day)
+		return 0;
+	struct rng r;
+	rng_seed(&r, d->seed, S_DAY, day, u);
+	int age = (int)day - du->signup_day;
+	int is_signup = age == 0;
+	int weekday = (int)(((day_start / SX_EV_DAY_MS) % 7 + 10) % 7); /* 1970-01-01 was a Thursday */
+	double p = du->rate * weekday_w[weekday] * (1 + 0.2 * cos(2 * M_PI / 365.2425 * (doy_of(day_start) - 20)));
+	if (age > du->lifetime)
+		p *= 0.12;
+	if (!is_signup && rng_unif(&r) >= fmin(0.95, p))
+		return 0;
+	int sessions = 1 + (rng_unif(&r) < fmin(0.5, p * 0.3));
+	uint32_t n = 0;
+	char uid[32], item[96], trip[64];
+	user_id(u, uid, sizeof(uid));
+	for (int s = 0; s < sessions; s++) {
+		const char *dev = devices[rng_unif(&r) < 0.8 ? du->device : (int)(rng_next(&r) % 3)].name;
+		int devi = 0;
+		while (strcmp(devices[devi].name, dev) != 0)
+			devi++;
+		int64_t t = day_start + (int64_t)rng_pick(&r, hour_w, 24, 64.9) * SX_EV_HOUR_MS +
+			    (int64_t)(rng_unif(&r) * 3000000.0);
+		if (is_signup && s == 0) {
+			ev_head(pk, uid, "signup", t, NULL, 1);
+			sx_pack_kv_str(pk, "device", dev);
+			n++;
+			t += 20000;
+		}
+		int tag = rng_unif(&r) < 0.6 ? du->tag : (int)(rng_next(&r) % NTAGS);
+		int nsearch = 1 + (rng_unif(&r) < 0.4) + (rng_unif(&r) < 0.15);
+		for (int i = 0; i < nsearch; i++) {
+			ev_head(pk, uid, "search", t, NULL, 2);
+			sx_pack_kv_str(pk, "device", dev);
+			sx_pack_kv_str(pk, "query", tag_names[tag]);
+			n++;
+			t += 15000 + (int64_t)(rng_unif(&r) * 105000);
+		}
+		int nview = 1 + (int)fmin(7, floor(-log(1 - rng_unif(&r)) * 1.5));
+		int last = 0;
+		for (int i = 0; i < nview; i++) {
+			last = pick_dest(d, &r, tag);
+			snprintf(item, sizeof(item), "dest:%s", dests[last].key);
+			ev_head(pk, uid, "view", t, item, 1);
+			sx_pack_kv_str(pk, "device", dev);
+			n++;
+			t += 20000 + (int64_t)(rng_unif(&r) * 220000);
+		}
+		if (rng_unif(&r) >= 0.12 * device_conv[devi])
+			continue;
+		int nights = 2 + (int)fmin(12, floor(-log(1 - rng_unif(&r)) * 4));
+		int travellers = 1 + (int)(rng_next(&r) % 4);
+		snprintf(trip, sizeof(trip), "t-%s-%u-%d", uid, day, s);
+		ev_head(pk, uid, "create_trip", t, item, 4);
+		sx_pack_kv_str(pk, "device", dev);
+		sx_pack_kv_str(pk, "trip", trip);
+		sx_pack_kv_int(pk, "nights", nights);
+		sx_pack_kv_int(pk, "travellers", travellers);
+		n++;
+		if (rng_unif(&r) >= 0.38 * (0.8 + 0.2 * device_conv[devi]))
+			continue;
+		t += 120000 + (int64_t)(rng_unif(&r) * 1680000);
+		double value = dests[last].price * nights * pow(travellers, 0.85) * exp(0.25 * rng_normal(&r));
+		ev_head(pk, uid, "book", t, item, 6);
+		sx_pack_kv_str(pk, "device", dev);
+		sx_pack_kv_str(pk, "trip", trip);
+		sx_pack_kv_double(pk, "value", round(value * 100) / 100);
+		sx_pack_kv_str(pk, "currency", "EUR");
+		sx_pack_kv_int(pk, "nights", nights);
+		sx_pack_kv_int(pk, "travellers", travellers);
+		n++;
+	}
+	return n;
+}
+
+/* Generates and ingests up to CHUNK_EVENTS events. */
+static int phase_days(struct demo *d)
+{
+	msgpack_packer pk;
+	uint32_t nev = 0, visits = 0;
+	msgpack_sbuffer_clear(&d->sb);
+	msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
+	while (d->day < d->ndays && nev < CHUNK_EVENTS && visits < CHUNK_VISITS) {
+		if (d->next_user == 0)
+			day_weights(d, d->from + (int64_t)d->day * SX_EV_DAY_MS);
+		nev += user_day(d, &pk, d->next_user, d->day);
+		visits++;
+		if (++d->next_user == d->nusers)
+			d->next_user = 0, d->day++;
+	}
+	struct sx_ev_batch *b = sx__ev_batch_new();
+	if (!b)
+		return SX_ENOMEM;
+	size_t off = 0;
+	int rc = 0;
+	while (rc == 0 && off < d->sb.size) {
+		msgpack_object o;
+		msgpack_unpack_return ur = msgpack_unpack(d->sb.data, d->sb.size, &off, &d->zone, &o);
+		if (ur != MSGPACK_UNPACK_SUCCESS && ur != MSGPACK_UNPACK_EXTRA_BYTES) {
+			rc = sx_diag_set(SX_EINTERNAL, "demo: an event does not decode");
+			break;
+		}
+		rc = sx__ev_batch_add(b, &o, d->to);
+		if (rc == SX_EINVAL) {
+			d->rejected++;
+			rc = 0;
+		} else if (rc == 0) {
+			d->events++;
+		}
+	}
+	if (rc < 0) {
+		sx__ev_batch_free(b);
+		return rc;
+	}
+	rc = sx__ev_batch_finish(b);
+	msgpack_zone_clear(&d->zone);
+	return rc;
+}
+
+static void demo_close_cb(uv_handle_t *h)
+{
+	struct demo *d = h->data;
+	free(d->users);
+	msgpack_sbuffer_destroy(&d->sb);
+	msgpack_zone_destroy(&d->zone);
+	free(d);
+}
+
+static void demo_end(struct demo *d, int rc)
+{
+	char msg[256];
+	snprintf(msg, sizeof(msg), "%s", rc < 0 ? sx_diag_last() : "");
+	if (rc < 0)
+		sx_log_error("demo: load failed: %s", msg);
+	else
+		sx_log_info("demo: %u users, %llu items, %llu events over %u days in %llu ms", d->nusers,
+			    (unsigned long long)d->items, (unsigned long long)d->events, d->ndays,
+			    (unsigned long long)(sx_now_ms() - d->started_ms));
+	if (d->req) {
+		if (rc == 0) {
+			msgpack_packer *pk = &d->req->pk;
+			msgpack_pack_map(pk, 8);
+			sx_pack_kv_uint(pk, "users", d->nusers);
+			sx_pack_kv_uint(pk, "days", d->ndays);
+			sx_pack_kv_uint(pk, "seed", d->seed);
+			sx_pack_kv_uint(pk, "items", d->items);
+			sx_pack_kv_uint(pk, "events", d->events);
+			sx_pack_kv_int(pk, "from", d->from);
+			sx_pack_kv_int(pk, "to", d->to);
+			sx_pack_kv_uint(pk, "ms", sx_now_ms() - d->started_ms);
+		} else {
+			sx_diag_set(rc, "%s", msg);
+		}
+		sx_req_finish(d->req, rc);
+		d->req = NULL;
+	}
+	running = NULL;
+	uv_timer_stop(&d->timer);
+	uv_close((uv_handle_t *)&d->timer, demo_close_cb);
+}
+
+static void demo_tick(uv_timer_t *t)
+{
+	struct demo *d = t->data;
+	int rc = 0;
+	if (sx_store_pending_bytes(sx__ev_eng->store) > PENDING_MAX) {
+		uv_timer_start(&d->timer, demo_tick, 2, 0);
+		return;
+	}
+	switch (d->phase) {
+	case 0:
+		rc = phase_items(d);
+		d->phase = 1;
+		break;
+	case 1:
+		rc = phase_users(d);
+		if (d->next_user == d->nusers)
+			d->phase = 2, d->next_user = 0;
+		break;
+	case 2:
+		rc = phase_days(d);
+		if (d->day == d->ndays)
+			d->phase = 3;
+		break;
+	}
+	sx_store_read_end(sx__ev_eng->store);
+	msgpack_zone_clear(&d->zone);
+	if (rc < 0 || d->phase == 3) {
+		demo_end(d, rc);
+		return;
+	}
+	uv_timer_start(&d->timer, demo_tick, 0, 0);
+}
+
+static int demo_begin(uint32_t users, uint32_t days, uint64_t seed, int64_t end, struct sx_req *req)
+{
+	if (running)
+		return sx_diag_set(SX_ESTATE, "a demo load is running");
+	struct demo *d = calloc(1, sizeof(*d));
+	if (!d || !(d->users = calloc(users, sizeof(*d->users)))) {
+		free(d);
+		return sx_diag_set(SX_ENOMEM, "out of memory for %u demo users", users);
+	}
+	d->req = req;
+	d->seed = seed;
+	d->nusers = users;
+	d->ndays = days;
+	d->to = sx__ev_floor(end, SX_EV_DAY_MS);
+	if (d->to < end)
+		d->to += SX_EV_DAY_MS;
+	d->from = d->to - (int64_t)days * SX_EV_DAY_MS;
+	d->started_ms = sx_now_ms();
+	msgpack_sbuffer_init(&d->sb);
+	msgpack_zone_init(&d->zone, 1 << 16);
+	/* Zipf popularity over a seeded order of the destinations. */
+	int order[NDESTS];
+	struct rng r;
+	rng_seed(&r, seed, S_ITEMS, 0, 0);
+	for (int i = 0; i < NDESTS; i++)
+		order[i] = i;
+	for (int i = NDESTS - 1; i > 0; i--) {
+		int j = (int)(rng_next(&r) % (uint64_t)(i + 1)), x = order[i];
+		order[i] = order[j], order[j] = x;
+	}
+	for (int i = 0; i < NDESTS; i++)
+		d->pop[order[i]] = 1.0 / pow(i + 1, 1.1);
+	uv_timer_init(sx__ev_eng->loop, &d->timer);
+	d->timer.data = d;
+	uv_timer_start(&d->timer, demo_tick, 0, 0);
+	running = d;
+	return 0;
+}
+
+static int m_demo_load(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"users", "days", "seed", "end", NULL};
+	int64_t users = 2000, days = 60, seed = 1, end = sx_wall_ms();
+	int rc;
+	SX_UNUSED(pk), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_int(args, "users", 0, &users)) < 0 ||
+	    (rc = sx_arg_int(args, "days", 0, &days)) < 0 || (rc = sx_arg_int(args, "seed", 0, &seed)) < 0 ||
+	    (rc = sx_arg_int(args, "end", 0, &end)) < 0)
+		return rc;
+	if (users < 1 || users > DEMO_USERS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'users' must be 1 to %d", DEMO_USERS_MAX);
+	if (days < 1 || days > DEMO_DAYS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'days' must be 1 to %d", DEMO_DAYS_MAX);
+	if (seed < 0)
+		return sx_diag_set(SX_EINVAL, "argument 'seed' must be a non-negative integer");
+	if (end < days * SX_EV_DAY_MS || end > SX_EVENTS_TIME_MAX - SX_EV_DAY_MS)
+		return sx_diag_set(SX_EINVAL, "argument 'end' must be ms since 1970, at least 'days' days after it");
+	if ((rc = demo_begin((uint32_t)users, (uint32_t)days, (uint64_t)seed, end, req)) < 0)
+		return rc;
+	return SX_RPC_DEFER;
+}
+
+int sx__ev_demo_start(struct sx_engine *e)
+{
+	const struct sx_method m = {"demo.load", SX_ROLE_ADMIN, m_demo_load, NULL,
+				    "generate and ingest the demo travel data set {users?, days?, seed?, end?}"};
+	int rc = sx_rpc_register(e->rpc, &m);
+	if (rc < 0)
+		return rc;
+	if (e->cfg && e->cfg->demo && sx_events_user_bound() == 0) {
+		sx_log_info("demo: the store has no users; loading 2000 users over 60 days");
+		return demo_begin(2000, 60, 42, sx_wall_ms(), NULL);
+	}
+	return 0;
+}
+
+void sx__ev_demo_stop(struct sx_engine *e)
+{
+	SX_UNUSED(e);
+	if (running) {
+		sx_diag_set(SX_ECANCELED, "the server is stopping");
+		demo_end(running, SX_ECANCELED);
+	}
+}
