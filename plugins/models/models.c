@@ -1,0 +1,2293 @@
+/* The models plugin: training jobs, the registry (versions, aliases with
+ * history), serving with swap-on-promote, monitoring with alerts, export and
+ * import, and retraining policies. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/jobs.h"
+#include "core/math/als.h"
+#include "core/plugin.h"
+#include "core/rpc.h"
+#include "core/server.h"
+#include "core/sx.h"
+#include "plugins/events/events.h"
+#include "plugins/models/internal.h"
+#include "store/store.h"
+
+struct sx_engine *sx__models_eng;
+
+#define CACHE_MAX 16
+#define LAT_BUCKETS 96
+#define POLICY_TICK_MS 1000
+#define PREDICT_INPUTS_MAX 1000
+#define RECENT_EVENTS 500
+#define TOPN_MAX 1000
+
+enum { PROMOTE_NONE, PROMOTE_ALWAYS, PROMOTE_NOT_WORSE };
+static const char *const promote_names[] = {"never", "always", "not_worse"};
+
+/* ---- state (loop thread) ---- */
+
+struct cached {
+	struct sx_model *m;
+	uint64_t used;
+	struct cached *next;
+};
+
+struct monitor {
+	char name[SX_MODELS_NAME_MAX + 1];
+	uint32_t version;
+	uint64_t served, errors, scored;
+	uint64_t lat[LAT_BUCKETS];
+	double lat_sum_ms;
+	double bins[SX_MODELS_PSI_BINS];
+	int has_ref;
+	double expected[SX_MODELS_PSI_BINS];
+	int firing_drift, firing_latency;
+	struct monitor *next;
+};
+
+struct rules {
+	char name[SX_MODELS_NAME_MAX + 1];
+	double psi_above, p99_ms_above; /* 0: off */
+	uint64_t min_samples;
+	struct rules *next;
+};
+
+struct running {
+	char name[SX_MODELS_NAME_MAX + 1];
+	uint64_t job;
+	struct running *next;
+};
+
+static struct cached *cache;
+static uint64_t cache_tick;
+static struct monitor *monitors;
+static struct rules *rules;
+static struct running *running;
+static uv_timer_t policy_timer;
+static int timer_started;
+
+/* ---- small helpers ---- */
+
+static int name_arg(const msgpack_object *args, const char *key, int required, char *buf, const char *dflt)
+{
+	const char *s;
+	size_t len;
+	int rc = sx_arg_str(args, key, required, &s, &len);
+	if (rc < 0)
+		return rc;
+	if (!sx_arg(args, key) || sx_arg(args, key)->type == MSGPACK_OBJECT_NIL) {
+		if (dflt)
+			snprintf(buf, SX_MODELS_NAME_MAX + 1, "%s", dflt);
+		else
+			buf[0] = 0;
+		return 0;
+	}
+	if (!sx__models_name_ok(s, len))
+		return sx_diag_set(SX_EINVAL, "argument '%s' must be 1 to %d bytes of [A-Za-z0-9_.-]", key, SX_MODELS_NAME_MAX);
+	memcpy(buf, s, len);
+	buf[len] = 0;
+	return 0;
+}
+
+static int version_arg(const msgpack_object *args, int required, uint32_t *v)
+{
+	int64_t x = 0;
+	int rc = sx_arg_int(args, "version", required, &x);
+	if (rc < 0)
+		return rc;
+	if (sx_arg(args, "version") && sx_arg(args, "version")->type != MSGPACK_OBJECT_NIL) {
+		if (x < 1 || x > UINT32_MAX)
+			return sx_diag_set(SX_EINVAL, "argument 'version' must be a version number >= 1");
+		*v = (uint32_t)x;
+	}
+	return 0;
+}
+
+static const msgpack_object *mget(const msgpack_object *map, const char *key) { return sx_arg(map, key); }
+
+static int64_t mint(const msgpack_object *map, const char *key, int64_t dflt)
+{
+	const msgpack_object *o = mget(map, key);
+	if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return (int64_t)o->via.u64;
+	if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		return o->via.i64;
+	return dflt;
+}
+
+static double mnum(const msgpack_object *map, const char *key, double dflt)
+{
+	const msgpack_object *o = mget(map, key);
+	if (!o)
+		return dflt;
+	switch (o->type) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: return (double)o->via.u64;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return (double)o->via.i64;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: return o->via.f64;
+	default: return dflt;
+	}
+}
+
+static int unpack(const void *data, size_t len, msgpack_zone *z, msgpack_object *o)
+{
+	size_t off = 0;
+	if (msgpack_unpack(data, len, &off, z, o) != MSGPACK_UNPACK_SUCCESS || off != len)
+		return sx_diag_set(SX_ECORRUPT, "a stored model record does not decode");
+	return 0;
+}
+
+static int put_packed(int table, const uint8_t *k, size_t klen, msgpack_sbuffer *sb)
+{
+	return sx_store_put(sx__models_eng->store, table, k, klen, sb->data, sb->size);
+}
+
+static uint64_t events_count(void)
+{
+	struct sx_store_stats st;
+	if (sx_store_stats(sx__models_eng->store, &st) < 0)
+		return 0;
+	return st.entries[SX_T_EVENTS];
+}
+
+/* ---- registry reads ---- */
+
+struct head {
+	int type;
+	uint32_t next_version;
+	int64_t created;
+};
+
+static int head_get(const char *name, struct head *h)
+{
+	uint8_t k[SX_MODELS_KEY_MAX];
+	struct sx_val v;
+	msgpack_zone z;
+	msgpack_object o;
+	int rc = sx_store_get(sx__models_eng->store, SX_T_MODELS, k, sx__models_head_key(k, name), &v);
+	if (rc == SX_ENOENT)
+		return sx_diag_set(SX_ENOENT, "no model '%s'", name);
+	if (rc < 0)
+		return rc;
+	msgpack_zone_init(&z, 256);
+	if ((rc = unpack(v.data, v.len, &z, &o)) == 0) {
+		const msgpack_object *t = mget(&o, "type");
+		h->type = t && t->type == MSGPACK_OBJECT_STR ? sx__model_type_parse(t->via.str.ptr, t->via.str.size) : 0;
+		h->next_version = (uint32_t)mint(&o, "next_version", 1);
+		h->created = mint(&o, "created", 0);
+		if (!h->type)
+			rc = sx_diag_set(SX_ECORRUPT, "model '%s': bad head record", name);
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static int head_put(const char *name, const struct head *h)
+{
+	uint8_t k[SX_MODELS_KEY_MAX];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 4);
+	sx_pack_kv_str(&pk, "name", name);
+	sx_pack_kv_str(&pk, "type", sx__model_type_name(h->type));
+	sx_pack_kv_uint(&pk, "next_version", h->next_version);
+	sx_pack_kv_int(&pk, "created", h->created);
+	int rc = put_packed(SX_T_MODELS, k, sx__models_head_key(k, name), &sb);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+/* The metadata record of a version, unpacked into z. */
+static int meta_get(const char *name, uint32_t version, msgpack_zone *z, msgpack_object *o)
+{
+	uint8_t k[SX_MODELS_KEY_MAX];
+	struct sx_val v;
+	int rc = sx_store_get(sx__models_eng->store, SX_T_MODELS, k, sx__models_version_key(k, name, version), &v);
+	if (rc == SX_ENOENT)
+		return sx_diag_set(SX_ENOENT, "model '%s' has no version %u", name, version);
+	if (rc < 0)
+		return rc;
+	return unpack(v.data, v.len, z, o);
+}
+
+struct alias {
+	uint32_t version;
+	int64_t updated;
+	uint32_t prev[SX_MODELS_HIST_MAX];
+	size_t nprev;
+	struct {
+		uint32_t version, from;
+		int64_t at;
+		char action[16];
+	} hist[SX_MODELS_HIST_MAX];
+	size_t nhist;
+};
+
+static int alias_get(const char *name, const char *alias, struct alias *a)
+{
+	uint8_t k[SX_MODELS_KEY_MAX];
+	struct sx_val v;
+	msgpack_zone z;
+	msgpack_object o;
+	memset(a, 0, sizeof(*a));
+	int rc = sx_store_get(sx__models_eng->store, SX_T_MODELS, k, sx__models_alias_key(k, name, alias), &v);
+	if (rc == SX_ENOENT)
+		return sx_diag_set(SX_ENOENT, "model '%s' has no alias '%s'", name, alias);
+	if (rc < 0)
+		return rc;
+	msgpack_zone_init(&z, 1024);
+	if ((rc = unpack(v.data, v.len, &z, &o)) == 0) {
+		a->version = (uint32_t)mint(&o, "version", 0);
+		a->updated = mint(&o, "updated", 0);
+		const msgpack_object *p = mget(&o, "previous"), *h = mget(&o, "history");
+		if (p && p->type == MSGPACK_OBJECT_ARRAY)
+			for (uint32_t i = 0; i < p->via.array.size && a->nprev < SX_MODELS_HIST_MAX; i++)
+				if (p->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+					a->prev[a->nprev++] = (uint32_t)p->via.array.ptr[i].via.u64;
+		if (h && h->type == MSGPACK_OBJECT_ARRAY)
+			for (uint32_t i = 0; i < h->via.array.size && a->nhist < SX_MODELS_HIST_MAX; i++) {
+				const msgpack_object *e = &h->via.array.ptr[i];
+				a->hist[a->nhist].version = (uint32_t)mint(e, "version", 0);
+				a->hist[a->nhist].from = (uint32_t)mint(e, "from", 0);
+				a->hist[a->nhist].at = mint(e, "at", 0);
+				const msgpack_object *act = mget(e, "action");
+				snprintf(a->hist[a->nhist].action, sizeof(a->hist[0].action), "%.*s",
+					 act && act->type == MSGPACK_OBJECT_STR ? (int)act->via.str.size : 0,
+					 act && act->type == MSGPACK_OBJECT_STR ? act->via.str.ptr : "");
+				a->nhist++;
+			}
+		if (!a->version)
+			rc = sx_diag_set(SX_ECORRUPT, "model '%s': bad alias record '%s'", name, alias);
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static void pack_alias_history(msgpack_packer *pk, const struct alias *a)
+{
+	msgpack_pack_array(pk, a->nhist);
+	for (size_t i = 0; i < a->nhist; i++) {
+		msgpack_pack_map(pk, 4);
+		sx_pack_kv_uint(pk, "version", a->hist[i].version);
+		sx_pack_key(pk, "from");
+		if (a->hist[i].from)
+			msgpack_pack_uint32(pk, a->hist[i].from);
+		else
+			msgpack_pack_nil(pk);
+		sx_pack_kv_int(pk, "at", a->hist[i].at);
+		sx_pack_kv_str(pk, "action", a->hist[i].action);
+	}
+}
+
+static int alias_put(const char *name, const char *alias, const struct alias *a)
+{
+	uint8_t k[SX_MODELS_KEY_MAX];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 5);
+	sx_pack_kv_str(&pk, "alias", alias);
+	sx_pack_kv_uint(&pk, "version", a->version);
+	sx_pack_kv_int(&pk, "updated", a->updated);
+	sx_pack_key(&pk, "previous");
+	msgpack_pack_array(&pk, a->nprev);
+	for (size_t i = 0; i < a->nprev; i++)
+		msgpack_pack_uint32(&pk, a->prev[i]);
+	sx_pack_key(&pk, "history");
+	pack_alias_history(&pk, a);
+	int rc = put_packed(SX_T_MODELS, k, sx__models_alias_key(k, name, alias), &sb);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+/* Aliases of a model, visited in name order. */
+typedef int (*alias_cb)(const char *alias, uint32_t version, void *ud);
+struct alias_scan {
+	size_t plen;
+	alias_cb cb;
+	void *ud;
+};
+
+static int alias_scan_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct alias_scan *s = ud;
+	char alias[SX_MODELS_NAME_MAX + 1];
+	size_t n = key->len - s->plen;
+	msgpack_zone z;
+	msgpack_object o;
+	if (n == 0 || n > SX_MODELS_NAME_MAX)
+		return 0;
+	memcpy(alias, (const char *)key->data + s->plen, n);
+	alias[n] = 0;
+	msgpack_zone_init(&z, 512);
+	int rc = unpack(val->data, val->len, &z, &o);
+	uint32_t v = rc == 0 ? (uint32_t)mint(&o, "version", 0) : 0;
+	msgpack_zone_destroy(&z);
+	if (rc < 0)
+		return rc;
+	return s->cb(alias, v, s->ud);
+}
+
+static int aliases_each(const char *name, alias_cb cb, void *ud)
+{
+	uint8_t lo[SX_MODELS_KEY_MAX], hi[SX_MODELS_KEY_MAX];
+	size_t n = sx__models_alias_key(lo, name, "");
+	memcpy(hi, lo, n);
+	hi[n - 1] = 1; /* the separator 0 + 1 */
+	struct alias_scan s = {n, cb, ud};
+	return sx_store_scan(sx__models_eng->store, SX_T_MODELS, lo, n, hi, n, 0, alias_scan_cb, &s);
+}
+
+struct points_to {
+	uint32_t version;
+	char alias[SX_MODELS_NAME_MAX + 1];
+	int found;
+};
+
+static int points_cb(const char *alias, uint32_t version, void *ud)
+{
+	struct points_to *p = ud;
+	if (version != p->version)
+		return 0;
+	snprintf(p->alias, sizeof(p->alias), "%s", alias);
+	p->found = 1;
+	return 1;
+}
+
+/* ---- the cache of loaded models ---- */
+
+static struct sx_model *cache_find(const char *name, uint32_t version)
+{
+	for (struct cached *c = cache; c; c = c->next)
+		if (c->m->version == version && strcmp(c->m->name, name) == 0) {
+			c->used = ++cache_tick;
+			return c->m;
+		}
+	return NULL;
+}
+
+static void cache_drop(const char *name, uint32_t version)
+{
+	for (struct cached **pp = &cache; *pp;) {
+		struct cached *c = *pp;
+		if (strcmp(c->m->name, name) == 0 && (!version || c->m->version == version)) {
+			*pp = c->next;
+			sx_model_unref(c->m);
+			free(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+static void cache_add(struct sx_model *m)
+{
+	size_t n = 0;
+	struct cached *c = malloc(sizeof(*c)), **lru = NULL;
+	if (!c)
+		return;
+	for (struct cached **pp = &cache; *pp; pp = &(*pp)->next, n++)
+		if (!lru || (*pp)->used < (*lru)->used)
+			lru = pp;
+	if (n >= CACHE_MAX && lru) {
+		struct cached *old = *lru;
+		*lru = old->next;
+		sx_model_unref(old->m);
+		free(old);
+	}
+	sx_model_ref(m);
+	c->m = m;
+	c->used = ++cache_tick;
+	c->next = cache;
+	cache = c;
+}
+
+static struct sx_model *load(const char *name, uint32_t version)
+{
+	struct sx_model *m = cache_find(name, version);
+	if (m) {
+		sx_model_ref(m);
+		return m;
+	}
+	uint8_t k[SX_MODELS_KEY_MAX];
+	struct sx_val v;
+	msgpack_zone z;
+	msgpack_object meta, w;
+	msgpack_zone_init(&z, 4096);
+	int rc = meta_get(name, version, &z, &meta);
+	if (rc == 0) {
+		rc = sx_store_get(sx__models_eng->store, SX_T_ARTIFACTS, k, sx__models_artifact_key(k, name, version), &v);
+		if (rc == SX_ENOENT)
+			rc = sx_diag_set(SX_ECORRUPT, "model '%s' version %u has no weights", name, version);
+		if (rc == 0 && (rc = unpack(v.data, v.len, &z, &w)) == 0)
+			m = sx__models_decode(&meta, &w, 1);
+	}
+	msgpack_zone_destroy(&z);
+	if (!m)
+		return NULL;
+	cache_add(m);
+	return m;
+}
+
+static int resolve(const char *name, const char *alias, uint32_t version, uint32_t *out)
+{
+	if (version) {
+		*out = version;
+		return 0;
+	}
+	struct alias a;
+	int rc = alias_get(name, alias && alias[0] ? alias : "production", &a);
+	if (rc < 0)
+		return rc;
+	*out = a.version;
+	return 0;
+}
+
+struct sx_model *sx_models_acquire(const char *name, const char *alias, uint32_t version)
+{
+	uint32_t v;
+	if (!name || !sx__models_name_ok(name, strlen(name))) {
+		sx_diag_set(SX_EINVAL, "bad model name");
+		return NULL;
+	}
+	if (resolve(name, alias, version, &v) < 0)
+		return NULL;
+	return load(name, v);
+}
+
+/* ---- training ---- */
+
+struct tjob {
+	struct sx_train *t;
+	int type;
+	char name[SX_MODELS_NAME_MAX + 1];
+	char alias[SX_MODELS_NAME_MAX + 1];
+	char trigger[32];
+	int promote;
+	uint32_t compared;
+	uint64_t events_at;
+	uint64_t job;
+};
+
+static void running_del(uint64_t job)
+{
+	for (struct running **pp = &running; *pp; pp = &(*pp)->next)
+		if ((*pp)->job == job) {
+			struct running *r = *pp;
+			*pp = r->next;
+			free(r);
+			return;
+		}
+}
+
+static int running_has(const char *name)
+{
+	for (struct running *r = running; r; r = r->next)
+		if (strcmp(r->name, name) == 0)
+			return 1;
+	return 0;
+}
+
+static int train_work(struct sx_job *job, void *ud)
+{
+	struct tjob *j = ud;
+	int rc = sx__train_run(j->t, job);
+	if (rc < 0)
+		sx_job_fail(job, sx_diag_last());
+	return rc;
+}
+
+static int promote(const char *name, const char *alias, uint32_t version, const char *action, uint32_t *previous);
+
+/* Stores m as the next version of its name; sets m->version. */
+static int register_version(struct sx_model *m)
+{
+	struct head h;
+	int rc = head_get(m->name, &h);
+	if (rc == SX_ENOENT) {
+		h.type = m->type, h.next_version = 1, h.created = sx_wall_ms();
+	} else if (rc < 0) {
+		return rc;
+	} else if (h.type != m->type) {
+		return sx_diag_set(SX_ESTATE, "model '%s' is of type %s, not %s", m->name, sx__model_type_name(h.type),
+				   sx__model_type_name(m->type));
+	}
+	m->version = h.next_version++;
+	uint8_t k[SX_MODELS_KEY_MAX];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	sx__models_pack_meta(&pk, m);
+	rc = put_packed(SX_T_MODELS, k, sx__models_version_key(k, m->name, m->version), &sb);
+	msgpack_sbuffer_clear(&sb);
+	sx__models_pack_weights(&pk, m, 1);
+	if (rc == 0)
+		rc = put_packed(SX_T_ARTIFACTS, k, sx__models_artifact_key(k, m->name, m->version), &sb);
+	msgpack_sbuffer_destroy(&sb);
+	if (rc == 0)
+		rc = head_put(m->name, &h);
+	return rc;
+}
+
+static void train_done(struct sx_job *job, int rc, msgpack_packer *pk, void *ud)
+{
+	struct tjob *j = ud;
+	SX_UNUSED(job);
+	running_del(j->job);
+	if (rc == 0) {
+		struct sx_model *m = sx__train_result(j->t);
+		struct alias cur;
+		int promoted = 0;
+		double cand, prod;
+		m->trained_at = sx_wall_ms();
+		m->events_at_train = j->events_at;
+		snprintf(m->trigger, sizeof(m->trigger), "%s", j->trigger);
+		if (alias_get(m->name, "production", &cur) == 0)
+			m->parent = cur.version;
+		int not_worse = sx__train_not_worse(j->t, &cand, &prod);
+		if (j->promote == PROMOTE_ALWAYS || (j->promote == PROMOTE_NOT_WORSE && not_worse)) {
+			promoted = 1;
+		} else if (j->promote == PROMOTE_NOT_WORSE) {
+			snprintf(m->status, sizeof(m->status), "candidate");
+			snprintf(m->reason, sizeof(m->reason), "%s %.6g is below version %u's %.6g on the same holdout",
+				 j->type == SX_MODEL_ALS ? "ndcg" : "auc", cand, j->compared, prod);
+		}
+		int wrc = register_version(m);
+		uint32_t prev = 0;
+		if (wrc == 0 && promoted)
+			wrc = promote(m->name, j->alias, m->version, "promote", &prev);
+		sx_store_read_end(sx__models_eng->store);
+		if (wrc < 0) {
+			msgpack_pack_map(pk, 2);
+			sx_pack_kv_str(pk, "name", j->name);
+			sx_pack_kv_str(pk, "error", sx_diag_last());
+		} else {
+			cache_add(m);
+			msgpack_pack_map(pk, 6);
+			sx_pack_kv_str(pk, "name", m->name);
+			sx_pack_kv_uint(pk, "version", m->version);
+			sx_pack_kv_str(pk, "status", m->status);
+			sx_pack_kv_bool(pk, "promoted", promoted);
+			sx_pack_key(pk, "reason");
+			if (m->reason[0])
+				sx_pack_str(pk, m->reason);
+			else
+				msgpack_pack_nil(pk);
+			sx_pack_key(pk, "metrics");
+			msgpack_sbuffer_write(pk->data, m->metrics.data, m->metrics.size);
+		}
+		sx_model_unref(m);
+	}
+	sx__train_free(j->t);
+	free(j);
+}
+
+/* Checks and copies everything, then starts the job. */
+static int64_t start_training(int type, const char *name, const msgpack_object *params, const msgpack_object *data,
+			      int promote_mode, const char *alias, const char *trigger)
+{
+	struct head h;
+	int rc = head_get(name, &h);
+	if (rc < 0 && rc != SX_ENOENT)
+		return rc;
+	if (rc == 0 && h.type != type)
+		return sx_diag_set(SX_ESTATE, "model '%s' is of type %s, not %s", name, sx__model_type_name(h.type),
+				   sx__model_type_name(type));
+	struct tjob *j = calloc(1, sizeof(*j));
+	struct running *r = calloc(1, sizeof(*r));
+	if (!j || !r) {
+		free(j), free(r);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	if (!(j->t = sx__train_prepare(type, name, params, data))) {
+		free(j), free(r);
+		return sx_diag_last_code() ? sx_diag_last_code() : SX_EINVAL;
+	}
+	j->type = type;
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	snprintf(j->alias, sizeof(j->alias), "%s", alias && alias[0] ? alias : "production");
+	snprintf(j->trigger, sizeof(j->trigger), "%s", trigger);
+	j->promote = promote_mode;
+	j->events_at = events_count();
+	if (promote_mode == PROMOTE_NOT_WORSE) {
+		struct sx_model *prod = sx_models_acquire(name, j->alias, 0);
+		if (prod) {
+			j->compared = prod->version;
+			sx__train_compare_with(j->t, prod);
+			sx_model_unref(prod);
+		} else if (sx_diag_last_code() != SX_ENOENT) {
+			sx__train_free(j->t);
+			free(j), free(r);
+			return sx_diag_last_code();
+		}
+	}
+	char kind[96];
+	snprintf(kind, sizeof(kind), "model.train:%s", name);
+	int64_t id = sx_jobs_start(sx__models_eng->jobs, kind, train_work, train_done, j);
+	if (id < 0) {
+		sx__train_free(j->t);
+		free(j), free(r);
+		return id;
+	}
+	j->job = (uint64_t)id;
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->job = (uint64_t)id;
+	r->next = running;
+	running = r;
+	return id;
+}
+
+static int promote_parse(const msgpack_object *args, const char *key, int dflt, int *out)
+{
+	const char *s;
+	size_t len;
+	int rc = sx_arg_str(args, key, 0, &s, &len);
+	if (rc < 0)
+		return rc;
+	*out = dflt;
+	if (!sx_arg(args, key) || sx_arg(args, key)->type == MSGPACK_OBJECT_NIL)
+		return 0;
+	for (int i = 0; i < 3; i++)
+		if (strlen(promote_names[i]) == len && memcmp(promote_names[i], s, len) == 0) {
+			*out = i;
+			return 0;
+		}
+	return sx_diag_set(SX_EINVAL, "argument '%s' must be \"never\", \"always\" or \"not_worse\"", key);
+}
+
+int64_t sx_models_train(const char *type, const char *name, const msgpack_object *params, const msgpack_object *data)
+{
+	int t = type ? sx__model_type_parse(type, strlen(type)) : 0;
+	if (!t)
+		return sx_diag_set(SX_EINVAL, "type must be \"als\" or \"logistic\"");
+	if (!name || !sx__models_name_ok(name, strlen(name)))
+		return sx_diag_set(SX_EINVAL, "bad model name");
+	return start_training(t, name, params, data, PROMOTE_NONE, NULL, "manual");
+}
+
+static int m_train(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"type", "name", "params", "data", "promote_if", "alias", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
+	const char *type;
+	size_t tlen;
+	int rc, prom;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_str(args, "type", 1, &type, &tlen)) < 0 ||
+	    (rc = name_arg(args, "name", 1, name, NULL)) < 0 || (rc = name_arg(args, "alias", 0, alias, "production")) < 0 ||
+	    (rc = promote_parse(args, "promote_if", PROMOTE_NONE, &prom)) < 0)
+		return rc;
+	int t = sx__model_type_parse(type, tlen);
+	if (!t)
+		return sx_diag_set(SX_EINVAL, "argument 'type' must be \"als\" or \"logistic\"");
+	int64_t id = start_training(t, name, sx_arg(args, "params"), sx_arg(args, "data"), prom, alias, "manual");
+	if (id < 0)
+		return (int)id;
+	msgpack_pack_map(pk, 2);
+	sx_pack_kv_int(pk, "job", id);
+	sx_pack_kv_str(pk, "name", name);
+	return 0;
+}
+
+/* ---- aliases ---- */
+
+static int promote(const char *name, const char *alias, uint32_t version, const char *action, uint32_t *previous)
+{
+	struct alias a;
+	int rc = alias_get(name, alias, &a);
+	if (rc < 0 && rc != SX_ENOENT)
+		return rc;
+	*previous = rc == 0 ? a.version : 0;
+	if (rc == 0 && strcmp(action, "promote") == 0 && a.version != version) {
+		if (a.nprev == SX_MODELS_HIST_MAX)
+			memmove(a.prev, a.prev + 1, (--a.nprev) * sizeof(a.prev[0]));
+		a.prev[a.nprev++] = a.version;
+	}
+	if (a.nhist == SX_MODELS_HIST_MAX)
+		memmove(a.hist, a.hist + 1, (--a.nhist) * sizeof(a.hist[0]));
+	a.hist[a.nhist].version = version;
+	a.hist[a.nhist].from = *previous;
+	a.hist[a.nhist].at = sx_wall_ms();
+	snprintf(a.hist[a.nhist].action, sizeof(a.hist[0].action), "%s", action);
+	a.nhist++;
+	a.version = version;
+	a.updated = sx_wall_ms();
+	return alias_put(name, alias, &a);
+}
+
+static int version_status(const char *name, uint32_t version, char *status, size_t size)
+{
+	msgpack_zone z;
+	msgpack_object o;
+	msgpack_zone_init(&z, 1024);
+	int rc = meta_get(name, version, &z, &o);
+	if (rc == 0) {
+		const msgpack_object *s = mget(&o, "status");
+		snprintf(status, size, "%.*s", s && s->type == MSGPACK_OBJECT_STR ? (int)s->via.str.size : 0,
+			 s && s->type == MSGPACK_OBJECT_STR ? s->via.str.ptr : "");
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static void pack_move(msgpack_packer *pk, const char *name, const char *alias, uint32_t version, uint32_t prev)
+{
+	msgpack_pack_map(pk, 4);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_kv_str(pk, "alias", alias);
+	sx_pack_kv_uint(pk, "version", version);
+	sx_pack_key(pk, "previous");
+	if (prev)
+		msgpack_pack_uint32(pk, prev);
+	else
+		msgpack_pack_nil(pk);
+}
+
+static int m_promote(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "version", "alias", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1], status[16];
+	uint32_t version = 0, prev;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = version_arg(args, 1, &version)) < 0 || (rc = name_arg(args, "alias", 0, alias, "production")) < 0)
+		return rc;
+	if ((rc = version_status(name, version, status, sizeof(status))) < 0)
+		return rc;
+	if (strcmp(status, "archived") == 0)
+		return sx_diag_set(SX_ESTATE, "model '%s' version %u is archived", name, version);
+	/* Loading first means a broken artifact cannot go live. */
+	struct sx_model *m = load(name, version);
+	if (!m)
+		return sx_diag_last_code();
+	sx_model_unref(m);
+	if ((rc = promote(name, alias, version, "promote", &prev)) < 0)
+		return rc;
+	pack_move(pk, name, alias, version, prev);
+	return 0;
+}
+
+static int m_rollback(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "alias", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1], status[16];
+	struct alias a;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = name_arg(args, "alias", 0, alias, "production")) < 0)
+		return rc;
+	if ((rc = alias_get(name, alias, &a)) < 0)
+		return rc;
+	/* The latest earlier target that still exists and is not archived. */
+	while (a.nprev > 0) {
+		uint32_t v = a.prev[--a.nprev];
+		rc = version_status(name, v, status, sizeof(status));
+		if (rc == SX_ENOENT || (rc == 0 && strcmp(status, "archived") == 0))
+			continue;
+		if (rc < 0)
+			return rc;
+		uint32_t from = a.version;
+		if (a.nhist == SX_MODELS_HIST_MAX)
+			memmove(a.hist, a.hist + 1, (--a.nhist) * sizeof(a.hist[0]));
+		a.hist[a.nhist].version = v;
+		a.hist[a.nhist].from = from;
+		a.hist[a.nhist].at = sx_wall_ms();
+		snprintf(a.hist[a.nhist].action, sizeof(a.hist[0].action), "rollback");
+		a.nhist++;
+		a.version = v;
+		a.updated = sx_wall_ms();
+		if ((rc = alias_put(name, alias, &a)) < 0)
+			return rc;
+		pack_move(pk, name, alias, v, from);
+		return 0;
+	}
+	return sx_diag_set(SX_ESTATE, "alias '%s' of model '%s' has no earlier version to return to", alias, name);
+}
+
+static int m_aliases(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud);
+
+/* ---- listing ---- */
+
+struct alias_list {
+	msgpack_packer *pk;
+	char names[32][SX_MODELS_NAME_MAX + 1];
+	uint32_t versions[32];
+	size_t n;
+};
+
+static int alias_list_cb(const char *alias, uint32_t version, void *ud)
+{
+	struct alias_list *l = ud;
+	if (l->n == 32)
+		return 1;
+	snprintf(l->names[l->n], sizeof(l->names[0]), "%s", alias);
+	l->versions[l->n++] = version;
+	return 0;
+}
+
+static void pack_alias_map(msgpack_packer *pk, const struct alias_list *l, uint32_t only)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < l->n; i++)
+		n += !only || l->versions[i] == only;
+	if (only) {
+		msgpack_pack_array(pk, n);
+		for (size_t i = 0; i < l->n; i++)
+			if (l->versions[i] == only)
+				sx_pack_str(pk, l->names[i]);
+		return;
+	}
+	msgpack_pack_map(pk, n);
+	for (size_t i = 0; i < l->n; i++)
+		sx_pack_kv_uint(pk, l->names[i], l->versions[i]);
+}
+
+/* Packs a stored metadata map plus `aliases` (those pointing at it). */
+static void pack_meta_with_aliases(msgpack_packer *pk, const msgpack_object *meta, const struct alias_list *al)
+{
+	uint32_t v = (uint32_t)mint(meta, "version", 0);
+	msgpack_pack_map(pk, meta->via.map.size + 1);
+	for (uint32_t i = 0; i < meta->via.map.size; i++) {
+		sx_pack_object(pk, &meta->via.map.ptr[i].key);
+		sx_pack_object(pk, &meta->via.map.ptr[i].val);
+	}
+	sx_pack_key(pk, "aliases");
+	pack_alias_map(pk, al, v ? v : UINT32_MAX);
+}
+
+struct ver_list {
+	msgpack_packer *pk;
+	const struct alias_list *al;
+	size_t n;
+	int count_only;
+	msgpack_zone *z;
+};
+
+static int ver_list_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct ver_list *l = ud;
+	SX_UNUSED(key);
+	l->n++;
+	if (l->count_only)
+		return 0;
+	msgpack_object o;
+	msgpack_zone_clear(l->z);
+	if (unpack(val->data, val->len, l->z, &o) < 0 || o.type != MSGPACK_OBJECT_MAP)
+		return SX_ECORRUPT;
+	pack_meta_with_aliases(l->pk, &o, l->al);
+	return 0;
+}
+
+static int versions_each(const char *name, struct ver_list *l)
+{
+	uint8_t lo[SX_MODELS_KEY_MAX], hi[SX_MODELS_KEY_MAX];
+	size_t n = sx__models_version_key(lo, name, 0) - 4;
+	memcpy(hi, lo, n);
+	hi[n - 1] = 1;
+	return sx_store_scan(sx__models_eng->store, SX_T_MODELS, lo, n, hi, n, 0, ver_list_cb, l);
+}
+
+static int pack_model_entry(msgpack_packer *pk, const char *name, int with_versions)
+{
+	struct head h;
+	struct alias_list al = {0};
+	msgpack_zone z;
+	int rc;
+	if ((rc = head_get(name, &h)) < 0 || (rc = aliases_each(name, alias_list_cb, &al)) < 0)
+		return rc;
+	msgpack_zone_init(&z, 4096);
+	struct ver_list count = {pk, &al, 0, 1, &z};
+	if ((rc = versions_each(name, &count)) < 0) {
+		msgpack_zone_destroy(&z);
+		return rc;
+	}
+	msgpack_pack_map(pk, 6 + with_versions);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_kv_str(pk, "type", sx__model_type_name(h.type));
+	sx_pack_kv_uint(pk, "versions_count", count.n);
+	sx_pack_kv_uint(pk, "latest", h.next_version - 1);
+	sx_pack_kv_int(pk, "created", h.created);
+	sx_pack_key(pk, "aliases");
+	pack_alias_map(pk, &al, 0);
+	if (with_versions) {
+		sx_pack_key(pk, "versions");
+		msgpack_pack_array(pk, count.n);
+		struct ver_list l = {pk, &al, 0, 0, &z};
+		rc = versions_each(name, &l);
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+struct name_list {
+	char (*names)[SX_MODELS_NAME_MAX + 1];
+	size_t n, cap;
+};
+
+static int names_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct name_list *l = ud;
+	SX_UNUSED(val);
+	size_t n = key->len - 1;
+	if (n == 0 || n > SX_MODELS_NAME_MAX)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		void *p = realloc(l->names, cap * sizeof(*l->names));
+		if (!p)
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		l->names = p, l->cap = cap;
+	}
+	memcpy(l->names[l->n], (const char *)key->data + 1, n);
+	l->names[l->n++][n] = 0;
+	return 0;
+}
+
+static int names_with(char tag, struct name_list *l)
+{
+	uint8_t lo = (uint8_t)tag, hi = (uint8_t)(tag + 1);
+	return sx_store_scan(sx__models_eng->store, SX_T_MODELS, &lo, 1, &hi, 1, 0, names_cb, l);
+}
+
+static int m_list(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", NULL};
+	char name[SX_MODELS_NAME_MAX + 1];
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 0, name, NULL)) < 0)
+		return rc;
+	if (name[0])
+		return pack_model_entry(pk, name, 1);
+	struct name_list l = {0};
+	if ((rc = names_with('n', &l)) < 0) {
+		free(l.names);
+		return rc;
+	}
+	msgpack_pack_array(pk, l.n);
+	for (size_t i = 0; i < l.n && rc == 0; i++)
+		rc = pack_model_entry(pk, l.names[i], 0);
+	free(l.names);
+	return rc;
+}
+
+/* name + version|alias (default: the "production" alias, else the latest). */
+static int target_args(const msgpack_object *args, char *name, char *alias, uint32_t *version, int latest_ok)
+{
+	int rc;
+	*version = 0;
+	if ((rc = name_arg(args, "name", 1, name, NULL)) < 0 || (rc = version_arg(args, 0, version)) < 0 ||
+	    (rc = name_arg(args, "alias", 0, alias, NULL)) < 0)
+		return rc;
+	if (*version && alias[0])
+		return sx_diag_set(SX_EINVAL, "give 'version' or 'alias', not both");
+	if (*version)
+		return 0;
+	struct alias a;
+	rc = alias_get(name, alias[0] ? alias : "production", &a);
+	if (rc == 0) {
+		*version = a.version;
+		return 0;
+	}
+	if (rc != SX_ENOENT || alias[0] || !latest_ok)
+		return rc;
+	struct head h;
+	if ((rc = head_get(name, &h)) < 0)
+		return rc;
+	if (h.next_version <= 1)
+		return sx_diag_set(SX_ENOENT, "model '%s' has no version", name);
+	*version = h.next_version - 1;
+	return 0;
+}
+
+static int m_get(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "version", "alias", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
+	uint32_t version;
+	struct alias_list al = {0};
+	msgpack_zone z;
+	msgpack_object o;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = target_args(args, name, alias, &version, 1)) < 0)
+		return rc;
+	msgpack_zone_init(&z, 4096);
+	if ((rc = meta_get(name, version, &z, &o)) == 0 && (rc = aliases_each(name, alias_list_cb, &al)) == 0)
+		pack_meta_with_aliases(pk, &o, &al);
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static int guard_unaliased(const char *name, uint32_t version, const char *what)
+{
+	struct points_to p = {version, "", 0};
+	int rc = aliases_each(name, points_cb, &p);
+	if (rc < 0)
+		return rc;
+	if (p.found)
+		return sx_diag_set(SX_ESTATE, "cannot %s model '%s' version %u: alias '%s' points to it", what, name,
+				   version, p.alias);
+	return 0;
+}
+
+static int m_archive(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "version", NULL};
+	char name[SX_MODELS_NAME_MAX + 1];
+	uint32_t version = 0;
+	msgpack_zone z;
+	msgpack_object o;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = version_arg(args, 1, &version)) < 0)
+		return rc;
+	msgpack_zone_init(&z, 4096);
+	if ((rc = meta_get(name, version, &z, &o)) == 0 && (rc = guard_unaliased(name, version, "archive")) == 0) {
+		msgpack_sbuffer sb;
+		msgpack_packer p2;
+		uint8_t k[SX_MODELS_KEY_MAX];
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&p2, &sb, msgpack_sbuffer_write);
+		msgpack_pack_map(&p2, o.via.map.size);
+		for (uint32_t i = 0; i < o.via.map.size; i++) {
+			sx_pack_object(&p2, &o.via.map.ptr[i].key);
+			if (sx_obj_streq(&o.via.map.ptr[i].key, "status"))
+				sx_pack_str(&p2, "archived");
+			else
+				sx_pack_object(&p2, &o.via.map.ptr[i].val);
+		}
+		rc = put_packed(SX_T_MODELS, k, sx__models_version_key(k, name, version), &sb);
+		msgpack_sbuffer_destroy(&sb);
+		cache_drop(name, version);
+	}
+	msgpack_zone_destroy(&z);
+	if (rc < 0)
+		return rc;
+	msgpack_pack_map(pk, 3);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_kv_uint(pk, "version", version);
+	sx_pack_kv_str(pk, "status", "archived");
+	return 0;
+}
+
+static int m_delete(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "version", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], status[16];
+	uint32_t version = 0;
+	uint8_t k[SX_MODELS_KEY_MAX];
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = version_arg(args, 1, &version)) < 0)
+		return rc;
+	if ((rc = version_status(name, version, status, sizeof(status))) < 0 ||
+	    (rc = guard_unaliased(name, version, "delete")) < 0)
+		return rc;
+	if ((rc = sx_store_del(sx__models_eng->store, SX_T_MODELS, k, sx__models_version_key(k, name, version))) < 0 ||
+	    (rc = sx_store_del(sx__models_eng->store, SX_T_ARTIFACTS, k, sx__models_artifact_key(k, name, version))) < 0)
+		return rc;
+	cache_drop(name, version);
+	msgpack_pack_map(pk, 3);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_kv_uint(pk, "version", version);
+	sx_pack_kv_bool(pk, "deleted", 1);
+	return 0;
+}
+
+/* ---- monitoring ---- */
+
+static struct monitor *monitor_of(const struct sx_model *m)
+{
+	for (struct monitor *mo = monitors; mo; mo = mo->next)
+		if (mo->version == m->version && strcmp(mo->name, m->name) == 0)
+			return mo;
+	struct monitor *mo = calloc(1, sizeof(*mo));
+	if (!mo)
+		return NULL;
+	snprintf(mo->name, sizeof(mo->name), "%s", m->name);
+	mo->version = m->version;
+	mo->has_ref = m->has_ref;
+	memcpy(mo->expected, m->ref_expected, sizeof(mo->expected));
+	mo->next = monitors;
+	monitors = mo;
+	return mo;
+}
+
+static void monitors_drop(const char *name)
+{
+	for (struct monitor **pp = &monitors; *pp;) {
+		struct monitor *mo = *pp;
+		if (strcmp(mo->name, name) == 0) {
+			*pp = mo->next;
+			free(mo);
+		} else {
+			pp = &mo->next;
+		}
+	}
+}
+
+/* Bucket b holds latencies up to 2^(b/4) microseconds. */
+static int lat_bucket(double us)
+{
+	int b = us <= 1 ? 0 : (int)ceil(4.0 * log2(us));
+	return b < 0 ? 0 : b >= LAT_BUCKETS ? LAT_BUCKETS - 1 : b;
+}
+
+static double lat_quantile_ms(const struct monitor *mo, double q)
+{
+	uint64_t total = 0, acc = 0;
+	for (int b = 0; b < LAT_BUCKETS; b++)
+		total += mo->lat[b];
+	if (!total)
+		return NAN;
+	uint64_t want = (uint64_t)ceil(q * (double)total);
+	for (int b = 0; b < LAT_BUCKETS; b++) {
+		acc += mo->lat[b];
+		if (acc >= want && acc > 0)
+			return pow(2.0, b / 4.0) / 1000.0;
+	}
+	return pow(2.0, (LAT_BUCKETS - 1) / 4.0) / 1000.0;
+}
+
+static double monitor_psi(const struct monitor *mo)
+{
+	return mo->has_ref && mo->scored ? sx__models_psi(mo->expected, mo->bins, SX_MODELS_PSI_BINS) : NAN;
+}
+
+static struct rules *rules_find(const char *name)
+{
+	for (struct rules *r = rules; r; r = r->next)
+		if (strcmp(r->name, name) == 0)
+			return r;
+	return NULL;
+}
+
+static void alert(const char *type, const struct monitor *mo, double value, double threshold, int firing)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 7);
+	sx_pack_kv_str(&pk, "type", type);
+	sx_pack_kv_str(&pk, "state", firing ? "firing" : "resolved");
+	sx_pack_kv_str(&pk, "name", mo->name);
+	sx_pack_kv_uint(&pk, "version", mo->version);
+	sx_pack_kv_double(&pk, "value", value);
+	sx_pack_kv_double(&pk, "threshold", threshold);
+	sx_pack_kv_int(&pk, "at", sx_wall_ms());
+	sx_server_publish(sx__models_eng->srv, "alerts", sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void check_rules(struct monitor *mo)
+{
+	struct rules *r = rules_find(mo->name);
+	if (!r || mo->served < r->min_samples)
+		return;
+	if (r->psi_above > 0) {
+		double psi = monitor_psi(mo);
+		int f = !isnan(psi) && psi > r->psi_above;
+		if (f != mo->firing_drift) {
+			mo->firing_drift = f;
+			alert("model.drift", mo, isnan(psi) ? 0 : psi, r->psi_above, f);
+		}
+	}
+	if (r->p99_ms_above > 0) {
+		double p99 = lat_quantile_ms(mo, 0.99);
+		int f = !isnan(p99) && p99 > r->p99_ms_above;
+		if (f != mo->firing_latency) {
+			mo->firing_latency = f;
+			alert("model.latency", mo, isnan(p99) ? 0 : p99, r->p99_ms_above, f);
+		}
+	}
+}
+
+static void pack_monitor(msgpack_packer *pk, const struct monitor *mo)
+{
+	msgpack_pack_map(pk, 8);
+	sx_pack_kv_uint(pk, "version", mo->version);
+	sx_pack_kv_uint(pk, "predictions", mo->served);
+	sx_pack_kv_uint(pk, "errors", mo->errors);
+	sx_pack_key(pk, "latency_ms");
+	msgpack_pack_map(pk, 3);
+	sx_pack_key(pk, "p50");
+	sx__pack_num(pk, lat_quantile_ms(mo, 0.5));
+	sx_pack_key(pk, "p99");
+	sx__pack_num(pk, lat_quantile_ms(mo, 0.99));
+	sx_pack_key(pk, "mean");
+	sx__pack_num(pk, mo->served ? mo->lat_sum_ms / (double)mo->served : NAN);
+	sx_pack_key(pk, "psi");
+	sx__pack_num(pk, monitor_psi(mo));
+	sx_pack_key(pk, "scores");
+	msgpack_pack_map(pk, 3);
+	sx_pack_kv_uint(pk, "count", mo->scored);
+	sx_pack_key(pk, "actual");
+	msgpack_pack_array(pk, SX_MODELS_PSI_BINS);
+	for (int b = 0; b < SX_MODELS_PSI_BINS; b++)
+		sx__pack_num(pk, mo->scored ? mo->bins[b] / (double)mo->scored : 0);
+	sx_pack_key(pk, "expected");
+	msgpack_pack_array(pk, SX_MODELS_PSI_BINS);
+	for (int b = 0; b < SX_MODELS_PSI_BINS; b++)
+		sx__pack_num(pk, mo->expected[b]);
+	sx_pack_kv_bool(pk, "drift_alert", mo->firing_drift);
+	sx_pack_kv_bool(pk, "latency_alert", mo->firing_latency);
+}
+
+static int m_monitor(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", NULL};
+	char name[SX_MODELS_NAME_MAX + 1];
+	struct head h;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = head_get(name, &h)) < 0)
+		return rc;
+	size_t n = 0;
+	for (struct monitor *mo = monitors; mo; mo = mo->next)
+		n += strcmp(mo->name, name) == 0;
+	struct rules *r = rules_find(name);
+	msgpack_pack_map(pk, 3);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_key(pk, "rules");
+	if (r) {
+		msgpack_pack_map(pk, 3);
+		sx_pack_kv_double(pk, "psi_above", r->psi_above);
+		sx_pack_kv_double(pk, "p99_ms_above", r->p99_ms_above);
+		sx_pack_kv_uint(pk, "min_samples", r->min_samples);
+	} else {
+		msgpack_pack_nil(pk);
+	}
+	sx_pack_key(pk, "versions");
+	msgpack_pack_array(pk, n);
+	for (struct monitor *mo = monitors; mo; mo = mo->next)
+		if (strcmp(mo->name, name) == 0)
+			pack_monitor(pk, mo);
+	return 0;
+}
+
+static int rules_load_one(const char *name, const void *data, size_t len)
+{
+	msgpack_zone z;
+	msgpack_object o;
+	msgpack_zone_init(&z, 256);
+	int rc = unpack(data, len, &z, &o);
+	if (rc == 0) {
+		struct rules *r = rules_find(name);
+		if (!r) {
+			if (!(r = calloc(1, sizeof(*r)))) {
+				msgpack_zone_destroy(&z);
+				return sx_diag_set(SX_ENOMEM, "out of memory");
+			}
+			snprintf(r->name, sizeof(r->name), "%s", name);
+			r->next = rules;
+			rules = r;
+		}
+		r->psi_above = mnum(&o, "psi_above", 0);
+		r->p99_ms_above = mnum(&o, "p99_ms_above", 0);
+		r->min_samples = (uint64_t)mint(&o, "min_samples", 100);
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "psi_above", "p99_ms_above", "min_samples", NULL};
+	char name[SX_MODELS_NAME_MAX + 1];
+	struct head h;
+	double psi = 0, p99 = 0;
+	int64_t mins = 100;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = sx_arg_num(args, "psi_above", 0, &psi)) < 0 || (rc = sx_arg_num(args, "p99_ms_above", 0, &p99)) < 0 ||
+	    (rc = sx_arg_int(args, "min_samples", 0, &mins)) < 0)
+		return rc;
+	if (!isfinite(psi) || psi < 0 || !isfinite(p99) || p99 < 0 || mins < 1 || mins > 1000000000)
+		return sx_diag_set(SX_EINVAL, "thresholds must be >= 0 and min_samples in 1..1e9");
+	if ((rc = head_get(name, &h)) < 0)
+		return rc;
+	msgpack_sbuffer sb;
+	msgpack_packer p2;
+	uint8_t k[SX_MODELS_KEY_MAX];
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&p2, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&p2, 3);
+	sx_pack_kv_double(&p2, "psi_above", psi);
+	sx_pack_kv_double(&p2, "p99_ms_above", p99);
+	sx_pack_kv_int(&p2, "min_samples", mins);
+	rc = put_packed(SX_T_MODELS, k, sx__models_rules_key(k, name), &sb);
+	if (rc == 0)
+		rc = rules_load_one(name, sb.data, sb.size);
+	if (rc == 0)
+		msgpack_sbuffer_write(pk->data, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+/* ---- prediction ---- */
+
+struct recent {
+	const struct sx_model *m;
+	int32_t *items;
+	float *w;
+	size_t n;
+};
+
+static int recent_cb(const struct sx_event *ev, void *ud)
+{
+	struct recent *r = ud;
+	if (!ev->item)
+		return 0;
+	float w = 0;
+	for (size_t i = 0; i < r->m->nweights; i++)
+		if (strlen(r->m->weights[i].name) == ev->name_len && !memcmp(r->m->weights[i].name, ev->name, ev->name_len)) {
+			w = r->m->weights[i].w;
+			break;
+		}
+	if (w <= 0)
+		return 0;
+	int32_t it = sx__idmap_get((struct sx_idmap *)&r->m->items, ev->item, ev->item_len, 0);
+	if (it < 0)
+		return 0;
+	r->items[r->n] = it;
+	r->w[r->n] = w;
+	return ++r->n >= RECENT_EVENTS;
+}
+
+static int predict_als(struct sx_model *m, struct monitor *mo, const msgpack_object *inputs, msgpack_packer *pk)
+{
+	static const char *const known[] = {"user", "n", "exclude_seen", NULL};
+	const msgpack_object *list = inputs;
+	size_t n = 1;
+	if (inputs->type == MSGPACK_OBJECT_ARRAY)
+		n = inputs->via.array.size;
+	else if (inputs->type != MSGPACK_OBJECT_MAP)
+		return sx_diag_set(SX_EINVAL, "argument 'inputs' must be {user, n?, exclude_seen?} or an array of them");
+	if (n == 0 || n > PREDICT_INPUTS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'inputs' must hold 1 to %d entries", PREDICT_INPUTS_MAX);
+	int rc;
+	/* Check everything before packing anything. */
+	for (size_t i = 0; i < n; i++) {
+		const msgpack_object *in = inputs->type == MSGPACK_OBJECT_ARRAY ? &list->via.array.ptr[i] : inputs;
+		const char *u;
+		size_t ulen;
+		int64_t topn = 10;
+		int ex = 1;
+		if (in->type != MSGPACK_OBJECT_MAP)
+			return sx_diag_set(SX_EINVAL, "inputs[%zu] must be a map {user, n?, exclude_seen?}", i);
+		if ((rc = sx_arg_only(in, known)) < 0 || (rc = sx_arg_str(in, "user", 1, &u, &ulen)) < 0 ||
+		    (rc = sx_arg_int(in, "n", 0, &topn)) < 0 || (rc = sx_arg_bool(in, "exclude_seen", 0, &ex)) < 0)
+		{
+			char what[32];
+			snprintf(what, sizeof(what), "inputs[%zu]", i);
+			return sx__diag_prefix(rc, what);
+		}
+		if (ulen == 0 || ulen > SX_EVENTS_ID_MAX || topn < 1 || topn > TOPN_MAX)
+			return sx_diag_set(SX_EINVAL, "inputs[%zu]: 'user' must be an id and 'n' in 1..%d", i, TOPN_MAX);
+	}
+	int32_t *items = malloc(RECENT_EVENTS * sizeof(int32_t)), *out = malloc(TOPN_MAX * sizeof(int32_t));
+	float *w = malloc(RECENT_EVENTS * sizeof(float)), *scores = malloc(TOPN_MAX * sizeof(float));
+	float *vec = malloc((size_t)m->k * sizeof(float));
+	if (!items || !out || !w || !scores || !vec) {
+		free(items), free(out), free(w), free(scores), free(vec);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	sx_pack_key(pk, "results");
+	msgpack_pack_array(pk, n);
+	rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const msgpack_object *in = inputs->type == MSGPACK_OBJECT_ARRAY ? &list->via.array.ptr[i] : inputs;
+		const char *u;
+		size_t ulen;
+		int64_t topn = 10;
+		int ex = 1;
+		sx_arg_str(in, "user", 1, &u, &ulen);
+		sx_arg_int(in, "n", 0, &topn);
+		sx_arg_bool(in, "exclude_seen", 0, &ex);
+		struct recent r = {m, items, w, 0};
+		uint32_t uidx;
+		char id[SX_EVENTS_ID_MAX + 1];
+		memcpy(id, u, ulen);
+		id[ulen] = 0;
+		if (sx_events_user_index(NULL, id, ulen, &uidx) == 0 &&
+		    (rc = sx_events_user_scan(NULL, uidx, 0, SX_EVENTS_TIME_MAX + 1, 1, recent_cb, &r)) < 0)
+			break;
+		int32_t known_u = sx__idmap_get(&m->users, u, ulen, 0);
+		const char *source = "factors";
+		if (known_u >= 0) {
+			memcpy(vec, sx_als_user_factors(m->als) + (size_t)known_u * (size_t)m->k, (size_t)m->k * sizeof(float));
+		} else if (r.n > 0) {
+			source = "fold_in";
+			if ((rc = sx_als_fold_in(m->als, items, w, r.n, vec)) < 0) {
+				sx_diag_set(rc, "fold-in failed");
+				break;
+			}
+		} else {
+			source = "cold";
+		}
+		int got = 0;
+		if (known_u >= 0 || r.n > 0) {
+			got = sx_als_recommend(m->als, vec, ex ? items : NULL, ex ? r.n : 0, (size_t)topn, out, scores);
+			if (got < 0) {
+				rc = sx_diag_set(SX_ENOMEM, "out of memory");
+				break;
+			}
+		}
+		msgpack_pack_map(pk, 3);
+		sx_pack_key(pk, "user");
+		sx_pack_strn(pk, u, ulen);
+		sx_pack_kv_str(pk, "source", source);
+		sx_pack_key(pk, "items");
+		msgpack_pack_array(pk, (size_t)got);
+		for (int j = 0; j < got; j++) {
+			msgpack_pack_map(pk, 2);
+			sx_pack_key(pk, "item");
+			sx_pack_strn(pk, m->items.ids[out[j]], m->items.lens[out[j]]);
+			sx_pack_kv_double(pk, "score", scores[j]);
+			if (mo && mo->has_ref) {
+				mo->bins[sx__models_bin(m->ref_edges, scores[j])] += 1;
+				mo->scored++;
+			}
+		}
+	}
+	free(items), free(out), free(w), free(scores), free(vec);
+	return rc;
+}
+
+static int row_of(const struct sx_model *m, const msgpack_object *row, size_t i, double *x)
+{
+	if (row->type == MSGPACK_OBJECT_ARRAY) {
+		if (row->via.array.size != m->d)
+			return sx_diag_set(SX_EINVAL, "inputs[%zu] has %u values, the model has %zu features", i,
+					   row->via.array.size, m->d);
+		for (size_t j = 0; j < m->d; j++) {
+			const msgpack_object *o = &row->via.array.ptr[j];
+			double v;
+			if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+				v = (double)o->via.u64;
+			else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+				v = (double)o->via.i64;
+			else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+				v = o->via.f64;
+			else
+				return sx_diag_set(SX_EINVAL, "inputs[%zu][%zu] is not a number", i, j);
+			if (!isfinite(v))
+				return sx_diag_set(SX_EINVAL, "inputs[%zu][%zu] is not finite", i, j);
+			x[j] = v;
+		}
+		return 0;
+	}
+	if (row->type != MSGPACK_OBJECT_MAP)
+		return sx_diag_set(SX_EINVAL, "inputs[%zu] must be an array of numbers or a map feature -> number", i);
+	if (row->via.map.size != m->d)
+		return sx_diag_set(SX_EINVAL, "inputs[%zu] has %u features, the model has %zu", i, row->via.map.size, m->d);
+	for (size_t j = 0; j < m->d; j++) {
+		const msgpack_object *o = sx_arg(row, m->features[j]);
+		double v;
+		if (!o)
+			return sx_diag_set(SX_EINVAL, "inputs[%zu] lacks feature '%s'", i, m->features[j]);
+		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+			v = (double)o->via.u64;
+		else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+			v = (double)o->via.i64;
+		else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+			v = o->via.f64;
+		else
+			return sx_diag_set(SX_EINVAL, "inputs[%zu].%s is not a number", i, m->features[j]);
+		if (!isfinite(v))
+			return sx_diag_set(SX_EINVAL, "inputs[%zu].%s is not finite", i, m->features[j]);
+		x[j] = v;
+	}
+	return 0;
+}
+
+static int predict_logistic(struct sx_model *m, struct monitor *mo, const msgpack_object *inputs, msgpack_packer *pk)
+{
+	size_t n = 1;
+	int single = inputs->type == MSGPACK_OBJECT_MAP;
+	if (!single) {
+		if (inputs->type != MSGPACK_OBJECT_ARRAY)
+			return sx_diag_set(SX_EINVAL, "argument 'inputs' must be a row or an array of rows");
+		n = inputs->via.array.size;
+		/* One row given as a flat array of numbers. */
+		if (n > 0 && inputs->via.array.ptr[0].type != MSGPACK_OBJECT_ARRAY &&
+		    inputs->via.array.ptr[0].type != MSGPACK_OBJECT_MAP)
+			single = 1, n = 1;
+	}
+	if (n == 0 || n > PREDICT_INPUTS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'inputs' must hold 1 to %d rows", PREDICT_INPUTS_MAX);
+	double *X = malloc(n * m->d * sizeof(double)), *c = malloc(m->d * sizeof(double));
+	int rc = 0;
+	if (!X || !c) {
+		free(X), free(c);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = row_of(m, single ? inputs : &inputs->via.array.ptr[i], i, X + i * m->d);
+	if (rc == 0) {
+		sx_pack_key(pk, "predictions");
+		msgpack_pack_array(pk, n);
+		for (size_t i = 0; i < n; i++) {
+			double p, b;
+			sx_model_predict_proba(m, X + i * m->d, c, &b, &p);
+			msgpack_pack_map(pk, 3);
+			sx_pack_kv_double(pk, "probability", p);
+			sx_pack_kv_double(pk, "intercept", b);
+			sx_pack_key(pk, "contributions");
+			msgpack_pack_map(pk, m->d);
+			for (size_t j = 0; j < m->d; j++)
+				sx_pack_kv_double(pk, m->features[j], c[j]);
+			if (mo && mo->has_ref) {
+				mo->bins[sx__models_bin(m->ref_edges, p)] += 1;
+				mo->scored++;
+			}
+		}
+	}
+	free(X), free(c);
+	return rc;
+}
+
+static int m_predict(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "alias", "version", "inputs", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
+	uint32_t version;
+	int rc;
+	SX_UNUSED(ud);
+	uint64_t t0 = sx_now_ns();
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = target_args(args, name, alias, &version, 0)) < 0)
+		return rc;
+	const msgpack_object *inputs = sx_arg(args, "inputs");
+	if (!inputs || inputs->type == MSGPACK_OBJECT_NIL)
+		return sx_diag_set(SX_EINVAL, "argument 'inputs' is required");
+	struct sx_model *m = load(name, version);
+	if (!m)
+		return sx_diag_last_code();
+	struct monitor *mo = monitor_of(m);
+	msgpack_pack_map(pk, 4);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_kv_uint(pk, "version", m->version);
+	sx_pack_key(pk, "alias");
+	if (alias[0] || !sx_arg(args, "version"))
+		sx_pack_str(pk, alias[0] ? alias : "production");
+	else
+		msgpack_pack_nil(pk);
+	rc = m->type == SX_MODEL_ALS ? predict_als(m, mo, inputs, pk) : predict_logistic(m, mo, inputs, pk);
+	if (mo) {
+		if (rc < 0) {
+			mo->errors++;
+		} else {
+			double us = (double)(sx_now_ns() - t0) / 1000.0;
+			mo->served++;
+			mo->lat[lat_bucket(us)]++;
+			mo->lat_sum_ms += us / 1000.0;
+			check_rules(mo);
+		}
+	}
+	sx_model_unref(m);
+	SX_UNUSED(req);
+	return rc;
+}
+
+/* ---- export and import ---- */
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	if (!f)
+		return sx_diag_set(SX_EIO, "cannot write '%s': %s", path, strerror(errno));
+	int ok = fwrite(data, 1, len, f) == len;
+	if (fclose(f) != 0)
+		ok = 0;
+	return ok ? 0 : sx_diag_set(SX_EIO, "cannot write '%s': %s", path, strerror(errno));
+}
+
+static int export_npy(const struct sx_model *m, const char *dir, msgpack_packer *pk)
+{
+	char path[1200];
+	int rc;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return sx_diag_set(SX_EIO, "cannot create '%s': %s", dir, strerror(errno));
+	/* The metadata and id lists go beside the arrays, as JSON. */
+	char *json = sx__models_bundle_json(m);
+	if (!json)
+		return SX_ENOMEM;
+	snprintf(path, sizeof(path), "%s/model.json", dir);
+	rc = write_file(path, json, strlen(json));
+	free(json);
+	if (rc < 0)
+		return rc;
+	const char *files[3];
+	size_t nf = 0;
+	if (m->type == SX_MODEL_ALS) {
+		snprintf(path, sizeof(path), "%s/user_factors.npy", dir);
+		if ((rc = sx__npy_write(path, sx_als_user_factors(m->als), 4, (uint64_t)m->n_users, (uint64_t)m->k, 2)) < 0)
+			return rc;
+		snprintf(path, sizeof(path), "%s/item_factors.npy", dir);
+		if ((rc = sx__npy_write(path, sx_als_item_factors(m->als), 4, (uint64_t)m->n_items, (uint64_t)m->k, 2)) < 0)
+			return rc;
+		files[nf++] = "user_factors.npy", files[nf++] = "item_factors.npy";
+	} else {
+		snprintf(path, sizeof(path), "%s/coef.npy", dir);
+		if ((rc = sx__npy_write(path, m->coef, 8, m->d, 0, 1)) < 0)
+			return rc;
+		files[nf++] = "coef.npy";
+	}
+	files[nf++] = "model.json";
+	msgpack_pack_map(pk, 5);
+	sx_pack_kv_str(pk, "name", m->name);
+	sx_pack_kv_uint(pk, "version", m->version);
+	sx_pack_kv_str(pk, "format", "npy");
+	sx_pack_kv_str(pk, "path", dir);
+	sx_pack_key(pk, "files");
+	msgpack_pack_array(pk, nf);
+	for (size_t i = 0; i < nf; i++)
+		sx_pack_str(pk, files[i]);
+	return 0;
+}
+
+static int m_export(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "version", "alias", "format", "path", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1], format[16] = "msgpack", path[1024] = "";
+	uint32_t version;
+	int rc;
+	SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = target_args(args, name, alias, &version, 1)) < 0 ||
+	    (rc = sx_arg_cstr(args, "format", 0, format, sizeof(format))) < 0 ||
+	    (rc = sx_arg_cstr(args, "path", 0, path, sizeof(path))) < 0)
+		return rc;
+	int fmt = !strcmp(format, "msgpack") ? 0 : !strcmp(format, "json") ? 1 : !strcmp(format, "npy") ? 2 : -1;
+	if (fmt < 0)
+		return sx_diag_set(SX_EINVAL, "argument 'format' must be \"msgpack\", \"json\" or \"npy\"");
+	if (path[0] && req->role < SX_ROLE_ADMIN)
+		return sx_diag_set(SX_EACCES, "writing files on the server ('path') needs the admin role");
+	if (fmt == 2 && !path[0])
+		return sx_diag_set(SX_EINVAL, "format \"npy\" needs 'path', a directory on the server");
+	struct sx_model *m = load(name, version);
+	if (!m)
+		return sx_diag_last_code();
+	if (fmt == 2) {
+		rc = export_npy(m, path, pk);
+	} else {
+		msgpack_sbuffer sb;
+		msgpack_packer p2;
+		char *json = NULL;
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&p2, &sb, msgpack_sbuffer_write);
+		if (fmt == 1)
+			rc = (json = sx__models_bundle_json(m)) ? 0 : SX_ENOMEM;
+		else
+			sx__models_pack_bundle(&p2, m, 1);
+		const void *data = fmt ? (const void *)json : (const void *)sb.data;
+		size_t len = fmt ? (json ? strlen(json) : 0) : sb.size;
+		if (rc == 0 && path[0])
+			rc = write_file(path, data, len);
+		if (rc == 0) {
+			msgpack_pack_map(pk, 5);
+			sx_pack_kv_str(pk, "name", name);
+			sx_pack_kv_uint(pk, "version", version);
+			sx_pack_kv_str(pk, "format", format);
+			sx_pack_kv_uint(pk, "bytes", len);
+			if (path[0]) {
+				sx_pack_kv_str(pk, "path", path);
+			} else {
+				sx_pack_key(pk, "bundle");
+				if (fmt)
+					sx_pack_strn(pk, json, len);
+				else {
+					msgpack_pack_bin(pk, len);
+					msgpack_pack_bin_body(pk, data, len);
+				}
+			}
+		}
+		free(json);
+		msgpack_sbuffer_destroy(&sb);
+	}
+	sx_model_unref(m);
+	return rc;
+}
+
+static int m_import(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"bundle", "name", NULL};
+	char name[SX_MODELS_NAME_MAX + 1];
+	msgpack_sbuffer sb;
+	msgpack_zone z;
+	msgpack_object o;
+	const msgpack_object *b;
+	struct sx_model *m = NULL;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 0, name, NULL)) < 0)
+		return rc;
+	if (!(b = sx_arg(args, "bundle")))
+		return sx_diag_set(SX_EINVAL, "argument 'bundle' is required");
+	msgpack_sbuffer_init(&sb);
+	msgpack_zone_init(&z, 4096);
+	if (b->type == MSGPACK_OBJECT_STR) {
+		if ((rc = sx__models_json_to_msgpack(b->via.str.ptr, b->via.str.size, &sb)) == 0 &&
+		    msgpack_unpack(sb.data, sb.size, NULL, &z, &o) != MSGPACK_UNPACK_SUCCESS)
+			rc = sx_diag_set(SX_EINVAL, "bundle: bad JSON");
+		b = &o;
+	} else if (b->type == MSGPACK_OBJECT_BIN) {
+		size_t off = 0;
+		if (msgpack_unpack(b->via.bin.ptr, b->via.bin.size, &off, &z, &o) != MSGPACK_UNPACK_SUCCESS ||
+		    off != b->via.bin.size)
+			rc = sx_diag_set(SX_EINVAL, "bundle: the bytes are not one MessagePack object");
+		b = &o;
+	} else if (b->type != MSGPACK_OBJECT_MAP) {
+		rc = sx_diag_set(SX_EINVAL, "argument 'bundle' must be a map, MessagePack bytes or JSON text");
+	}
+	if (rc == 0 && !(m = sx__models_decode_bundle(b)))
+		rc = sx_diag_last_code() ? sx_diag_last_code() : SX_EINVAL;
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+	if (rc < 0)
+		return rc;
+	uint32_t from_version = m->version;
+	if (name[0])
+		snprintf(m->name, sizeof(m->name), "%s", name);
+	snprintf(m->status, sizeof(m->status), "ready");
+	snprintf(m->trigger, sizeof(m->trigger), "import");
+	m->parent = 0;
+	if ((rc = register_version(m)) < 0) {
+		sx_model_unref(m);
+		return rc;
+	}
+	cache_add(m);
+	msgpack_pack_map(pk, 4);
+	sx_pack_kv_str(pk, "name", m->name);
+	sx_pack_kv_uint(pk, "version", m->version);
+	sx_pack_kv_str(pk, "type", sx__model_type_name(m->type));
+	sx_pack_kv_uint(pk, "imported_from_version", from_version);
+	sx_model_unref(m);
+	return 0;
+}
+
+/* ---- retraining policies ---- */
+
+struct policy {
+	double every_hours, drift_above;
+	int64_t after_events;
+	int promote_if;
+	char alias[SX_MODELS_NAME_MAX + 1];
+	int64_t last_run;
+	uint64_t events_at_last;
+	int enabled;
+	char last_error[200];
+};
+
+static int policy_get(const char *name, struct policy *p, msgpack_sbuffer *params)
+{
+	uint8_t k[SX_MODELS_KEY_MAX];
+	struct sx_val v;
+	msgpack_zone z;
+	msgpack_object o;
+	int rc = sx_store_get(sx__models_eng->store, SX_T_MODELS, k, sx__models_policy_key(k, name), &v);
+	if (rc == SX_ENOENT)
+		return sx_diag_set(SX_ENOENT, "model '%s' has no retraining policy", name);
+	if (rc < 0)
+		return rc;
+	memset(p, 0, sizeof(*p));
+	msgpack_zone_init(&z, 1024);
+	if ((rc = unpack(v.data, v.len, &z, &o)) == 0) {
+		p->every_hours = mnum(&o, "every_hours", 0);
+		p->drift_above = mnum(&o, "drift_above", 0);
+		p->after_events = mint(&o, "after_events", 0);
+		p->promote_if = PROMOTE_NOT_WORSE;
+		const msgpack_object *s = mget(&o, "promote_if");
+		for (int i = 0; s && i < 3; i++)
+			if (sx_obj_streq(s, promote_names[i]))
+				p->promote_if = i;
+		s = mget(&o, "alias");
+		snprintf(p->alias, sizeof(p->alias), "%.*s", s && s->type == MSGPACK_OBJECT_STR ? (int)s->via.str.size : 10,
+			 s && s->type == MSGPACK_OBJECT_STR ? s->via.str.ptr : "production");
+		p->last_run = mint(&o, "last_run", 0);
+		p->events_at_last = (uint64_t)mint(&o, "events_at_last", 0);
+		p->enabled = !mget(&o, "enabled") || mget(&o, "enabled")->type != MSGPACK_OBJECT_BOOLEAN ||
+			     mget(&o, "enabled")->via.boolean;
+		s = mget(&o, "last_error");
+		snprintf(p->last_error, sizeof(p->last_error), "%.*s",
+			 s && s->type == MSGPACK_OBJECT_STR ? (int)s->via.str.size : 0,
+			 s && s->type == MSGPACK_OBJECT_STR ? s->via.str.ptr : "");
+		const msgpack_object *pa = mget(&o, "params");
+		if (params) {
+			msgpack_packer pk;
+			msgpack_packer_init(&pk, params, msgpack_sbuffer_write);
+			if (pa && pa->type == MSGPACK_OBJECT_MAP)
+				sx_pack_object(&pk, pa);
+			else
+				msgpack_pack_map(&pk, 0);
+		}
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+static void pack_policy(msgpack_packer *pk, const char *name, const struct policy *p, const msgpack_sbuffer *params)
+{
+	msgpack_pack_map(pk, 11);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_key(pk, "every_hours");
+	if (p->every_hours > 0)
+		msgpack_pack_double(pk, p->every_hours);
+	else
+		msgpack_pack_nil(pk);
+	sx_pack_key(pk, "after_events");
+	if (p->after_events > 0)
+		msgpack_pack_int64(pk, p->after_events);
+	else
+		msgpack_pack_nil(pk);
+	sx_pack_key(pk, "drift_above");
+	if (p->drift_above > 0)
+		msgpack_pack_double(pk, p->drift_above);
+	else
+		msgpack_pack_nil(pk);
+	sx_pack_kv_str(pk, "promote_if", promote_names[p->promote_if]);
+	sx_pack_kv_str(pk, "alias", p->alias);
+	sx_pack_key(pk, "params");
+	if (params && params->size)
+		msgpack_sbuffer_write(pk->data, params->data, params->size);
+	else
+		msgpack_pack_map(pk, 0);
+	sx_pack_kv_int(pk, "last_run", p->last_run);
+	sx_pack_kv_uint(pk, "events_at_last", p->events_at_last);
+	sx_pack_kv_bool(pk, "enabled", p->enabled);
+	sx_pack_key(pk, "last_error");
+	if (p->last_error[0])
+		sx_pack_str(pk, p->last_error);
+	else
+		msgpack_pack_nil(pk);
+}
+
+static int policy_put(const char *name, const struct policy *p, const msgpack_sbuffer *params)
+{
+	uint8_t k[SX_MODELS_KEY_MAX];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	pack_policy(&pk, name, p, params);
+	int rc = put_packed(SX_T_MODELS, k, sx__models_policy_key(k, name), &sb);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+/* Base params of the aliased version with the policy's overrides on top. */
+static int merged_params(const msgpack_object *base, const msgpack_object *over, msgpack_sbuffer *sb)
+{
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	uint32_t n = 0;
+	uint32_t nb = base && base->type == MSGPACK_OBJECT_MAP ? base->via.map.size : 0;
+	uint32_t no = over && over->type == MSGPACK_OBJECT_MAP ? over->via.map.size : 0;
+	for (uint32_t i = 0; i < nb; i++) {
+		const msgpack_object *k = &base->via.map.ptr[i].key;
+		int replaced = 0;
+		for (uint32_t j = 0; j < no; j++) {
+			const msgpack_object *ko = &over->via.map.ptr[j].key;
+			replaced |= k->type == MSGPACK_OBJECT_STR && ko->type == MSGPACK_OBJECT_STR &&
+				    k->via.str.size == ko->via.str.size && !memcmp(k->via.str.ptr, ko->via.str.ptr, k->via.str.size);
+		}
+		n += !replaced;
+	}
+	msgpack_pack_map(&pk, n + no);
+	for (uint32_t i = 0; i < nb; i++) {
+		const msgpack_object *k = &base->via.map.ptr[i].key;
+		int replaced = 0;
+		for (uint32_t j = 0; j < no; j++) {
+			const msgpack_object *ko = &over->via.map.ptr[j].key;
+			replaced |= k->type == MSGPACK_OBJECT_STR && ko->type == MSGPACK_OBJECT_STR &&
+				    k->via.str.size == ko->via.str.size && !memcmp(k->via.str.ptr, ko->via.str.ptr, k->via.str.size);
+		}
+		if (!replaced) {
+			sx_pack_object(&pk, k);
+			sx_pack_object(&pk, &base->via.map.ptr[i].val);
+		}
+	}
+	for (uint32_t j = 0; j < no; j++) {
+		sx_pack_object(&pk, &over->via.map.ptr[j].key);
+		sx_pack_object(&pk, &over->via.map.ptr[j].val);
+	}
+	return 0;
+}
+
+/* Starts the retraining of a policy; returns the job id. */
+static int64_t retrain(const char *name, struct policy *p, const msgpack_sbuffer *over, const char *trigger)
+{
+	uint32_t version;
+	struct head h;
+	msgpack_zone z;
+	msgpack_object meta, ov;
+	msgpack_sbuffer params;
+	int rc;
+	if ((rc = head_get(name, &h)) < 0)
+		return rc;
+	if (h.type != SX_MODEL_ALS)
+		return sx_diag_set(SX_ESTATE, "model '%s' is %s: only als models retrain from events", name,
+				   sx__model_type_name(h.type));
+	if (running_has(name))
+		return sx_diag_set(SX_EBUSY, "model '%s' is training already", name);
+	if ((rc = resolve(name, p->alias, 0, &version)) < 0) {
+		if (rc != SX_ENOENT || h.next_version <= 1)
+			return rc;
+		version = h.next_version - 1;
+	}
+	msgpack_sbuffer dsb;
+	msgpack_zone_init(&z, 4096);
+	msgpack_sbuffer_init(&params);
+	msgpack_sbuffer_init(&dsb);
+	int64_t id;
+	if ((rc = meta_get(name, version, &z, &meta)) < 0) {
+		id = rc;
+		goto out;
+	}
+	ov.type = MSGPACK_OBJECT_NIL;
+	if (over && over->size && (rc = unpack(over->data, over->size, &z, &ov)) < 0) {
+		id = rc;
+		goto out;
+	}
+	merged_params(mget(&meta, "params"), &ov, &params);
+	msgpack_object po, data;
+	if ((rc = unpack(params.data, params.size, &z, &po)) < 0) {
+		id = rc;
+		goto out;
+	}
+	/* The same window start; up to now. */
+	msgpack_packer dpk;
+	msgpack_packer_init(&dpk, &dsb, msgpack_sbuffer_write);
+	const msgpack_object *from = mget(mget(&meta, "data"), "from");
+	msgpack_pack_map(&dpk, 1);
+	sx_pack_key(&dpk, "from");
+	if (from)
+		sx_pack_object(&dpk, from);
+	else
+		msgpack_pack_nil(&dpk);
+	rc = unpack(dsb.data, dsb.size, &z, &data);
+	if (rc < 0) {
+		id = rc;
+		goto out;
+	}
+	id = start_training(SX_MODEL_ALS, name, &po, &data, p->promote_if, p->alias, trigger);
+out:
+	msgpack_sbuffer_destroy(&params);
+	msgpack_sbuffer_destroy(&dsb);
+	msgpack_zone_destroy(&z);
+	return id;
+}
+
+static int m_policy(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "every_hours", "after_events", "drift_above", "promote_if",
+		"alias", "params", "enabled", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
+	struct policy p;
+	struct head h;
+	msgpack_sbuffer params;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = name_arg(args, "alias", 0, alias, NULL)) < 0 || (rc = head_get(name, &h)) < 0)
+		return rc;
+	msgpack_sbuffer_init(&params);
+	rc = policy_get(name, &p, &params);
+	if (rc == SX_ENOENT) {
+		memset(&p, 0, sizeof(p));
+		p.promote_if = PROMOTE_NOT_WORSE;
+		snprintf(p.alias, sizeof(p.alias), "production");
+		p.enabled = 1;
+		p.last_run = sx_wall_ms();
+		p.events_at_last = events_count();
+		msgpack_sbuffer_clear(&params);
+		rc = 0;
+	}
+	if (rc < 0)
+		goto out;
+	int changed = args && args->type == MSGPACK_OBJECT_MAP && args->via.map.size > 1;
+	double eh = p.every_hours, da = p.drift_above;
+	int64_t ae = p.after_events;
+	if ((rc = sx_arg_num(args, "every_hours", 0, &eh)) < 0 || (rc = sx_arg_num(args, "drift_above", 0, &da)) < 0 ||
+	    (rc = sx_arg_int(args, "after_events", 0, &ae)) < 0 || (rc = promote_parse(args, "promote_if", p.promote_if, &p.promote_if)) < 0 ||
+	    (rc = sx_arg_bool(args, "enabled", 0, &p.enabled)) < 0)
+		goto out;
+	if (!isfinite(eh) || eh < 0 || eh > 24 * 366 || !isfinite(da) || da < 0 || ae < 0) {
+		rc = sx_diag_set(SX_EINVAL, "every_hours must be in [0, 8784], drift_above and after_events >= 0");
+		goto out;
+	}
+	p.every_hours = eh, p.drift_above = da, p.after_events = ae;
+	if (alias[0])
+		snprintf(p.alias, sizeof(p.alias), "%s", alias);
+	const msgpack_object *po = NULL;
+	if ((rc = sx_arg_map(args, "params", 0, &po)) < 0)
+		goto out;
+	if (po) {
+		/* Checked now so that a bad override fails here, not at every tick. */
+		struct sx_train *t = sx__train_prepare(h.type, name, po, NULL);
+		if (!t && h.type == SX_MODEL_ALS) {
+			rc = sx_diag_last_code();
+			goto out;
+		}
+		sx__train_free(t);
+		msgpack_sbuffer_clear(&params);
+		msgpack_packer p2;
+		msgpack_packer_init(&p2, &params, msgpack_sbuffer_write);
+		sx_pack_object(&p2, po);
+	}
+	if (changed && (rc = policy_put(name, &p, &params)) < 0)
+		goto out;
+	pack_policy(pk, name, &p, &params);
+out:
+	msgpack_sbuffer_destroy(&params);
+	return rc;
+}
+
+static int m_retrain(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", NULL};
+	char name[SX_MODELS_NAME_MAX + 1];
+	struct policy p;
+	msgpack_sbuffer params;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0)
+		return rc;
+	msgpack_sbuffer_init(&params);
+	if ((rc = policy_get(name, &p, &params)) < 0) {
+		msgpack_sbuffer_destroy(&params);
+		return rc;
+	}
+	int64_t id = retrain(name, &p, &params, "manual");
+	if (id >= 0) {
+		p.last_run = sx_wall_ms();
+		p.events_at_last = events_count();
+		rc = policy_put(name, &p, &params);
+	}
+	msgpack_sbuffer_destroy(&params);
+	if (id < 0)
+		return (int)id;
+	if (rc < 0)
+		return rc;
+	msgpack_pack_map(pk, 2);
+	sx_pack_kv_int(pk, "job", id);
+	sx_pack_kv_str(pk, "name", name);
+	return 0;
+}
+
+static double production_psi(const char *name, const char *alias)
+{
+	uint32_t v;
+	if (resolve(name, alias, 0, &v) < 0)
+		return NAN;
+	for (struct monitor *mo = monitors; mo; mo = mo->next)
+		if (mo->version == v && strcmp(mo->name, name) == 0 && mo->served >= 100)
+			return monitor_psi(mo);
+	return NAN;
+}
+
+static void policy_tick(uv_timer_t *t)
+{
+	SX_UNUSED(t);
+	struct name_list l = {0};
+	if (names_with('p', &l) < 0) {
+		free(l.names);
+		sx_store_read_end(sx__models_eng->store);
+		return;
+	}
+	uint64_t events = 0;
+	int have_events = 0;
+	for (size_t i = 0; i < l.n; i++) {
+		struct policy p;
+		msgpack_sbuffer params;
+		const char *name = l.names[i];
+		msgpack_sbuffer_init(&params);
+		if (policy_get(name, &p, &params) < 0 || !p.enabled || running_has(name)) {
+			msgpack_sbuffer_destroy(&params);
+			continue;
+		}
+		if (!have_events)
+			events = events_count(), have_events = 1;
+		const char *why = NULL;
+		int64_t now = sx_wall_ms();
+		double psi;
+		if (p.every_hours > 0 && (double)(now - p.last_run) >= p.every_hours * 3600000.0)
+			why = "schedule";
+		else if (p.after_events > 0 && events >= p.events_at_last + (uint64_t)p.after_events)
+			why = "events";
+		else if (p.drift_above > 0 && !isnan(psi = production_psi(name, p.alias)) && psi > p.drift_above)
+			why = "drift";
+		if (why) {
+			int64_t id = retrain(name, &p, &params, why);
+			p.last_run = now;
+			p.events_at_last = events;
+			if (id < 0)
+				snprintf(p.last_error, sizeof(p.last_error), "%s", sx_diag_last());
+			else
+				p.last_error[0] = 0;
+			if (id >= 0 && !strcmp(why, "drift"))
+				monitors_drop(name);
+			policy_put(name, &p, &params);
+		}
+		msgpack_sbuffer_destroy(&params);
+	}
+	free(l.names);
+	sx_store_read_end(sx__models_eng->store);
+}
+
+/* ---- aliases listing ---- */
+
+struct alias_hist_list {
+	msgpack_packer *pk;
+	const char *name;
+	size_t n;
+	int pack;
+};
+
+static int alias_hist_cb(const char *alias, uint32_t version, void *ud)
+{
+	struct alias_hist_list *l = ud;
+	struct alias a;
+	SX_UNUSED(version);
+	l->n++;
+	if (!l->pack)
+		return 0;
+	int rc = alias_get(l->name, alias, &a);
+	if (rc < 0)
+		return rc;
+	msgpack_pack_map(l->pk, 4);
+	sx_pack_kv_str(l->pk, "alias", alias);
+	sx_pack_kv_uint(l->pk, "version", a.version);
+	sx_pack_kv_int(l->pk, "updated", a.updated);
+	sx_pack_key(l->pk, "history");
+	pack_alias_history(l->pk, &a);
+	return 0;
+}
+
+static int m_aliases(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", NULL};
+	char name[SX_MODELS_NAME_MAX + 1];
+	struct head h;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
+	    (rc = head_get(name, &h)) < 0)
+		return rc;
+	struct alias_hist_list l = {pk, name, 0, 0};
+	if ((rc = aliases_each(name, alias_hist_cb, &l)) < 0)
+		return rc;
+	msgpack_pack_array(pk, l.n);
+	l.pack = 1;
+	return aliases_each(name, alias_hist_cb, &l);
+}
+
+/* ---- plugin ---- */
+
+static int rules_scan_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	char name[SX_MODELS_NAME_MAX + 1];
+	SX_UNUSED(ud);
+	size_t n = key->len - 1;
+	if (n == 0 || n > SX_MODELS_NAME_MAX)
+		return 0;
+	memcpy(name, (const char *)key->data + 1, n);
+	name[n] = 0;
+	return rules_load_one(name, val->data, val->len) < 0 ? 0 : 0;
+}
+
+static int start(struct sx_engine *e)
+{
+	sx__models_eng = e;
+	uint8_t lo = 'r', hi = 's';
+	int rc = sx_store_scan(e->store, SX_T_MODELS, &lo, 1, &hi, 1, 0, rules_scan_cb, NULL);
+	sx_store_read_end(e->store);
+	if (rc < 0)
+		return rc;
+	const struct sx_method methods[] = {
+		{"model.train", SX_ROLE_WRITER, m_train, NULL, "train a model on the thread pool {type, name, params?, data?, promote_if?, alias?}"},
+		{"model.list", SX_ROLE_READER, m_list, NULL, "models, or one model's versions {name?}"},
+		{"model.get", SX_ROLE_READER, m_get, NULL, "a version's metadata {name, version|alias}"},
+		{"model.promote", SX_ROLE_WRITER, m_promote, NULL, "point an alias at a version {name, version, alias?}"},
+		{"model.rollback", SX_ROLE_WRITER, m_rollback, NULL, "return an alias to its previous version {name, alias?}"},
+		{"model.aliases", SX_ROLE_READER, m_aliases, NULL, "a model's aliases with their history {name}"},
+		{"model.archive", SX_ROLE_WRITER, m_archive, NULL, "archive a version {name, version}"},
+		{"model.delete", SX_ROLE_WRITER, m_delete, NULL, "delete a version no alias points to {name, version}"},
+		{"model.predict", SX_ROLE_READER, m_predict, NULL, "serve a version {name, alias?|version?, inputs}"},
+		{"model.monitor", SX_ROLE_READER, m_monitor, NULL, "predictions, latency, drift per version {name}"},
+		{"model.alerts", SX_ROLE_WRITER, m_alerts, NULL, "alert thresholds {name, psi_above?, p99_ms_above?, min_samples?}"},
+		{"model.export", SX_ROLE_READER, m_export, NULL, "a bundle {name, version|alias, format?, path?}"},
+		{"model.import", SX_ROLE_WRITER, m_import, NULL, "register a bundle as a new version {bundle, name?}"},
+		{"model.policy", SX_ROLE_WRITER, m_policy, NULL, "retraining policy {name, every_hours?, after_events?, drift_above?, promote_if?, params?}"},
+		{"model.retrain", SX_ROLE_WRITER, m_retrain, NULL, "run a model's retraining policy now {name}"},
+	};
+	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
+		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
+			return SX_ENOMEM;
+	uv_timer_init(e->loop, &policy_timer);
+	uv_timer_start(&policy_timer, policy_tick, POLICY_TICK_MS, POLICY_TICK_MS);
+	uv_unref((uv_handle_t *)&policy_timer);
+	timer_started = 1;
+	return 0;
+}
+
+static void stop(struct sx_engine *e)
+{
+	if (timer_started) {
+		uv_timer_stop(&policy_timer);
+		uv_close((uv_handle_t *)&policy_timer, NULL);
+		timer_started = 0;
+	}
+	for (struct running *r = running; r; r = r->next)
+		sx_jobs_cancel(e->jobs, r->job);
+	while (running)
+		uv_run(e->loop, UV_RUN_ONCE);
+	while (cache) {
+		struct cached *c = cache;
+		cache = c->next;
+		sx_model_unref(c->m);
+		free(c);
+	}
+	while (monitors) {
+		struct monitor *mo = monitors;
+		monitors = mo->next;
+		free(mo);
+	}
+	while (rules) {
+		struct rules *r = rules;
+		rules = r->next;
+		free(r);
+	}
+}
+
+static void info(struct sx_engine *e, msgpack_packer *pk)
+{
+	size_t n = 0, t = 0;
+	SX_UNUSED(e);
+	for (struct cached *c = cache; c; c = c->next)
+		n++;
+	for (struct running *r = running; r; r = r->next)
+		t++;
+	msgpack_pack_map(pk, 2);
+	sx_pack_kv_uint(pk, "loaded", n);
+	sx_pack_kv_uint(pk, "training", t);
+}
+
+const struct sx_plugin sx_plugin_models = {"models", start, stop, info};
