@@ -46,6 +46,10 @@ static const struct key keys[] = {
 	{"shutdown_grace_ms", K_U32, F(shutdown_grace_ms), 0, 3600000},
 	{"watch_scripts", K_BOOL, F(watch_scripts), 0, 0},
 	{"demo", K_BOOL, F(demo), 0, 0},
+	{"consent_default", K_BOOL, F(consent_default), 0, 0},
+	{"retention_days", K_U32, F(retention_days), 0, 365000},
+	{"retention_interval_ms", K_U32, F(retention_interval_ms), 10, 86400000},
+	{"pseudonymize_secret", K_STR, F(pseudonymize_secret), 0, 0},
 };
 
 void sx_config_defaults(struct sx_config *cfg)
@@ -70,6 +74,8 @@ void sx_config_defaults(struct sx_config *cfg)
 	cfg->script_timeout_ms = 1000;
 	cfg->shutdown_grace_ms = 5000;
 	cfg->watch_scripts = 1;
+	cfg->consent_default = 1;
+	cfg->retention_interval_ms = 60000;
 }
 
 void sx_config_free(struct sx_config *cfg)

@@ -29,6 +29,11 @@ struct sx_config {
 	uint32_t shutdown_grace_ms;
 	int watch_scripts;         /* reload scripts_dir on change */
 	int demo;                  /* load the demo data set into an empty store */
+	/* privacy (plugins/privacy) */
+	int consent_default;            /* no consent record: purposes allowed (1) or not (0) */
+	uint32_t retention_days;        /* events older than this are swept (0: kept) */
+	uint32_t retention_interval_ms; /* how often the retention sweep starts */
+	char pseudonymize_secret[256];  /* non-empty: user ids become HMAC-SHA256 hex at ingest */
 	struct sx_token *tokens;
 	size_t ntokens;
 };

@@ -3,12 +3,14 @@
 
 extern const struct sx_plugin sx_plugin_system;
 extern const struct sx_plugin sx_plugin_events;
+extern const struct sx_plugin sx_plugin_privacy;
 extern const struct sx_plugin sx_plugin_models;
 extern const struct sx_plugin sx_plugin_dashboards;
 
 const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_system,
 	&sx_plugin_events,
+	&sx_plugin_privacy,
 	&sx_plugin_models,
 	&sx_plugin_dashboards,
 	NULL,

@@ -10,6 +10,7 @@
 #include <uv.h>
 #include <xxhash.h>
 
+#include "core/audit.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/lua/module.h"
@@ -436,6 +437,24 @@ static uint32_t max_version(struct sx_scripts *s, const char *kind, const char *
 	return max;
 }
 
+/* An audit entry for a script change: names and version only, never the source. */
+static int audit(struct sx_scripts *s, const char *action, const char *kind, const char *name,
+		 uint32_t version, const char *origin)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 4);
+	sx_pack_kv_str(&pk, "kind", kind);
+	sx_pack_kv_str(&pk, "name", name);
+	sx_pack_kv_uint(&pk, "version", version);
+	sx_pack_kv_str(&pk, "origin", origin);
+	int rc = sx_audit_record_packed(s->e, action, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
 int sx_scripts_put(struct sx_scripts *s, const char *kind, const char *name, const char *src,
 		   size_t len, const char *origin)
 {
@@ -484,6 +503,8 @@ int sx_scripts_put(struct sx_scripts *s, const char *kind, const char *name, con
 		rc = install(s, k, sc, ref, version, origin);
 	else
 		unref(s->L, &ref);
+	if (rc == 0)
+		rc = audit(s, "script.put", kind, name, version, origin);
 	if (rc < 0)
 		return rc;
 	sx_log_info("script %s/%s version %u loaded (%s)", kind, name, version, origin);
@@ -562,7 +583,8 @@ static int activate(struct sx_scripts *s, const char *kind, const char *name, ui
 		uint8_t ver[4];
 		sx_be32(ver, version);
 		size_t klen = key_of(key, sizeof(key), 'c', kind, name, 0, 0);
-		if ((rc = sx_store_put(s->e->store, SX_T_SCRIPTS, key, klen, ver, 4)) < 0)
+		if ((rc = sx_store_put(s->e->store, SX_T_SCRIPTS, key, klen, ver, 4)) < 0 ||
+		    (rc = audit(s, "script.rollback", kind, name, version, origin)) < 0)
 			return rc;
 		sx_log_info("script %s/%s rolled back to version %u", kind, name, version);
 	}

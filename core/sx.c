@@ -54,10 +54,14 @@ static _Thread_local int diag_code;
 
 int sx_diag_set(int rc, const char *fmt, ...)
 {
+	/* Callers often wrap the last message ("argument %s", sx_diag_last()):
+	 * format aside, as vsnprintf must not write over its own argument. */
+	char tmp[sizeof(diag_msg)];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(diag_msg, sizeof(diag_msg), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
+	memcpy(diag_msg, tmp, sizeof(tmp));
 	diag_code = rc;
 	return rc;
 }

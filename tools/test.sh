@@ -17,3 +17,6 @@ for variant in release asan; do
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --test-dir $dir --output-on-failure -j"$JOBS"
 done
+# A short bounded fuzzing run (tools/fuzz.sh; longer runs: tools/fuzz.sh 3600).
+echo "== fuzz (${SX_FUZZ_SECONDS:-15} s per target)"
+sh tools/fuzz.sh "${SX_FUZZ_SECONDS:-15}"

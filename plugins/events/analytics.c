@@ -332,7 +332,8 @@ static int m_funnel(struct sx_req *req, const msgpack_object *args, msgpack_pack
 		sx_pack_key(pk, "steps");
 		pack_steps(pk, &f, &f.all);
 		if (gb) {
-			qsort(f.groups, f.ngroups, sizeof(*f.groups), cmp_fgroup);
+			if (f.ngroups)
+				qsort(f.groups, f.ngroups, sizeof(*f.groups), cmp_fgroup);
 			sx_pack_key(pk, "groups");
 			msgpack_pack_array(pk, f.ngroups);
 			for (size_t i = 0; i < f.ngroups; i++) {

@@ -12,6 +12,7 @@
 #include "core/server.h"
 #include "core/sx.h"
 #include "plugins/events/internal.h"
+#include "plugins/privacy/privacy.h"
 #include "store/store.h"
 
 struct sx_engine *sx__ev_eng;
@@ -20,6 +21,8 @@ static uint32_t next_uidx;
 static uint64_t boot_epoch, seq_counter;
 
 #define SEQ_BITS 40
+/* The user of an event counted without analytics consent: in totals, in no bitmap. */
+#define NO_USER UINT32_MAX
 
 static uint64_t next_seq(void)
 {
@@ -554,6 +557,7 @@ struct ucache {
 	uint32_t idx;
 	int64_t first, orig_first; /* -1: none */
 	int attrs_loaded;
+	int anon;             /* no analytics consent: counted in totals only, no index */
 	msgpack_object attrs; /* NIL if none; points into the batch zone */
 	struct ucache *next;
 };
@@ -649,7 +653,8 @@ static int acc_add(struct sx_ev_batch *b, const uint8_t *key, size_t klen, uint3
 	a->c.count++;
 	if (has_val)
 		a->c.sum += val, a->c.nsum++;
-	roaring_bitmap_add(a->c.users, user);
+	if (user != NO_USER)
+		roaring_bitmap_add(a->c.users, user);
 	return 0;
 }
 
@@ -690,6 +695,16 @@ static struct ucache *user_lookup(struct sx_ev_batch *b, const char *id, size_t 
 	memcpy(u->id, id, len);
 	u->len = len;
 	u->attrs.type = MSGPACK_OBJECT_NIL;
+	if (!sx_privacy_allowed(id, len, SX_PURPOSE_ANALYTICS)) {
+		u->anon = 1;
+		u->idx = NO_USER;
+		u->first = u->orig_first = -1;
+		u->attrs_loaded = 1;
+		u->next = *pp;
+		*pp = u;
+		*rc = 0;
+		return u;
+	}
 	*rc = sx_events_user_index(NULL, id, len, &u->idx);
 	if (*rc == SX_ENOENT) {
 		int created;
@@ -835,6 +850,42 @@ static int num_of(const msgpack_object *o, double *v)
 	}
 }
 
+/* An event without analytics consent: it adds to the counts and sums of its
+ * series (event, "*", property and item dimensions) and is stored nowhere
+ * else; no user index, no bitmap, no user.* dimension. */
+static int count_anonymous(struct sx_ev_batch *b, const struct sx_ev_dims *dc, const char *nm, size_t nl,
+			   const msgpack_object *item, const msgpack_object *props, int64_t t)
+{
+	static const int grans[] = {SX_EV_MINUTE, SX_EV_HOUR, SX_EV_DAY};
+	double val = 0;
+	const msgpack_object *vo = props && dc->value[0] ? sx__ev_map_get(props, dc->value) : NULL;
+	int has_val = vo && num_of(vo, &val), rc;
+	uint8_t k[512];
+	for (int g = 0; g < 3; g++) {
+		int64_t bucket = sx__ev_floor(t, sx__ev_gran_ms(grans[g]));
+		size_t kl = sx__ev_metric_key(k, grans[g], nm, nl, "", 0, bucket, "", 0);
+		if ((rc = acc_add(b, k, kl, NO_USER, has_val, val)) < 0)
+			return rc;
+		kl = sx__ev_metric_key(k, grans[g], "*", 1, "", 0, bucket, "", 0);
+		if ((rc = acc_add(b, k, kl, NO_USER, 0, 0)) < 0)
+			return rc;
+	}
+	for (int i = 0; i < dc->ndims; i++) {
+		const char *dim = dc->dims[i], *field = dim;
+		const msgpack_object *src = props, *o;
+		if (strncmp(dim, "user.", 5) == 0)
+			continue;
+		if (strncmp(dim, "item.", 5) == 0) {
+			src = item ? item_attrs(b, item->via.str.ptr, item->via.str.size) : NULL;
+			field = dim + 5;
+		}
+		if (src && (o = sx__ev_map_get(src, field)) != NULL &&
+		    (rc = add_dim_values(b, nm, nl, dim, o, t, NO_USER, has_val, val, 0)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
 int sx__ev_batch_add(struct sx_ev_batch *b, const msgpack_object *ev, int64_t now)
 {
 	static const char *const known[] = {"user", "name", "item", "time", "properties", NULL};
@@ -861,9 +912,14 @@ int sx__ev_batch_add(struct sx_ev_batch *b, const msgpack_object *ev, int64_t no
 	const struct sx_ev_dims *dc = dims_for(b, nm, nl, &rc);
 	if (!dc)
 		return rc == SX_EINVAL ? SX_EINTERNAL : rc;
-	struct ucache *u = user_lookup(b, user->via.str.ptr, user->via.str.size, &rc);
+	char pbuf[SX_PRIVACY_ID_BUF];
+	size_t ulen;
+	const char *uid = sx_privacy_user_id(user->via.str.ptr, user->via.str.size, pbuf, &ulen);
+	struct ucache *u = user_lookup(b, uid, ulen, &rc);
 	if (!u)
 		return rc == SX_EINVAL ? SX_EINTERNAL : rc;
+	if (u->anon)
+		return count_anonymous(b, dc, nm, nl, item, props, t);
 
 	/* the record: [name, item|nil, properties (bin)|nil] */
 	msgpack_sbuffer *sb = &b->sb;
@@ -995,6 +1051,15 @@ static int id_arg(const msgpack_object *args, const char *key, const char **s, s
 	return 0;
 }
 
+/* A user id argument "id", as stored (pseudonymized when configured; buf holds it then). */
+static int user_id_arg(const msgpack_object *args, char *buf, const char **s, size_t *len)
+{
+	int rc = id_arg(args, "id", s, len);
+	if (rc == 0)
+		*s = sx_privacy_user_id(*s, *len, buf, len);
+	return rc;
+}
+
 static int m_users_put(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"id", "attributes", "signup_time", NULL};
@@ -1005,7 +1070,8 @@ static int m_users_put(struct sx_req *req, const msgpack_object *args, msgpack_p
 	uint32_t idx;
 	int created, rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = id_arg(args, "id", &id, &len)) < 0 ||
+	char pbuf[SX_PRIVACY_ID_BUF];
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = user_id_arg(args, pbuf, &id, &len)) < 0 ||
 	    (rc = sx_arg_map(args, "attributes", 0, &attrs)) < 0 ||
 	    (attrs && (rc = sx__ev_check_value(attrs, "argument 'attributes'", SX_EV_ATTRS_MAX)) < 0) ||
 	    (rc = sx_arg_int(args, "signup_time", 0, &signup)) < 0)
@@ -1031,7 +1097,8 @@ static int m_users_get(struct sx_req *req, const msgpack_object *args, msgpack_p
 	size_t rlen;
 	int rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = id_arg(args, "id", &id, &len)) < 0 ||
+	char pbuf[SX_PRIVACY_ID_BUF];
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = user_id_arg(args, pbuf, &id, &len)) < 0 ||
 	    (rc = sx_events_user_record(NULL, id, len, &rec, &rlen)) < 0)
 		return rc;
 	msgpack_zone z;
@@ -1141,7 +1208,8 @@ static int m_users_events(struct sx_req *req, const msgpack_object *args, msgpac
 	uint32_t idx;
 	int rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = id_arg(args, "id", &id, &len)) < 0 ||
+	char pbuf[SX_PRIVACY_ID_BUF];
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = user_id_arg(args, pbuf, &id, &len)) < 0 ||
 	    (rc = sx_arg_int(args, "from", 0, &from)) < 0 || (rc = sx_arg_int(args, "to", 0, &to)) < 0 ||
 	    (rc = sx_arg_int(args, "limit", 0, &limit)) < 0)
 		return rc;
@@ -1541,6 +1609,12 @@ static int start(struct sx_engine *e)
 	next_uidx = 0;
 	if ((rc = sx_store_scan(e->store, SX_T_USER_IDX, NULL, 0, NULL, 0, 1, last_index_cb, &next_uidx)) < 0)
 		return rc;
+	/* erased users leave no index entry: the bound they left keeps their indexes unused */
+	rc = sx_store_get(e->store, SX_T_COUNTERS, "N", 1, &v);
+	if (rc < 0 && rc != SX_ENOENT)
+		return rc;
+	if (rc == 0 && v.len == 4 && sx_get_be32(v.data) > next_uidx)
+		next_uidx = sx_get_be32(v.data);
 	rc = sx_store_get(e->store, SX_T_COUNTERS, "B", 1, &v);
 	if (rc < 0 && rc != SX_ENOENT)
 		return rc;

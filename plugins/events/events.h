@@ -153,4 +153,33 @@ int sx_events_retention(const msgpack_object *args, msgpack_packer *pk);      /*
 int sx_events_cohort_size(const msgpack_object *args, msgpack_packer *pk);    /* cohort.size */
 int sx_events_cohort_list(msgpack_packer *pk);                                /* cohort.list */
 
+/* ---- privacy (loop thread only; writes go to the filling batch) ---- */
+
+struct sx_events_erased {
+	uint64_t users;      /* the profile and its index entries (0 or 1) */
+	uint64_t events;     /* events removed (each under both of its keys) */
+	uint64_t first_seen; /* the first-seen record (0 or 1) */
+	uint64_t bitmaps;    /* counter and first-seen bitmaps the user was taken out of */
+	uint64_t cohorts;    /* saved cohorts the user was taken out of */
+};
+
+/* Removes everything the events plugin keeps about user `id`: the profile,
+ * both index entries, every event (both keys), the first-seen record, and the
+ * user's bit in every counter, first-seen and cohort bitmap; counts and sums
+ * stay (anonymous aggregates) and cohort sizes drop by one. The index is never
+ * handed out again. The cost is one pass over the counters and cohorts tables.
+ * 0 with the user's index in *idx, SX_ENOENT if the id was never seen (nothing
+ * done), or a store error (the caller rolls the request back). */
+int sx_events_user_erase(const char *id, size_t len, uint32_t *idx, struct sx_events_erased *out);
+
+/* Packs {profile, first_seen, cohorts = [names], events = [{name, time,
+ * item, properties}]} for user `id` of index `idx`: everything the events
+ * plugin keeps about the user. SX_ENOENT if the id was never seen. */
+int sx_events_user_export(const char *id, size_t len, uint32_t idx, msgpack_packer *pk);
+
+/* Deletes up to `max` events with time < before, oldest first (both keys);
+ * counters, first-seen records and cohorts stay. *deleted gets the count.
+ * Returns 1 if older events remain, 0 if none, or a store error. */
+int sx_events_expire(int64_t before, uint32_t max, uint32_t *deleted);
+
 #endif

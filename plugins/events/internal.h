@@ -14,6 +14,7 @@
  *                  'F' u64 day                          -> users first seen that day (bitmap)
  *                  'U' u32 user                         -> u64 first-seen time
  *                  'B'                                  -> u64 boot epoch
+ *                  'N'                                  -> u32 user bound left by privacy.erase
  *                  'K' client_id                        -> {at, result (bin: packed reply)}
  *                  'X' u64 expiry | client_id           -> "" (expiry order of 'K')
  *   cohorts        'd' name                             -> {name, rule, size, refreshed, created}

@@ -337,8 +337,8 @@ static int m_query(struct sx_req *req, const msgpack_object *args, msgpack_packe
 	q.from = sx__ev_floor(from, q.step);
 	q.npoints = (size_t)((to - q.from + q.step - 1) / q.step);
 	if (q.npoints > QUERY_POINTS_MAX)
-		return sx_diag_set(SX_EINVAL, "the query spans %zu %ss; at most %d points (use a coarser interval)",
-				   q.npoints, iv, QUERY_POINTS_MAX);
+		return sx_diag_set(SX_EINVAL, "the query spans %zu %.*ss; at most %d points (use a coarser interval)",
+				   q.npoints, (int)ivlen, iv, QUERY_POINTS_MAX);
 	const char *dim = "";
 	size_t dlen = 0;
 	if (gb || (where && where->via.map.size == 1)) {
@@ -376,7 +376,7 @@ static int m_query(struct sx_req *req, const msgpack_object *args, msgpack_packe
 	rc = sx__ev_scan(NULL, SX_T_COUNTERS, lo, q.plen + 8, hi, q.plen + 8, 0, query_cb, &q);
 	struct group **gs = calloc(q.ngroups + 1, sizeof(*gs));
 	size_t ng = 0;
-	for (size_t i = 0; i < q.nbuckets; i++)
+	for (size_t i = 0; gs && i < q.nbuckets; i++)
 		for (struct group *g = q.buckets[i]; g; g = g->next)
 			gs[ng++] = g;
 	if (rc == 0 && !gs)
