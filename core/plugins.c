@@ -5,6 +5,7 @@ extern const struct sx_plugin sx_plugin_system;
 extern const struct sx_plugin sx_plugin_events;
 extern const struct sx_plugin sx_plugin_privacy;
 extern const struct sx_plugin sx_plugin_models;
+extern const struct sx_plugin sx_plugin_recommend;
 extern const struct sx_plugin sx_plugin_dashboards;
 
 const struct sx_plugin *const sx_plugins[] = {
@@ -12,6 +13,7 @@ const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_events,
 	&sx_plugin_privacy,
 	&sx_plugin_models,
+	&sx_plugin_recommend,
 	&sx_plugin_dashboards,
 	NULL,
 };

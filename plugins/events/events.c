@@ -24,6 +24,70 @@ static uint64_t boot_epoch, seq_counter;
 /* The user of an event counted without analytics consent: in totals, in no bitmap. */
 #define NO_USER UINT32_MAX
 
+#define OBSERVERS_MAX 8
+static struct {
+	sx_events_track_fn fn;
+	void *ud;
+} track_obs[OBSERVERS_MAX];
+static struct {
+	sx_events_item_fn fn;
+	void *ud;
+} item_obs[OBSERVERS_MAX];
+static int n_track_obs, n_item_obs;
+
+int sx_events_on_track(sx_events_track_fn fn, void *ud)
+{
+	if (n_track_obs == OBSERVERS_MAX)
+		return sx_diag_set(SX_ELIMIT, "too many track observers");
+	track_obs[n_track_obs].fn = fn, track_obs[n_track_obs++].ud = ud;
+	return 0;
+}
+
+int sx_events_on_item(sx_events_item_fn fn, void *ud)
+{
+	if (n_item_obs == OBSERVERS_MAX)
+		return sx_diag_set(SX_ELIMIT, "too many item observers");
+	item_obs[n_item_obs].fn = fn, item_obs[n_item_obs++].ud = ud;
+	return 0;
+}
+
+static void notify_item(const char *id, size_t len, int deleted)
+{
+	struct sx_item it;
+	if (!n_item_obs)
+		return;
+	if (!deleted && sx_events_item_get(NULL, id, len, &it) < 0)
+		return;
+	for (int i = 0; i < n_item_obs; i++)
+		item_obs[i].fn(id, len, deleted ? NULL : &it, item_obs[i].ud);
+}
+
+/* ev: an accepted event map as events.track took it. */
+static void notify_track(const msgpack_object *ev, int64_t now)
+{
+	const msgpack_object *user = sx_arg(ev, "user"), *name = sx_arg(ev, "name");
+	const msgpack_object *item = sx_arg(ev, "item"), *props = sx_arg(ev, "properties");
+	struct sx_event e = {0};
+	e.time = now;
+	sx_arg_int(ev, "time", 0, &e.time);
+	if (sx_events_user_index(NULL, user->via.str.ptr, user->via.str.size, &e.user) < 0)
+		return;
+	e.name = name->via.str.ptr, e.name_len = name->via.str.size;
+	if (item)
+		e.item = item->via.str.ptr, e.item_len = item->via.str.size;
+	msgpack_sbuffer ps;
+	msgpack_sbuffer_init(&ps);
+	if (props && props->via.map.size) {
+		msgpack_packer ppk;
+		msgpack_packer_init(&ppk, &ps, msgpack_sbuffer_write);
+		sx_pack_object(&ppk, props);
+		e.props = ps.data, e.props_len = ps.size;
+	}
+	for (int i = 0; i < n_track_obs; i++)
+		track_obs[i].fn(&e, track_obs[i].ud);
+	msgpack_sbuffer_destroy(&ps);
+}
+
 static uint64_t next_seq(void)
 {
 	if (seq_counter >> SEQ_BITS) {
@@ -1268,6 +1332,7 @@ static int m_items_put(struct sx_req *req, const msgpack_object *args, msgpack_p
 	free(fv);
 	if (rc < 0)
 		return rc;
+	notify_item(id, len, 0);
 	msgpack_pack_map(pk, 2);
 	sx_pack_key(pk, "id");
 	sx_pack_strn(pk, id, len);
@@ -1331,6 +1396,7 @@ static int m_items_delete(struct sx_req *req, const msgpack_object *args, msgpac
 	memcpy(k + 1, id, len);
 	if ((rc = sx_store_del(sx__ev_eng->store, SX_T_ITEMS, k, len + 1)) < 0)
 		return rc;
+	notify_item(id, len, 1);
 	msgpack_pack_map(pk, 2);
 	sx_pack_key(pk, "id");
 	sx_pack_strn(pk, id, len);
@@ -1532,6 +1598,11 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 	/* rejected entries are kept as (index, rc, message) in a side buffer */
 	msgpack_sbuffer rej;
 	msgpack_packer rpk;
+	uint8_t *ok = n_track_obs ? calloc(n, 1) : NULL;
+	if (n_track_obs && !ok) {
+		sx__ev_batch_free(b);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
 	msgpack_sbuffer_init(&rej);
 	msgpack_packer_init(&rpk, &rej, msgpack_sbuffer_write);
 	for (uint32_t i = 0; i < n; i++) {
@@ -1541,6 +1612,7 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 			if (!events) {
 				sx__ev_batch_free(b);
 				msgpack_sbuffer_destroy(&rej);
+				free(ok);
 				return rc;
 			}
 			msgpack_pack_map(&rpk, 3);
@@ -1553,12 +1625,16 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 		if (rc < 0) {
 			sx__ev_batch_free(b);
 			msgpack_sbuffer_destroy(&rej);
+			free(ok);
 			return rc;
 		}
+		if (ok)
+			ok[i] = 1;
 		accepted++;
 	}
 	if ((rc = sx__ev_batch_finish(b)) < 0) {
 		msgpack_sbuffer_destroy(&rej);
+		free(ok);
 		return rc;
 	}
 	msgpack_sbuffer res;
@@ -1579,8 +1655,17 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 		if ((rc = put(SX_T_COUNTERS, ck, cklen, res.data, res.size)) < 0 ||
 		    (rc = put(SX_T_COUNTERS, xk, 9 + cid->via.str.size, "", 1)) < 0) {
 			msgpack_sbuffer_destroy(&res);
+			free(ok);
 			return rc;
 		}
+	}
+	if (ok) {
+		for (uint32_t i = 0; i < n; i++)
+			if (ok[i])
+				notify_track(events ? &events->via.array.ptr[i] : &single, now);
+		for (int i = 0; i < n_track_obs; i++)
+			track_obs[i].fn(NULL, track_obs[i].ud);
+		free(ok);
 	}
 	/* the reply: the stored map plus duplicate = false */
 	msgpack_pack_map(pk, 3);
@@ -1607,6 +1692,7 @@ static int start(struct sx_engine *e)
 	int rc;
 	sx__ev_eng = e;
 	next_uidx = 0;
+	n_track_obs = n_item_obs = 0;
 	if ((rc = sx_store_scan(e->store, SX_T_USER_IDX, NULL, 0, NULL, 0, 1, last_index_cb, &next_uidx)) < 0)
 		return rc;
 	/* erased users leave no index entry: the bound they left keeps their indexes unused */

@@ -133,6 +133,29 @@ typedef int (*sx_items_cb)(const struct sx_item *it, void *ud);
 /* Every item of `kind` (-1: all kinds) in id order; cb as sx_events_cb. */
 int sx_events_item_scan(MDB_txn *txn, int kind, sx_items_cb cb, void *ud);
 
+/* ---- observers ----
+ *
+ * Other plugins keep derived state (recommendation profiles, co-visitation)
+ * current through these callbacks. They run on the loop thread inside the
+ * request that caused them, before it is answered; they may read the store
+ * with txn NULL (they see the request's writes) and write to it (the writes
+ * join the request's batch). They must not fail the request: they return
+ * nothing. At most 8 observers of each kind; registration order is call order.
+ *
+ * Track: called once per accepted event of an events.track call, after the
+ * call's events are stored (ev->seq is 0: not known to observers; ev->props
+ * is the event's properties packed as a MessagePack map, or NULL), then once
+ * with ev NULL to mark the end of the call. A retried call answered from its
+ * client_id is not observed again.
+ *
+ * Items: called after items.put (it: the stored item) and items.delete (it
+ * NULL) with the item's id. */
+typedef void (*sx_events_track_fn)(const struct sx_event *ev, void *ud);
+typedef void (*sx_events_item_fn)(const char *id, size_t len, const struct sx_item *it, void *ud);
+/* SX_ELIMIT when full. */
+int sx_events_on_track(sx_events_track_fn fn, void *ud);
+int sx_events_on_item(sx_events_item_fn fn, void *ud);
+
 /* ---- cohorts ---- */
 
 /* The members of saved cohort `name` as of its last refresh. Caller frees;

@@ -1,0 +1,232 @@
+/* internal.h — the recommendation plugin's state, shared by its files.
+ * Not an API: other plugins use recommend.h.
+ *
+ * Store (SX_T_ARTIFACTS), keys:
+ *   "rec/i/" item id   -> u32 (BE) dense item index, never reused
+ *   "rec/content"      -> the content HNSW image (sx_hnsw_save)
+ *   "rec/content_t"    -> i64 (BE): newest item `updated` covered by that image
+ *   "rec/model"        -> {k, n_items, lambda, alpha, iterations, weights, trained_at,
+ *                          users, interactions, factors (bin: n_items x k float32 LE)}
+ *   "rec/model_index"  -> the item-factor HNSW image
+ *   "rec/counts"       -> popularity and co-visitation snapshot (see state.c)
+ */
+#ifndef SX_RECOMMEND_INTERNAL_H
+#define SX_RECOMMEND_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <msgpack.h>
+
+#include "core/math/als.h"
+#include "core/math/hnsw.h"
+#include "plugins/events/events.h"
+#include "plugins/recommend/recommend.h"
+
+struct sx_engine;
+
+#define REC_RECENT 10         /* recent items kept per user */
+#define REC_COVIS_MAX 48      /* co-visitation neighbours kept per item */
+#define REC_COVIS_WINDOW (7 * 86400000LL)
+#define REC_TAGS_MAX 16
+#define REC_DAY 86400000.0
+#define REC_PROFILE_HALF_LIFE (30 * REC_DAY)
+#define REC_COVIS_HALF_LIFE (30 * REC_DAY)
+#define REC_WEIGHTS_MAX 16
+
+enum { REC_W_DAY, REC_W_WEEK, REC_W_MONTH, REC_WINDOWS };
+extern const double sx__rec_half_life[REC_WINDOWS];
+
+struct rec_item {
+	char *id; /* NULL: never seen (a gap) */
+	uint8_t len;
+	int8_t kind;      /* -1: deleted */
+	uint8_t available;
+	uint8_t has_vec;
+	uint8_t ntags;
+	double price;     /* NAN if none */
+	int64_t avail_from, avail_to;
+	uint16_t months;  /* bit m-1 for month m; 0: any */
+	char region[48];
+	char currency[8];
+	char name[64];
+	char *tags[REC_TAGS_MAX];
+};
+
+struct rec_inter {
+	uint32_t item;
+	float w;
+	uint16_t n;
+	uint8_t booked;
+};
+
+struct rec_user {
+	uint8_t als_ok;   /* als holds the fold-in of inter under the current source */
+	uint8_t has_prof;
+	int nrecent;
+	uint32_t recent[REC_RECENT]; /* oldest first */
+	int64_t recent_t[REC_RECENT];
+	struct rec_inter *inter;
+	uint32_t ninter, cap;
+	float *als;       /* k floats */
+	float *prof;      /* content_dim floats */
+	double prof_w;
+	int64_t prof_t, last_t;
+};
+
+struct rec_nb {
+	uint32_t item;
+	float score;
+	int64_t t;
+};
+
+struct rec_counts {
+	double pop[REC_WINDOWS];
+	int64_t t; /* INT64_MIN: none */
+	uint32_t users;  /* interactions counted (for novelty) */
+	uint16_t ncov, capcov;
+	struct rec_nb *cov;
+};
+
+struct rec_model;
+
+/* One world of recommendation state: the live one, or one rebuilt from the
+ * events before a cut for recommend.evaluate. */
+struct rec_state {
+	int live;       /* load users from their history on first use */
+	int64_t horizon; /* events at or after are ignored (live: INT64_MAX) */
+	int64_t now;     /* 0: the wall clock */
+	struct rec_user **users;
+	uint32_t nusers;
+	struct rec_counts *counts;
+	uint32_t ncounts;
+	struct sx_rec_factor_source *fs;
+	struct rec_model *own; /* when fs is the plugin's own model */
+	uint32_t *dirty;
+	size_t ndirty, capdirty;
+	uint64_t generation; /* bumps on every change the trending cache depends on */
+};
+
+struct rec_weight {
+	char name[SX_EVENTS_ID_MAX + 1];
+	float w;
+};
+
+struct rec_params {
+	int k, iterations, cg_steps;
+	float lambda, alpha;
+	int nweights;
+	struct rec_weight weights[REC_WEIGHTS_MAX];
+};
+
+struct rec {
+	struct sx_engine *e;
+	struct rec_item *items;
+	uint32_t nitems, capitems;
+	uint32_t *hash; /* open addressing: item index + 1, 0 empty */
+	uint32_t hcap;
+	struct sx_hnsw *content;
+	uint32_t content_dim;
+	int content_dirty;
+	struct rec_state live;
+	struct rec_state *cur; /* what the Lua sources read */
+	struct rec_params params;
+	int api_ref;  /* the table of ctx functions */
+	int training;
+	char default_strategy[64];
+};
+
+extern struct rec *sx__rec;
+
+/* ---- catalogue (state.c) ---- */
+int64_t sx__rec_item_find(const char *id, size_t len);
+/* Dense index of id, assigning (and storing) a new one if needed. */
+int64_t sx__rec_item_intern(const char *id, size_t len);
+void sx__rec_item_update(uint32_t idx, const struct sx_item *it); /* it NULL: deleted */
+int sx__rec_catalog_load(void);
+int sx__rec_item_vec(uint32_t idx, float *out); /* 0, or SX_ENOENT if none */
+float sx__rec_weight(const char *name, size_t len); /* 0: not an interaction */
+int sx__rec_is_book(const char *name, size_t len);
+
+/* ---- state (state.c) ---- */
+void sx__rec_state_init(struct rec_state *s, int live, int64_t horizon);
+void sx__rec_state_close(struct rec_state *s);
+int64_t sx__rec_now(const struct rec_state *s);
+/* The user's state, loading it (live states) when absent; NULL if unknown or OOM. */
+struct rec_user *sx__rec_user(struct rec_state *s, uint32_t user);
+/* One interaction: updates popularity, co-visitation and, with add_user, the
+ * user's state (a live state loads an absent user from the store first; the
+ * store then already holds the event, so callers pass add_user = 0). */
+void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w, int book, int64_t t,
+		     int add_user);
+/* Recomputes the ALS vectors of users marked dirty. */
+void sx__rec_flush_dirty(struct rec_state *s);
+/* The user's ALS vector (computing it if stale); NULL if none. */
+const float *sx__rec_user_als(struct rec_state *s, struct rec_user *u);
+double sx__rec_pop(const struct rec_state *s, uint32_t item, int window, int64_t now);
+float sx__rec_covis_score(const struct rec_nb *nb, int64_t now);
+
+/* ---- the own ALS model (model.c) ---- */
+struct rec_triplets {
+	uint32_t *user, *item;
+	float *w;
+	int64_t *t;
+	size_t n, cap;
+	uint32_t n_users, n_items;
+};
+int sx__rec_triplets_add(struct rec_triplets *tr, uint32_t u, uint32_t i, float w, int64_t t);
+void sx__rec_triplets_free(struct rec_triplets *tr);
+/* Trains a model on tr (any thread); NULL on failure (diag). */
+struct rec_model *sx__rec_model_train(const struct rec_triplets *tr, const struct rec_params *p, int nthreads,
+				      const atomic_int *cancel, double *loss);
+void sx__rec_model_free(struct rec_model *m);
+struct sx_rec_factor_source *sx__rec_model_source(struct rec_model *m);
+int sx__rec_model_save(struct rec_model *m);
+struct rec_model *sx__rec_model_load(void);
+void sx__rec_model_pack_info(struct rec_model *m, msgpack_packer *pk);
+/* Installs m as the live model (owned), replacing any. */
+void sx__rec_set_own_model(struct rec_state *s, struct rec_model *m);
+
+/* ---- persistence of counts (state.c) ---- */
+int sx__rec_counts_save(const struct rec_state *s);
+int sx__rec_counts_load(struct rec_state *s);
+int sx__rec_content_save(void);
+
+/* ---- candidates (sources.c) ---- */
+struct rec_cand {
+	uint32_t item;
+	float score;
+	int source; /* enum rec_source */
+	int32_t via; /* an item that led here (covisit), -1 */
+};
+enum { REC_SRC_COLLAB, REC_SRC_CONTENT, REC_SRC_COVISIT, REC_SRC_TRENDING, REC_SRC_OFFERS, REC_SRC_POPULAR,
+       REC_SRC_SIMILAR, REC_SRC_COUNT };
+extern const char *const sx__rec_source_names[REC_SRC_COUNT];
+/* Each fills up to n candidates, best first, and returns their number (or a
+ * negative error). user may be NULL (unknown user). */
+int sx__rec_src_collab(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out);
+int sx__rec_src_content(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out);
+int sx__rec_src_covisit(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out);
+/* kind -1: any; region NULL: any. */
+int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int window, size_t n, int source,
+		    struct rec_cand *out);
+void sx__rec_top_cache_clear(void);
+int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec_cand *out);
+
+/* ---- Lua (lua.c) ---- */
+int sx__rec_lua_start(struct sx_engine *e);
+/* Runs strategy `name` for req (a map object); packs the result list. */
+int sx__rec_run_strategy(const char *name, const msgpack_object *req, size_t n, msgpack_packer *pk);
+/* Runs it and returns the item indexes (at most n) for evaluation. */
+int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, size_t n, int32_t *out);
+
+/* Readable reasons for item (sources in mask, bit per REC_SRC_*): up to max
+ * strings into out. via: the co-visited item or -1; budget NAN: none. */
+int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t via, double budget,
+		    const char *location, char (*out)[160], int max);
+
+/* ---- profile (recommend.c) ---- */
+int sx__rec_pack_profile(struct rec_state *s, const char *id, size_t len, msgpack_packer *pk);
+
+#endif

@@ -1,0 +1,1016 @@
+/* The `strategies` script kind and the ctx functions strategies call. */
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "core/config.h"
+#include "core/lua/mpack.h"
+#include "core/lua/sandbox.h"
+#include "core/plugin.h"
+#include "core/rpc.h"
+#include "core/scripts.h"
+#include "core/sx.h"
+#include "plugins/recommend/internal.h"
+
+#define LIST_MAX 5000 /* entries a ctx function takes or returns */
+#define N_MAX 1000
+
+/* ---- helpers ---- */
+
+static struct rec_user *user_arg(lua_State *L, int idx)
+{
+	size_t len;
+	const char *id = luaL_checklstring(L, idx, &len);
+	uint32_t u;
+	if (len == 0 || len > SX_EVENTS_ID_MAX || sx_events_user_index(NULL, id, len, &u) < 0)
+		return NULL;
+	return sx__rec_user(sx__rec->cur, u);
+}
+
+static size_t n_arg(lua_State *L, int idx, size_t def)
+{
+	if (lua_isnoneornil(L, idx))
+		return def;
+	lua_Number d = luaL_checknumber(L, idx);
+	if (!(d >= 0 && d <= N_MAX))
+		luaL_argerror(L, idx, "n must be 0..1000");
+	return (size_t)d;
+}
+
+static const char *item_name(uint32_t i)
+{
+	const struct rec_item *it = &sx__rec->items[i];
+	return it->name[0] ? it->name : it->id;
+}
+
+static void push_cands(lua_State *L, const struct rec_cand *c, int n)
+{
+	lua_createtable(L, n > 0 ? n : 0, 0);
+	for (int i = 0; i < n; i++) {
+		lua_createtable(L, 0, 4);
+		lua_pushlstring(L, sx__rec->items[c[i].item].id, sx__rec->items[c[i].item].len);
+		lua_setfield(L, -2, "item");
+		lua_pushnumber(L, c[i].score);
+		lua_setfield(L, -2, "score");
+		lua_pushstring(L, sx__rec_source_names[c[i].source]);
+		lua_setfield(L, -2, "source");
+		if (c[i].via >= 0) {
+			lua_pushlstring(L, sx__rec->items[c[i].via].id, sx__rec->items[c[i].via].len);
+			lua_setfield(L, -2, "via");
+		}
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+static struct rec_cand *cand_buf(lua_State *L, size_t n)
+{
+	return lua_newuserdata(L, (n ? n : 1) * sizeof(struct rec_cand));
+}
+
+static int user_source(lua_State *L, int (*fn)(struct rec_state *, struct rec_user *, size_t, struct rec_cand *))
+{
+	struct rec_user *u = user_arg(L, 1);
+	size_t n = n_arg(L, 2, 50);
+	struct rec_cand *c = cand_buf(L, n);
+	int m = u ? fn(sx__rec->cur, u, n, c) : 0;
+	if (m < 0)
+		return luaL_error(L, "source failed: %s", sx_error_code(m));
+	push_cands(L, c, m);
+	return 1;
+}
+
+static int l_collab(lua_State *L) { return user_source(L, sx__rec_src_collab); }
+static int l_content(lua_State *L) { return user_source(L, sx__rec_src_content); }
+static int l_covisit(lua_State *L) { return user_source(L, sx__rec_src_covisit); }
+
+static int window_parse(const char *s)
+{
+	if (!s || strcmp(s, "week") == 0)
+		return REC_W_WEEK;
+	if (strcmp(s, "day") == 0)
+		return REC_W_DAY;
+	if (strcmp(s, "month") == 0)
+		return REC_W_MONTH;
+	return -1;
+}
+
+/* opts: a number n or {kind?, region?, n?, window?} */
+static int top_source(lua_State *L, int source, int kind, int window)
+{
+	size_t n = 50;
+	char region[48] = "";
+	if (lua_type(L, 1) == LUA_TNUMBER) {
+		n = n_arg(L, 1, 50);
+	} else if (lua_istable(L, 1)) {
+		lua_getfield(L, 1, "n");
+		n = n_arg(L, -1, 50);
+		lua_getfield(L, 1, "kind");
+		if (!lua_isnil(L, -1)) {
+			size_t kl;
+			const char *k = luaL_checklstring(L, -1, &kl);
+			if ((kind = sx_item_kind_parse(k, kl)) < 0)
+				luaL_error(L, "unknown item kind '%s'", k);
+		}
+		lua_getfield(L, 1, "region");
+		if (!lua_isnil(L, -1)) {
+			size_t rl;
+			const char *r = luaL_checklstring(L, -1, &rl);
+			if (rl >= sizeof(region))
+				rl = sizeof(region) - 1;
+			for (size_t i = 0; i < rl; i++)
+				region[i] = (char)tolower((unsigned char)r[i]);
+			region[rl] = 0;
+		}
+		lua_getfield(L, 1, "window");
+		if (!lua_isnil(L, -1) && (window = window_parse(luaL_checkstring(L, -1))) < 0)
+			luaL_error(L, "window must be day, week or month");
+		lua_pop(L, 4);
+	} else if (!lua_isnoneornil(L, 1)) {
+		luaL_argerror(L, 1, "a number or {kind, region, n, window}");
+	}
+	struct rec_cand *c = cand_buf(L, n);
+	int m = sx__rec_src_top(sx__rec->cur, kind, region[0] ? region : NULL, window, n, source, c);
+	if (m < 0)
+		return luaL_error(L, "source failed: %s", sx_error_code(m));
+	push_cands(L, c, m);
+	return 1;
+}
+
+static int l_trending(lua_State *L) { return top_source(L, REC_SRC_TRENDING, -1, REC_W_DAY); }
+static int l_offers(lua_State *L) { return top_source(L, REC_SRC_OFFERS, SX_ITEM_OFFER, REC_W_WEEK); }
+static int l_popular(lua_State *L) { return top_source(L, REC_SRC_POPULAR, -1, REC_W_MONTH); }
+
+static int l_item_get(lua_State *L)
+{
+	size_t len;
+	const char *id = luaL_checklstring(L, 1, &len);
+	int64_t i = sx__rec_item_find(id, len);
+	if (i < 0 || sx__rec->items[i].kind < 0)
+		return 0;
+	const struct rec_item *it = &sx__rec->items[i];
+	lua_createtable(L, 0, 8);
+	lua_pushlstring(L, it->id, it->len);
+	lua_setfield(L, -2, "id");
+	lua_pushstring(L, sx_item_kind_name(it->kind));
+	lua_setfield(L, -2, "kind");
+	if (it->region[0]) {
+		lua_pushstring(L, it->region);
+		lua_setfield(L, -2, "region");
+	}
+	if (it->name[0]) {
+		lua_pushstring(L, it->name);
+		lua_setfield(L, -2, "name");
+	}
+	if (!isnan(it->price)) {
+		lua_pushnumber(L, it->price);
+		lua_setfield(L, -2, "price");
+	}
+	lua_pushboolean(L, it->available);
+	lua_setfield(L, -2, "available");
+	lua_createtable(L, it->ntags, 0);
+	for (int t = 0; t < it->ntags; t++) {
+		lua_pushstring(L, it->tags[t]);
+		lua_rawseti(L, -2, t + 1);
+	}
+	lua_setfield(L, -2, "tags");
+	lua_pushnumber(L, sx__rec_pop(sx__rec->cur, (uint32_t)i, REC_W_MONTH, sx__rec_now(sx__rec->cur)));
+	lua_setfield(L, -2, "popularity");
+	return 1;
+}
+
+static int l_user(lua_State *L)
+{
+	size_t len;
+	const char *id = luaL_checklstring(L, 1, &len);
+	struct rec_user *u = user_arg(L, 1);
+	lua_createtable(L, 0, 6);
+	lua_pushlstring(L, id, len);
+	lua_setfield(L, -2, "id");
+	lua_pushboolean(L, u && u->ninter > 0);
+	lua_setfield(L, -2, "known");
+	lua_pushinteger(L, u ? (lua_Integer)u->ninter : 0);
+	lua_setfield(L, -2, "interactions");
+	lua_createtable(L, u ? u->nrecent : 0, 0);
+	for (int r = 0; u && r < u->nrecent; r++) {
+		uint32_t it = u->recent[u->nrecent - 1 - r];
+		lua_pushlstring(L, sx__rec->items[it].id, sx__rec->items[it].len);
+		lua_rawseti(L, -2, r + 1);
+	}
+	lua_setfield(L, -2, "recent");
+	lua_newtable(L);
+	int nb = 0;
+	for (uint32_t i = 0; u && i < u->ninter; i++)
+		if (u->inter[i].booked) {
+			lua_pushlstring(L, sx__rec->items[u->inter[i].item].id, sx__rec->items[u->inter[i].item].len);
+			lua_rawseti(L, -2, ++nb);
+		}
+	lua_setfield(L, -2, "booked");
+	/* the region the user interacted with most, for regional rules */
+	if (u && u->ninter) {
+		const char *best = NULL;
+		double bw = 0;
+		for (uint32_t i = 0; i < u->ninter; i++) {
+			const struct rec_item *it = &sx__rec->items[u->inter[i].item];
+			if (!it->region[0])
+				continue;
+			double w = 0;
+			for (uint32_t j = 0; j < u->ninter; j++)
+				if (strcmp(sx__rec->items[u->inter[j].item].region, it->region) == 0)
+					w += u->inter[j].w;
+			if (w > bw)
+				bw = w, best = it->region;
+		}
+		if (best) {
+			lua_pushstring(L, best);
+			lua_setfield(L, -2, "region");
+		}
+	}
+	return 1;
+}
+
+static int l_profile(lua_State *L)
+{
+	size_t len;
+	const char *id = luaL_checklstring(L, 1, &len);
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	int rc = sx__rec_pack_profile(sx__rec->cur, id, len, &pk);
+	if (rc < 0) {
+		msgpack_sbuffer_destroy(&sb);
+		return 0;
+	}
+	/* copy the bytes to Lua-owned memory so a raise cannot leak the buffer */
+	char *b = lua_newuserdata(L, sb.size);
+	memcpy(b, sb.data, sb.size);
+	size_t n = sb.size;
+	msgpack_sbuffer_destroy(&sb);
+	if (sx_lua_unpack(L, b, n) < 0)
+		return 0;
+	return 1;
+}
+
+/* ---- lists ---- */
+
+struct row {
+	int ref_pos; /* position in the input array */
+	int64_t item;
+	double score;
+};
+
+/* Reads list at idx into rows (Lua-owned memory); returns the count. */
+static struct row *read_list(lua_State *L, int idx, int *count)
+{
+	luaL_checktype(L, idx, LUA_TTABLE);
+	int n = (int)lua_objlen(L, idx);
+	if (n > LIST_MAX)
+		luaL_error(L, "a list of at most %d entries", LIST_MAX);
+	struct row *r = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(*r));
+	for (int i = 0; i < n; i++) {
+		lua_rawgeti(L, idx, i + 1);
+		if (!lua_istable(L, -1))
+			luaL_error(L, "list entry %d is not a table", i + 1);
+		lua_getfield(L, -1, "item");
+		size_t len;
+		const char *id = lua_tolstring(L, -1, &len);
+		if (!id || lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "list entry %d has no item id", i + 1);
+		r[i].item = sx__rec_item_find(id, len);
+		lua_getfield(L, -2, "score");
+		r[i].score = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+		if (!isfinite(r[i].score))
+			r[i].score = 0;
+		r[i].ref_pos = i + 1;
+		lua_pop(L, 3);
+	}
+	*count = n;
+	return r;
+}
+
+static int64_t opt_int(lua_State *L, int t, const char *k, int64_t def)
+{
+	lua_getfield(L, t, k);
+	int64_t v = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : def;
+	lua_pop(L, 1);
+	return v;
+}
+
+static int months_overlap(uint16_t mask, int64_t from, int64_t to)
+{
+	if (!mask)
+		return 1;
+	if (to - from >= 366LL * 86400000)
+		return 1;
+	for (int64_t t = from; t <= to; t += 86400000LL * 27) {
+		time_t s = (time_t)(t / 1000);
+		struct tm tm;
+		gmtime_r(&s, &tm);
+		if (mask & (1u << tm.tm_mon))
+			return 1;
+	}
+	time_t s = (time_t)(to / 1000);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	return (mask & (1u << tm.tm_mon)) != 0;
+}
+
+/* filter(list, req): drops unknown, unavailable, wrong-kind, over-budget,
+ * wrong-date, excluded, booked and (unless req.include_seen) seen items. */
+static int l_filter(lua_State *L)
+{
+	int n;
+	struct row *r = read_list(L, 1, &n);
+	int rows = lua_gettop(L);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	struct rec *R = sx__rec;
+	int kind = -1, include_seen = 0;
+	double budget = INFINITY;
+	int64_t dfrom = INT64_MIN, dto = INT64_MAX;
+	int has_dates = 0;
+	struct rec_user *u = NULL;
+	lua_getfield(L, 2, "user");
+	if (lua_type(L, -1) == LUA_TSTRING)
+		u = user_arg(L, -1);
+	lua_getfield(L, 2, "kind");
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		size_t kl;
+		const char *k = lua_tolstring(L, -1, &kl);
+		kind = sx_item_kind_parse(k, kl);
+	}
+	lua_getfield(L, 2, "include_seen");
+	include_seen = lua_toboolean(L, -1);
+	lua_pop(L, 3);
+	/* exclusions: a set marked in Lua-owned memory */
+	uint8_t *excl = lua_newuserdata(L, R->nitems + 1);
+	memset(excl, 0, R->nitems + 1);
+	lua_getfield(L, 2, "context");
+	int ctxi = lua_gettop(L);
+	if (lua_istable(L, ctxi)) {
+		lua_getfield(L, ctxi, "budget");
+		if (lua_isnumber(L, -1))
+			budget = lua_tonumber(L, -1);
+		lua_getfield(L, ctxi, "dates");
+		if (lua_istable(L, -1)) {
+			dfrom = opt_int(L, lua_gettop(L), "from", INT64_MIN);
+			dto = opt_int(L, lua_gettop(L), "to", INT64_MAX);
+			has_dates = 1;
+		}
+		lua_getfield(L, ctxi, "exclude");
+		if (lua_istable(L, -1)) {
+			int ne = (int)lua_objlen(L, -1);
+			for (int i = 1; i <= ne && i <= LIST_MAX; i++) {
+				lua_rawgeti(L, -1, i);
+				size_t len;
+				const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+				int64_t x = id ? sx__rec_item_find(id, len) : -1;
+				if (x >= 0)
+					excl[x] = 1;
+				lua_pop(L, 1);
+			}
+		}
+		lua_pop(L, 3);
+	}
+	if (u)
+		for (uint32_t i = 0; i < u->ninter; i++)
+			if (u->inter[i].booked || !include_seen)
+				excl[u->inter[i].item] = 1;
+	lua_createtable(L, n, 0);
+	int out = 0;
+	for (int i = 0; i < n; i++) {
+		int64_t x = r[i].item;
+		if (x < 0 || excl[x])
+			continue;
+		const struct rec_item *it = &R->items[x];
+		if (it->kind < 0 || !it->available || (kind >= 0 && it->kind != kind) ||
+		    (!isnan(it->price) && it->price > budget))
+			continue;
+		if (has_dates && (it->avail_to < dfrom || it->avail_from > dto || !months_overlap(it->months, dfrom, dto)))
+			continue;
+		excl[x] = 1; /* once */
+		lua_rawgeti(L, 1, r[i].ref_pos);
+		lua_rawseti(L, -2, ++out);
+	}
+	SX_UNUSED(rows);
+	return 1;
+}
+
+/* blend({name = list, ...}, {name = weight, ...}): one list by item, each
+ * list's scores divided by its largest; the source is the list that gave the
+ * most, `sources` all of them. */
+struct acc {
+	int64_t item;
+	double score, best;
+	int best_src;
+	uint32_t srcmask;
+	int64_t via;
+};
+
+static int src_index(const char *name)
+{
+	for (int i = 0; i < REC_SRC_COUNT; i++)
+		if (strcmp(name, sx__rec_source_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+static int acc_cmp(const void *a, const void *b)
+{
+	const struct acc *x = a, *y = b;
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->item < y->item ? -1 : x->item > y->item;
+}
+
+static int l_blend(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	if (!lua_isnoneornil(L, 2))
+		luaL_checktype(L, 2, LUA_TTABLE);
+	struct rec *R = sx__rec;
+	int32_t *pos = lua_newuserdata(L, (R->nitems + 1) * sizeof(int32_t));
+	for (uint32_t i = 0; i <= R->nitems; i++)
+		pos[i] = -1;
+	size_t total = 0;
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		total += lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+		lua_pop(L, 1);
+	}
+	if (total > LIST_MAX)
+		total = LIST_MAX;
+	struct acc *a = lua_newuserdata(L, (total ? total : 1) * sizeof(struct acc));
+	int na = 0;
+	lua_pushnil(L);
+	while (lua_next(L, 1)) {
+		if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
+			luaL_error(L, "blend takes {source name = list}");
+		const char *name = lua_tostring(L, -2);
+		int si = src_index(name);
+		if (si < 0)
+			luaL_error(L, "unknown source '%s'", name);
+		double w = 1;
+		if (lua_istable(L, 2)) {
+			lua_getfield(L, 2, name);
+			if (lua_isnumber(L, -1))
+				w = lua_tonumber(L, -1);
+			lua_pop(L, 1);
+		}
+		int n, li = lua_gettop(L);
+		struct row *r = read_list(L, li, &n);
+		double mx = 0;
+		for (int i = 0; i < n; i++)
+			if (r[i].score > mx)
+				mx = r[i].score;
+		for (int i = 0; i < n; i++) {
+			if (r[i].item < 0)
+				continue;
+			double s = mx > 0 ? (r[i].score > 0 ? r[i].score / mx : 0) : 1.0 / (1 + i);
+			double c = w * s;
+			int p = pos[r[i].item];
+			if (p < 0) {
+				if ((size_t)na == total)
+					continue;
+				p = pos[r[i].item] = na++;
+				a[p] = (struct acc){r[i].item, 0, -INFINITY, si, 0, -1};
+			}
+			a[p].score += c;
+			a[p].srcmask |= 1u << si;
+			if (c > a[p].best)
+				a[p].best = c, a[p].best_src = si;
+			if (si == REC_SRC_COVISIT && a[p].via < 0) {
+				lua_rawgeti(L, li, r[i].ref_pos);
+				lua_getfield(L, -1, "via");
+				size_t vl;
+				const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &vl) : NULL;
+				a[p].via = v ? sx__rec_item_find(v, vl) : -1;
+				lua_pop(L, 2);
+			}
+		}
+		lua_settop(L, li - 1);
+	}
+	qsort(a, (size_t)na, sizeof(*a), acc_cmp);
+	lua_createtable(L, na, 0);
+	for (int i = 0; i < na; i++) {
+		const struct rec_item *it = &R->items[a[i].item];
+		lua_createtable(L, 0, 5);
+		lua_pushlstring(L, it->id, it->len);
+		lua_setfield(L, -2, "item");
+		lua_pushnumber(L, a[i].score);
+		lua_setfield(L, -2, "score");
+		lua_pushstring(L, sx__rec_source_names[a[i].best_src]);
+		lua_setfield(L, -2, "source");
+		lua_newtable(L);
+		int k = 0;
+		lua_pushstring(L, sx__rec_source_names[a[i].best_src]);
+		lua_rawseti(L, -2, ++k);
+		for (int s = 0; s < REC_SRC_COUNT; s++)
+			if ((a[i].srcmask >> s & 1) && s != a[i].best_src) {
+				lua_pushstring(L, sx__rec_source_names[s]);
+				lua_rawseti(L, -2, ++k);
+			}
+		lua_setfield(L, -2, "sources");
+		if (a[i].via >= 0) {
+			lua_pushlstring(L, R->items[a[i].via].id, R->items[a[i].via].len);
+			lua_setfield(L, -2, "via");
+		}
+		lua_rawseti(L, -2, i + 1);
+	}
+	return 1;
+}
+
+/* mmr(list, n, lambda = 0.7): diversity re-ranking over content vectors. */
+static int l_mmr(lua_State *L)
+{
+	int n;
+	struct row *r = read_list(L, 1, &n);
+	size_t k = n_arg(L, 2, (size_t)n);
+	double lambda = luaL_optnumber(L, 3, 0.7);
+	if (!(lambda >= 0 && lambda <= 1))
+		luaL_argerror(L, 3, "lambda must be in [0, 1]");
+	struct rec *R = sx__rec;
+	size_t dim = R->content_dim ? R->content_dim : 1;
+	double *rel = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(double));
+	float *vecs = lua_newuserdata(L, (size_t)(n ? n : 1) * dim * sizeof(float));
+	uint32_t *order = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(uint32_t));
+	double mx = 0;
+	for (int i = 0; i < n; i++)
+		if (r[i].score > mx)
+			mx = r[i].score;
+	for (int i = 0; i < n; i++) {
+		rel[i] = mx > 0 ? r[i].score / mx : 1.0 / (1 + i);
+		float *v = vecs + (size_t)i * dim;
+		if (r[i].item < 0 || sx__rec_item_vec((uint32_t)r[i].item, v) < 0)
+			memset(v, 0, dim * sizeof(float));
+	}
+	int m = n ? sx_rec_mmr(rel, vecs, (size_t)n, dim, k, lambda, order) : 0;
+	if (m < 0)
+		return luaL_error(L, "mmr failed: %s", sx_error_code(m));
+	lua_createtable(L, m, 0);
+	for (int i = 0; i < m; i++) {
+		lua_rawgeti(L, 1, r[order[i]].ref_pos);
+		lua_rawseti(L, -2, i + 1);
+	}
+	return 1;
+}
+
+/* ---- reasons ---- */
+
+struct tagw {
+	const char *tag;
+	double w;
+};
+
+/* The user's tags weighted by interaction (top 8). */
+static int user_tags(const struct rec_user *u, struct tagw *out, int max)
+{
+	int n = 0;
+	for (uint32_t i = 0; u && i < u->ninter; i++) {
+		const struct rec_item *it = &sx__rec->items[u->inter[i].item];
+		for (int t = 0; t < it->ntags; t++) {
+			int j;
+			for (j = 0; j < n; j++)
+				if (strcmp(out[j].tag, it->tags[t]) == 0)
+					break;
+			if (j == n) {
+				if (n == max)
+					continue;
+				out[n++] = (struct tagw){it->tags[t], 0};
+			}
+			out[j].w += u->inter[i].w;
+		}
+	}
+	return n;
+}
+
+static void add_reason(lua_State *L, int tbl, int *n, const char *s)
+{
+	for (int i = 1; i <= *n; i++) {
+		lua_rawgeti(L, tbl, i);
+		int same = strcmp(lua_tostring(L, -1), s) == 0;
+		lua_pop(L, 1);
+		if (same)
+			return;
+	}
+	lua_pushstring(L, s);
+	lua_rawseti(L, tbl, ++*n);
+}
+
+static void collab_reason(struct rec_state *s, struct rec_user *u, uint32_t item, char *buf, size_t size)
+{
+	struct sx_rec_factor_source *fs = s->fs;
+	buf[0] = 0;
+	if (!fs || !u || !u->ninter || item >= fs->n_items)
+		return;
+	int32_t items[256], top[2];
+	float w[256], contrib[2];
+	double total;
+	size_t n = 0;
+	for (uint32_t i = 0; i < u->ninter && n < 256; i++)
+		if (u->inter[i].item < fs->n_items)
+			items[n] = (int32_t)u->inter[i].item, w[n++] = u->inter[i].w;
+	int m = n ? fs->explain(fs->ud, items, w, n, (int32_t)item, 2, top, contrib, &total) : 0;
+	if (m <= 0 || contrib[0] <= 0)
+		return;
+	if (m == 2 && contrib[1] > 0)
+		snprintf(buf, size, "because you liked %s and %s", item_name((uint32_t)top[0]), item_name((uint32_t)top[1]));
+	else
+		snprintf(buf, size, "because you liked %s", item_name((uint32_t)top[0]));
+}
+
+int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t via, double budget,
+		    const char *location, char (*out)[160], int max)
+{
+	struct rec *R = sx__rec;
+	const struct rec_item *it = &R->items[item];
+	struct tagw tags[8];
+	int ntags = user_tags(u, tags, 8), n = 0;
+	char buf[512];
+#define PUT(...)                                                                                                       \
+	do {                                                                                                           \
+		snprintf(buf, sizeof(buf), __VA_ARGS__);                                                               \
+		int dup_ = 0;                                                                                          \
+		for (int q_ = 0; q_ < n; q_++)                                                                         \
+			dup_ |= strcmp(out[q_], buf) == 0;                                                             \
+		if (!dup_ && n < max) {                                                                                \
+			size_t l_ = strlen(buf) < 159 ? strlen(buf) : 159;                                             \
+			memcpy(out[n], buf, l_);                                                                       \
+			out[n++][l_] = 0;                                                                              \
+		}                                                                                                      \
+	} while (0)
+	if (mask >> REC_SRC_COLLAB & 1) {
+		char cr[400];
+		collab_reason(R->cur, u, item, cr, sizeof(cr));
+		if (cr[0])
+			PUT("%s", cr);
+		else
+			PUT("liked by people with tastes like yours");
+	}
+	int matched = 0;
+	for (int t = 0; t < it->ntags && matched < 2; t++)
+		for (int j = 0; j < ntags; j++)
+			if (strcmp(tags[j].tag, it->tags[t]) == 0) {
+				PUT("matches your interest in %s", it->tags[t]);
+				matched++;
+				break;
+			}
+	if ((mask >> REC_SRC_CONTENT & 1) && !matched)
+		PUT("similar to what you viewed");
+	if (mask >> REC_SRC_COVISIT & 1) {
+		if (via >= 0)
+			PUT("often viewed together with %s", item_name((uint32_t)via));
+		else
+			PUT("often viewed together with what you viewed");
+	}
+	if (mask >> REC_SRC_TRENDING & 1) {
+		if (it->region[0])
+			PUT("trending in %s", it->region);
+		else
+			PUT("trending now");
+	}
+	if (mask >> REC_SRC_OFFERS & 1)
+		PUT("special offer");
+	if (mask >> REC_SRC_POPULAR & 1)
+		PUT("popular with travellers");
+	if (mask >> REC_SRC_SIMILAR & 1)
+		PUT("similar item");
+	if (location && location[0] && strcmp(location, it->region) == 0)
+		PUT("in %s", it->region);
+	if (!isnan(budget) && !isnan(it->price) && it->price <= budget)
+		PUT("under %g %s", budget, it->currency);
+	if (!n)
+		PUT("recommended for you");
+#undef PUT
+	return n;
+}
+
+/* explain(list, req): adds readable reasons to every entry (in place). */
+static int l_explain(lua_State *L)
+{
+	int n;
+	struct row *r = read_list(L, 1, &n);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	struct rec_user *u = NULL;
+	double budget = NAN;
+	char location[48] = "";
+	lua_getfield(L, 2, "user");
+	if (lua_type(L, -1) == LUA_TSTRING)
+		u = user_arg(L, -1);
+	lua_getfield(L, 2, "context");
+	if (lua_istable(L, -1)) {
+		lua_getfield(L, -1, "budget");
+		if (lua_isnumber(L, -1))
+			budget = lua_tonumber(L, -1);
+		lua_getfield(L, -2, "location");
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			size_t ll;
+			const char *l = lua_tolstring(L, -1, &ll);
+			if (ll >= sizeof(location))
+				ll = sizeof(location) - 1;
+			for (size_t i = 0; i < ll; i++)
+				location[i] = (char)tolower((unsigned char)l[i]);
+			location[ll] = 0;
+		}
+		lua_pop(L, 2);
+	}
+	lua_pop(L, 2);
+	char (*reasons)[160] = lua_newuserdata(L, 12 * 160);
+	for (int i = 0; i < n; i++) {
+		if (r[i].item < 0)
+			continue;
+		lua_rawgeti(L, 1, r[i].ref_pos);
+		int e = lua_gettop(L);
+		lua_getfield(L, e, "reasons");
+		if (!lua_istable(L, -1)) {
+			lua_pop(L, 1);
+			lua_newtable(L);
+			lua_pushvalue(L, -1);
+			lua_setfield(L, e, "reasons");
+		}
+		int rt = lua_gettop(L), nr = (int)lua_objlen(L, rt);
+		uint32_t mask = 0;
+		lua_getfield(L, e, "sources");
+		if (lua_istable(L, -1)) {
+			int ns = (int)lua_objlen(L, -1);
+			for (int s = 1; s <= ns; s++) {
+				lua_rawgeti(L, -1, s);
+				int si = lua_type(L, -1) == LUA_TSTRING ? src_index(lua_tostring(L, -1)) : -1;
+				if (si >= 0)
+					mask |= 1u << si;
+				lua_pop(L, 1);
+			}
+		}
+		lua_getfield(L, e, "source");
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			int si = src_index(lua_tostring(L, -1));
+			if (si >= 0)
+				mask |= 1u << si;
+		}
+		lua_getfield(L, e, "via");
+		size_t vl = 0;
+		const char *via = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &vl) : NULL;
+		int64_t v = via ? sx__rec_item_find(via, vl) : -1;
+		int m = sx__rec_reasons(u, (uint32_t)r[i].item, mask, v, budget, location, reasons, 12);
+		for (int k = 0; k < m; k++)
+			add_reason(L, rt, &nr, reasons[k]);
+		lua_settop(L, e - 1);
+	}
+	lua_pushvalue(L, 1);
+	return 1;
+}
+
+static int l_weight(lua_State *L)
+{
+	size_t len;
+	const char *name = luaL_checklstring(L, 1, &len);
+	lua_pushnumber(L, sx__rec_weight(name, len));
+	return 1;
+}
+
+/* ---- the api table and the kind ---- */
+
+static int build_api(lua_State *L)
+{
+	static const luaL_Reg sources[] = {{"collaborative", l_collab}, {"content", l_content},
+					   {"covisit", l_covisit},      {"trending", l_trending},
+					   {"offers", l_offers},        {"popular", l_popular},
+					   {NULL, NULL}};
+	static const luaL_Reg top[] = {{"user", l_user},     {"profile", l_profile}, {"filter", l_filter},
+				       {"blend", l_blend},   {"mmr", l_mmr},         {"explain", l_explain},
+				       {"weight", l_weight}, {NULL, NULL}};
+	lua_newtable(L);
+	lua_newtable(L);
+	for (const luaL_Reg *r = sources; r->name; r++) {
+		lua_pushcfunction(L, r->func);
+		lua_setfield(L, -2, r->name);
+	}
+	lua_setfield(L, -2, "sources");
+	lua_newtable(L);
+	lua_pushcfunction(L, l_item_get);
+	lua_setfield(L, -2, "get");
+	lua_setfield(L, -2, "items");
+	for (const luaL_Reg *r = top; r->name; r++) {
+		lua_pushcfunction(L, r->func);
+		lua_setfield(L, -2, r->name);
+	}
+	return 1;
+}
+
+/* Adds the api's fields to the ctx at the top of the stack once. Each script
+ * gets copies of the tables, so one cannot change what another sees. */
+static void ctx_extend(lua_State *L)
+{
+	lua_getfield(L, -1, "sources");
+	int has = !lua_isnil(L, -1);
+	lua_pop(L, 1);
+	if (has)
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, sx__rec->api_ref);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		if (lua_istable(L, -1)) {
+			lua_newtable(L);
+			lua_pushnil(L);
+			while (lua_next(L, -3)) {
+				lua_pushvalue(L, -2);
+				lua_insert(L, -2);
+				lua_rawset(L, -4);
+			}
+			lua_remove(L, -2);
+		}
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, -5);
+	}
+	lua_pop(L, 1);
+}
+
+static int validate(lua_State *L, int idx, const char *name, void *ud)
+{
+	SX_UNUSED(name), SX_UNUSED(ud);
+	if (!lua_istable(L, idx))
+		return sx_diag_set(SX_ESCRIPT, "a strategy must return a table {name, description?, recommend = function(ctx, req)}");
+	lua_getfield(L, idx, "recommend");
+	int ok = lua_isfunction(L, -1);
+	lua_pop(L, 1);
+	if (!ok)
+		return sx_diag_set(SX_ESCRIPT, "a strategy needs recommend = function(ctx, req)");
+	static const char *const strs[] = {"name", "description"};
+	for (int i = 0; i < 2; i++) {
+		lua_getfield(L, idx, strs[i]);
+		int bad = !lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING;
+		lua_pop(L, 1);
+		if (bad)
+			return sx_diag_set(SX_ESCRIPT, "'%s' must be a string", strs[i]);
+	}
+	return 0;
+}
+
+int sx__rec_lua_start(struct sx_engine *e)
+{
+	static const struct sx_script_kind kind = {"strategies", validate, NULL, NULL};
+	lua_State *L = sx_lua_state(e->lua);
+	build_api(L);
+	sx__rec->api_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return sx_scripts_add_kind(e->scripts, &kind);
+}
+
+/* Leaves the strategy's result on the stack (after top) or returns an error. */
+static int call_strategy(const char *name, int top)
+{
+	struct sx_engine *e = sx__rec->e;
+	lua_State *L = sx_lua_state(e->lua);
+	int rc;
+	/* stack: req at top */
+	if ((rc = sx_scripts_push(e->scripts, "strategies", name)) < 0) {
+		lua_settop(L, top);
+		return sx_diag_set(SX_ENOENT, "no strategy '%s'", name);
+	}
+	lua_getfield(L, -1, "recommend");
+	lua_remove(L, -2);
+	sx_scripts_push_ctx(e->scripts, "strategies", name);
+	ctx_extend(L);
+	lua_pushvalue(L, top); /* req */
+	if ((rc = sx_lua_call(e->lua, 2, 1)) < 0) {
+		lua_settop(L, top - 1);
+		return rc;
+	}
+	if (!lua_istable(L, -1)) {
+		lua_settop(L, top - 1);
+		return sx_diag_set(SX_ESCRIPT, "strategies/%s.lua: recommend must return a list of {item, score, source, reasons}", name);
+	}
+	return 0;
+}
+
+int sx__rec_run_strategy(const char *name, const msgpack_object *req, size_t n, msgpack_packer *pk)
+{
+	lua_State *L = sx_lua_state(sx__rec->e->lua);
+	int base = lua_gettop(L), rc;
+	if (!lua_checkstack(L, 64))
+		return sx_diag_set(SX_ENOMEM, "Lua stack exhausted");
+	sx_lua_push_object(L, req);
+	lua_pushinteger(L, (lua_Integer)n);
+	lua_setfield(L, -2, "n");
+	if ((rc = call_strategy(name, base + 1)) < 0)
+		return rc;
+	int res = lua_gettop(L);
+	int len = (int)lua_objlen(L, res);
+	/* validate first, then pack */
+	int m = 0;
+	int *take = malloc(sizeof(int) * (size_t)(len ? len : 1));
+	uint8_t *seen = calloc(sx__rec->nitems + 1, 1);
+	if (!take || !seen) {
+		free(take), free(seen);
+		lua_settop(L, base);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	for (int i = 1; i <= len && (size_t)m < n; i++) {
+		lua_rawgeti(L, res, i);
+		if (!lua_istable(L, -1))
+			goto bad;
+		lua_getfield(L, -1, "item");
+		if (lua_type(L, -1) != LUA_TSTRING)
+			goto bad;
+		size_t il;
+		const char *id = lua_tolstring(L, -1, &il);
+		int64_t x = sx__rec_item_find(id, il);
+		lua_getfield(L, -2, "score");
+		if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TNUMBER || !isfinite(lua_tonumber(L, -1))))
+			goto bad;
+		lua_getfield(L, -3, "source");
+		if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+			goto bad;
+		lua_getfield(L, -4, "reasons");
+		if (!lua_isnil(L, -1)) {
+			if (!lua_istable(L, -1))
+				goto bad;
+			int nr = (int)lua_objlen(L, -1);
+			for (int k = 1; k <= nr; k++) {
+				lua_rawgeti(L, -1, k);
+				int t = lua_type(L, -1);
+				lua_pop(L, 1);
+				if (t != LUA_TSTRING)
+					goto bad;
+			}
+		}
+		lua_pop(L, 5);
+		if (x >= 0) {
+			if (seen[x])
+				continue;
+			seen[x] = 1;
+		}
+		take[m++] = i;
+	}
+	msgpack_pack_array(pk, (uint32_t)m);
+	for (int j = 0; j < m; j++) {
+		lua_rawgeti(L, res, take[j]);
+		msgpack_pack_map(pk, 4);
+		lua_getfield(L, -1, "item");
+		size_t l;
+		const char *s = lua_tolstring(L, -1, &l);
+		sx_pack_key(pk, "item");
+		sx_pack_strn(pk, s, l);
+		lua_getfield(L, -2, "score");
+		sx_pack_kv_double(pk, "score", lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0);
+		lua_getfield(L, -3, "source");
+		sx_pack_kv_str(pk, "source", lua_isstring(L, -1) ? lua_tostring(L, -1) : name);
+		lua_getfield(L, -4, "reasons");
+		sx_pack_key(pk, "reasons");
+		int nr = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+		msgpack_pack_array(pk, (uint32_t)nr);
+		for (int k = 1; k <= nr; k++) {
+			lua_rawgeti(L, -1, k);
+			s = lua_tolstring(L, -1, &l);
+			sx_pack_strn(pk, s, l);
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 5);
+	}
+	free(take), free(seen);
+	lua_settop(L, base);
+	return 0;
+bad:
+	free(take), free(seen);
+	lua_settop(L, base);
+	return sx_diag_set(SX_ESCRIPT, "strategies/%s.lua: recommend must return a list of {item = id, score = number, source = string, reasons = {strings}}", name);
+}
+
+int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, size_t n, int32_t *out)
+{
+	lua_State *L = sx_lua_state(sx__rec->e->lua);
+	int base = lua_gettop(L), rc;
+	if (!lua_checkstack(L, 64))
+		return sx_diag_set(SX_ENOMEM, "Lua stack exhausted");
+	lua_createtable(L, 0, 2);
+	lua_pushlstring(L, user, ulen);
+	lua_setfield(L, -2, "user");
+	lua_pushinteger(L, (lua_Integer)n);
+	lua_setfield(L, -2, "n");
+	if ((rc = call_strategy(name, base + 1)) < 0)
+		return rc;
+	int res = lua_gettop(L), len = (int)lua_objlen(L, res), m = 0;
+	for (int i = 1; i <= len && (size_t)m < n; i++) {
+		lua_rawgeti(L, res, i);
+		if (lua_istable(L, -1)) {
+			lua_getfield(L, -1, "item");
+			size_t il;
+			const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &il) : NULL;
+			int64_t x = id ? sx__rec_item_find(id, il) : -1;
+			int dup = 0;
+			for (int k = 0; k < m; k++)
+				dup |= out[k] == x;
+			if (x >= 0 && !dup)
+				out[m++] = (int32_t)x;
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
+	lua_settop(L, base);
+	return m;
+}

@@ -1,0 +1,261 @@
+/* Candidate sources: collaborative, content, co-visitation, trending/offers/popular, similar. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/sx.h"
+#include "plugins/recommend/internal.h"
+
+const char *const sx__rec_source_names[REC_SRC_COUNT] = {"collaborative", "content", "covisit", "trending",
+							  "offers", "popular", "similar"};
+
+static int in_recent(const struct rec_user *u, uint32_t item)
+{
+	for (int r = 0; r < u->nrecent; r++)
+		if (u->recent[r] == item)
+			return 1;
+	return 0;
+}
+
+static int live_item(uint32_t item)
+{
+	return item < sx__rec->nitems && sx__rec->items[item].kind >= 0;
+}
+
+/* Searches an index for q, keeping live items; scores are 1 - distance. */
+static int knn(const struct sx_hnsw *h, const float *q, size_t dim, size_t n, int source, int32_t skip,
+	       struct rec_cand *out)
+{
+	size_t want = n + 1, found = 0;
+	uint64_t *labels = malloc(want * sizeof(uint64_t));
+	float *dists = malloc(want * sizeof(float));
+	if (!labels || !dists) {
+		free(labels), free(dists);
+		return SX_ENOMEM;
+	}
+	uint32_t ef = want > 64 ? (uint32_t)want : 64;
+	int rc = sx_hnsw_search(h, q, dim, want, ef, NULL, labels, dists, &found);
+	int m = 0;
+	for (size_t i = 0; rc == 0 && i < found && (size_t)m < n; i++) {
+		if ((int64_t)labels[i] == skip || !live_item((uint32_t)labels[i]))
+			continue;
+		out[m++] = (struct rec_cand){(uint32_t)labels[i], 1.0f - dists[i], source, -1};
+	}
+	free(labels), free(dists);
+	return rc < 0 ? rc : m;
+}
+
+int sx__rec_src_collab(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out)
+{
+	const float *x = sx__rec_user_als(s, u);
+	if (!x || !s->fs->index || !sx_hnsw_count(s->fs->index) || !n)
+		return 0;
+	if (sx_vec_norm(x, (size_t)s->fs->k) == 0)
+		return 0;
+	return knn(s->fs->index, x, (size_t)s->fs->k, n, REC_SRC_COLLAB, -1, out);
+}
+
+int sx__rec_src_content(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out)
+{
+	struct rec *R = sx__rec;
+	SX_UNUSED(s);
+	if (!u || !u->has_prof || !u->prof || !R->content || !sx_hnsw_count(R->content) || !n ||
+	    sx_vec_norm(u->prof, R->content_dim) == 0)
+		return 0;
+	return knn(R->content, u->prof, R->content_dim, n, REC_SRC_CONTENT, -1, out);
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+	const struct rec_cand *x = a, *y = b;
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->item < y->item ? -1 : x->item > y->item;
+}
+
+int sx__rec_src_covisit(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out)
+{
+	if (!u || !u->nrecent || !n)
+		return 0;
+	int64_t now = sx__rec_now(s);
+	size_t cap = (size_t)u->nrecent * REC_COVIS_MAX, m = 0;
+	struct rec_cand *acc = malloc(cap * sizeof(*acc) + 1);
+	if (!acc)
+		return SX_ENOMEM;
+	for (int r = u->nrecent - 1; r >= 0; r--) {
+		uint32_t j = u->recent[r];
+		if (j >= s->ncounts)
+			continue;
+		/* newer recent items count more */
+		float rw = (float)(1.0 / (1 + (u->nrecent - 1 - r) * 0.25));
+		const struct rec_counts *c = &s->counts[j];
+		for (uint16_t k = 0; k < c->ncov; k++) {
+			uint32_t it = c->cov[k].item;
+			if (in_recent(u, it) || !live_item(it))
+				continue;
+			float sc = rw * sx__rec_covis_score(&c->cov[k], now);
+			size_t q;
+			for (q = 0; q < m; q++)
+				if (acc[q].item == it)
+					break;
+			if (q == m)
+				acc[m++] = (struct rec_cand){it, 0, REC_SRC_COVISIT, (int32_t)j};
+			if (sc > 0 && (acc[q].score == 0 || sc > acc[q].score))
+				acc[q].via = (int32_t)j;
+			acc[q].score += sc;
+		}
+	}
+	qsort(acc, m, sizeof(*acc), cand_cmp);
+	if (m > n)
+		m = n;
+	memcpy(out, acc, m * sizeof(*acc));
+	free(acc);
+	return (int)m;
+}
+
+/* ---- top by popularity, with a small cache ---- */
+
+struct top_cache {
+	const struct rec_state *s;
+	uint64_t generation;
+	int64_t at;
+	int kind, window, source;
+	char region[48];
+	size_t n;
+	struct rec_cand *c;
+};
+#define TOP_CACHE 16
+static struct top_cache cache[TOP_CACHE];
+static unsigned cache_next;
+
+/* min-heap on score of the best n seen */
+static void heap_push(struct rec_cand *h, size_t *m, size_t n, struct rec_cand c)
+{
+	if (*m < n) {
+		size_t i = (*m)++;
+		h[i] = c;
+		while (i && cand_cmp(&h[(i - 1) / 2], &h[i]) < 0) {
+			struct rec_cand t = h[i];
+			h[i] = h[(i - 1) / 2], h[(i - 1) / 2] = t;
+			i = (i - 1) / 2;
+		}
+		return;
+	}
+	if (cand_cmp(&c, &h[0]) >= 0)
+		return;
+	h[0] = c;
+	size_t i = 0;
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, w = i;
+		if (l < *m && cand_cmp(&h[l], &h[w]) > 0)
+			w = l;
+		if (r < *m && cand_cmp(&h[r], &h[w]) > 0)
+			w = r;
+		if (w == i)
+			break;
+		struct rec_cand t = h[i];
+		h[i] = h[w], h[w] = t;
+		i = w;
+	}
+}
+
+void sx__rec_top_cache_clear(void)
+{
+	for (int i = 0; i < TOP_CACHE; i++) {
+		free(cache[i].c);
+		memset(&cache[i], 0, sizeof(cache[i]));
+	}
+}
+
+int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int window, size_t n, int source,
+		    struct rec_cand *out)
+{
+	struct rec *R = sx__rec;
+	int64_t now = sx__rec_now(s);
+	const char *rg = region ? region : "";
+	if (!n)
+		return 0;
+	for (int i = 0; i < TOP_CACHE; i++) {
+		struct top_cache *c = &cache[i];
+		if (c->c && c->s == s && c->kind == kind && c->window == window && c->source == source &&
+		    strcmp(c->region, rg) == 0 && c->n >= n && c->generation == s->generation) {
+			size_t m = 0;
+			while (m < n && m < c->n && c->c[m].score >= 0)
+				m++;
+			/* the cached list may be shorter than asked when few items qualify */
+			memcpy(out, c->c, m * sizeof(*out));
+			return (int)m;
+		}
+	}
+	size_t want = n < 200 ? 200 : n, m = 0;
+	struct rec_cand *h = malloc(want * sizeof(*h));
+	if (!h)
+		return SX_ENOMEM;
+	for (uint32_t i = 0; i < R->nitems; i++) {
+		const struct rec_item *it = &R->items[i];
+		if (it->kind < 0 || (kind >= 0 && it->kind != kind) || (region && strcmp(it->region, region) != 0))
+			continue;
+		double p = sx__rec_pop(s, i, window, now);
+		if (p <= 0 && source != REC_SRC_OFFERS)
+			continue;
+		heap_push(h, &m, want, (struct rec_cand){i, (float)p, source, -1});
+	}
+	qsort(h, m, sizeof(*h), cand_cmp);
+	struct top_cache *c = &cache[cache_next++ % TOP_CACHE];
+	free(c->c);
+	c->s = s, c->generation = s->generation, c->at = now, c->kind = kind, c->window = window, c->source = source;
+	snprintf(c->region, sizeof(c->region), "%s", rg);
+	c->c = h;
+	/* mark the end of a short list so that a longer ask is not served from it */
+	c->n = m < want ? want : m;
+	if (m < want) {
+		struct rec_cand *nh = realloc(h, want * sizeof(*h));
+		if (nh)
+			c->c = h = nh;
+		for (size_t i = m; i < want; i++)
+			h[i] = (struct rec_cand){0, -1, source, -1};
+	}
+	size_t r = m < n ? m : n;
+	memcpy(out, h, r * sizeof(*out));
+	return (int)r;
+}
+
+int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec_cand *out)
+{
+	struct rec *R = sx__rec;
+	int m = 0;
+	if (R->items[item].has_vec) {
+		float *v = malloc(R->content_dim * sizeof(float));
+		if (!v)
+			return SX_ENOMEM;
+		int rc = sx_hnsw_get(R->content, item, v, R->content_dim);
+		m = rc < 0 ? rc : knn(R->content, v, R->content_dim, n, REC_SRC_SIMILAR, item, out);
+		free(v);
+		return m;
+	}
+	if (s->fs && s->fs->index && item < s->fs->n_items && sx_hnsw_contains(s->fs->index, item)) {
+		float *v = malloc((size_t)s->fs->k * sizeof(float));
+		if (!v)
+			return SX_ENOMEM;
+		int rc = sx_hnsw_get(s->fs->index, item, v, (size_t)s->fs->k);
+		m = rc < 0 ? rc : knn(s->fs->index, v, (size_t)s->fs->k, n, REC_SRC_SIMILAR, item, out);
+		free(v);
+		return m;
+	}
+	if (item < s->ncounts && s->counts[item].ncov) {
+		int64_t now = sx__rec_now(s);
+		const struct rec_counts *c = &s->counts[item];
+		struct rec_cand *acc = malloc(c->ncov * sizeof(*acc));
+		if (!acc)
+			return SX_ENOMEM;
+		size_t k = 0;
+		for (uint16_t i = 0; i < c->ncov; i++)
+			if (live_item(c->cov[i].item))
+				acc[k++] = (struct rec_cand){c->cov[i].item, sx__rec_covis_score(&c->cov[i], now), REC_SRC_SIMILAR, (int32_t)item};
+		qsort(acc, k, sizeof(*acc), cand_cmp);
+		m = (int)(k < n ? k : n);
+		memcpy(out, acc, (size_t)m * sizeof(*acc));
+		free(acc);
+	}
+	return m;
+}

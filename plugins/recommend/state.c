@@ -1,0 +1,805 @@
+/* The recommendation plugin's catalogue and per-state data: users, popularity,
+ * co-visitation, and their snapshot in the store. */
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "core/log.h"
+#include "core/plugin.h"
+#include "core/rpc.h"
+#include "core/sx.h"
+#include "plugins/recommend/internal.h"
+#include "store/store.h"
+
+const double sx__rec_half_life[REC_WINDOWS] = {REC_DAY, 7 * REC_DAY, 30 * REC_DAY};
+
+/* ---- catalogue ---- */
+
+static uint32_t hslot(const char *id, size_t len, uint32_t cap) { return (uint32_t)XXH3_64bits(id, len) & (cap - 1); }
+
+int64_t sx__rec_item_find(const char *id, size_t len)
+{
+	struct rec *R = sx__rec;
+	if (!R->hcap)
+		return -1;
+	for (uint32_t h = hslot(id, len, R->hcap);; h = (h + 1) & (R->hcap - 1)) {
+		uint32_t v = R->hash[h];
+		if (!v)
+			return -1;
+		struct rec_item *it = &R->items[v - 1];
+		if (it->len == len && memcmp(it->id, id, len) == 0)
+			return v - 1;
+	}
+}
+
+static int hash_insert(uint32_t idx)
+{
+	struct rec *R = sx__rec;
+	if ((R->nitems + 1) * 2 > R->hcap) {
+		uint32_t ncap = R->hcap ? R->hcap * 2 : 1024;
+		uint32_t *nh = calloc(ncap, sizeof(uint32_t));
+		if (!nh)
+			return SX_ENOMEM;
+		for (uint32_t i = 0; i < R->hcap; i++) {
+			uint32_t v = R->hash[i];
+			if (!v)
+				continue;
+			uint32_t h = hslot(R->items[v - 1].id, R->items[v - 1].len, ncap);
+			while (nh[h])
+				h = (h + 1) & (ncap - 1);
+			nh[h] = v;
+		}
+		free(R->hash);
+		R->hash = nh;
+		R->hcap = ncap;
+	}
+	uint32_t h = hslot(R->items[idx].id, R->items[idx].len, R->hcap);
+	while (R->hash[h])
+		h = (h + 1) & (R->hcap - 1);
+	R->hash[h] = idx + 1;
+	return 0;
+}
+
+static int items_reserve(uint32_t n)
+{
+	struct rec *R = sx__rec;
+	if (n <= R->capitems)
+		return 0;
+	uint32_t ncap = R->capitems ? R->capitems : 1024;
+	while (ncap < n)
+		ncap *= 2;
+	struct rec_item *ni = realloc(R->items, ncap * sizeof(*ni));
+	if (!ni)
+		return SX_ENOMEM;
+	memset(ni + R->capitems, 0, (ncap - R->capitems) * sizeof(*ni));
+	for (uint32_t i = R->capitems; i < ncap; i++)
+		ni[i].kind = -1, ni[i].price = NAN;
+	R->items = ni;
+	R->capitems = ncap;
+	return 0;
+}
+
+/* Places id at idx (loading or interning). */
+static int item_place(uint32_t idx, const char *id, size_t len)
+{
+	struct rec *R = sx__rec;
+	int rc;
+	if ((rc = items_reserve(idx + 1)) < 0)
+		return rc;
+	if (R->items[idx].id)
+		return SX_ECORRUPT;
+	char *cp = malloc(len + 1);
+	if (!cp)
+		return SX_ENOMEM;
+	memcpy(cp, id, len);
+	cp[len] = 0;
+	R->items[idx].id = cp;
+	R->items[idx].len = (uint8_t)len;
+	if (idx >= R->nitems)
+		R->nitems = idx + 1;
+	if ((rc = hash_insert(idx)) < 0) {
+		R->items[idx].id = NULL;
+		free(cp);
+		return rc;
+	}
+	return 0;
+}
+
+int64_t sx__rec_item_intern(const char *id, size_t len)
+{
+	struct rec *R = sx__rec;
+	int64_t f = sx__rec_item_find(id, len);
+	if (f >= 0)
+		return f;
+	if (len == 0 || len > SX_EVENTS_ID_MAX)
+		return SX_EINVAL;
+	uint32_t idx = R->nitems;
+	uint8_t k[6 + SX_EVENTS_ID_MAX], v[4];
+	memcpy(k, "rec/i/", 6);
+	memcpy(k + 6, id, len);
+	sx_be32(v, idx);
+	int rc = sx_store_put(R->e->store, SX_T_ARTIFACTS, k, 6 + len, v, 4);
+	if (rc < 0 || (rc = item_place(idx, id, len)) < 0)
+		return rc;
+	return idx;
+}
+
+static void lower_copy(char *dst, size_t size, const char *s, size_t len)
+{
+	if (len >= size)
+		len = size - 1;
+	for (size_t i = 0; i < len; i++)
+		dst[i] = (char)tolower((unsigned char)s[i]);
+	dst[len] = 0;
+}
+
+static int num_of(const msgpack_object *o, double *v)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: *v = (double)o->via.u64; return 1;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: *v = (double)o->via.i64; return 1;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: *v = o->via.f64; return isfinite(*v);
+	default: return 0;
+	}
+}
+
+static const msgpack_object *map_get(const msgpack_object *m, const char *key)
+{
+	if (!m || m->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	for (uint32_t i = 0; i < m->via.map.size; i++)
+		if (sx_obj_streq(&m->via.map.ptr[i].key, key))
+			return &m->via.map.ptr[i].val;
+	return NULL;
+}
+
+static void item_clear(struct rec_item *it)
+{
+	for (int i = 0; i < it->ntags; i++)
+		free(it->tags[i]);
+	it->ntags = 0;
+	it->kind = -1;
+	it->has_vec = 0;
+	it->price = NAN;
+	it->region[0] = it->name[0] = 0;
+	strcpy(it->currency, "EUR");
+	it->avail_from = INT64_MIN, it->avail_to = INT64_MAX;
+	it->months = 0;
+	it->available = 1;
+}
+
+static void attrs_parse(struct rec_item *it, const void *attrs, size_t len)
+{
+	msgpack_zone z;
+	msgpack_object o;
+	size_t off = 0;
+	if (!attrs || !len)
+		return;
+	msgpack_zone_init(&z, 2048);
+	if (msgpack_unpack(attrs, len, &off, &z, &o) != MSGPACK_UNPACK_SUCCESS || o.type != MSGPACK_OBJECT_MAP) {
+		msgpack_zone_destroy(&z);
+		return;
+	}
+	const msgpack_object *v;
+	double d;
+	if ((v = map_get(&o, "region")) == NULL)
+		v = map_get(&o, "country");
+	if (v && v->type == MSGPACK_OBJECT_STR)
+		lower_copy(it->region, sizeof(it->region), v->via.str.ptr, v->via.str.size);
+	if ((v = map_get(&o, "name")) == NULL)
+		v = map_get(&o, "title");
+	if (v && v->type == MSGPACK_OBJECT_STR) {
+		size_t n = v->via.str.size < sizeof(it->name) - 1 ? v->via.str.size : sizeof(it->name) - 1;
+		memcpy(it->name, v->via.str.ptr, n);
+		it->name[n] = 0;
+	}
+	if ((v = map_get(&o, "price")) && num_of(v, &d))
+		it->price = d;
+	if ((v = map_get(&o, "currency")) && v->type == MSGPACK_OBJECT_STR && v->via.str.size < sizeof(it->currency)) {
+		memcpy(it->currency, v->via.str.ptr, v->via.str.size);
+		it->currency[v->via.str.size] = 0;
+	}
+	if ((v = map_get(&o, "available")) && v->type == MSGPACK_OBJECT_BOOLEAN)
+		it->available = v->via.boolean;
+	if ((v = map_get(&o, "available_from")) && num_of(v, &d))
+		it->avail_from = (int64_t)d;
+	if ((v = map_get(&o, "available_to")) && num_of(v, &d))
+		it->avail_to = (int64_t)d;
+	if ((v = map_get(&o, "months")) && v->type == MSGPACK_OBJECT_ARRAY)
+		for (uint32_t i = 0; i < v->via.array.size; i++)
+			if (num_of(&v->via.array.ptr[i], &d) && d >= 1 && d <= 12)
+				it->months |= (uint16_t)(1u << ((int)d - 1));
+	if ((v = map_get(&o, "tags")) && v->type == MSGPACK_OBJECT_ARRAY) {
+		for (uint32_t i = 0; i < v->via.array.size && it->ntags < REC_TAGS_MAX; i++) {
+			const msgpack_object *t = &v->via.array.ptr[i];
+			if (t->type != MSGPACK_OBJECT_STR || t->via.str.size == 0 || t->via.str.size > 64)
+				continue;
+			char *c = malloc(t->via.str.size + 1);
+			if (!c)
+				break;
+			lower_copy(c, t->via.str.size + 1, t->via.str.ptr, t->via.str.size);
+			it->tags[it->ntags++] = c;
+		}
+	}
+	msgpack_zone_destroy(&z);
+}
+
+static int content_ensure(uint32_t dim)
+{
+	struct rec *R = sx__rec;
+	if (R->content)
+		return R->content_dim == dim ? 0 : SX_EINVAL;
+	struct sx_hnsw_params p;
+	sx_hnsw_params_init(&p, SX_METRIC_COSINE, dim);
+	p.ef_construction = 100;
+	p.ef_search = 64;
+	R->content = sx_hnsw_new(&p);
+	if (!R->content)
+		return SX_ENOMEM;
+	R->content_dim = dim;
+	return 0;
+}
+
+void sx__rec_item_update(uint32_t idx, const struct sx_item *it)
+{
+	struct rec *R = sx__rec;
+	struct rec_item *ri = &R->items[idx];
+	item_clear(ri);
+	if (!it) {
+		if (R->content && sx_hnsw_contains(R->content, idx)) {
+			sx_hnsw_delete(R->content, idx);
+			R->content_dirty = 1;
+		}
+		R->live.generation++;
+		return;
+	}
+	ri->kind = (int8_t)it->kind;
+	attrs_parse(ri, it->attrs, it->attrs_len);
+	if (it->dim && content_ensure(it->dim) == 0) {
+		float *v = malloc(it->dim * sizeof(float));
+		if (v) {
+			sx_item_vector(it, v, it->dim);
+			if (sx_hnsw_add(R->content, idx, v, it->dim) == 0) {
+				ri->has_vec = 1;
+				R->content_dirty = 1;
+			}
+			free(v);
+		}
+	} else if (R->content && sx_hnsw_contains(R->content, idx)) {
+		sx_hnsw_delete(R->content, idx);
+		R->content_dirty = 1;
+	}
+	R->live.generation++;
+}
+
+int sx__rec_item_vec(uint32_t idx, float *out)
+{
+	struct rec *R = sx__rec;
+	if (idx >= R->nitems || !R->items[idx].has_vec || !R->content)
+		return SX_ENOENT;
+	return sx_hnsw_get(R->content, idx, out, R->content_dim);
+}
+
+static int map_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
+{
+	SX_UNUSED(ud);
+	if (k->len < 7 || k->len > 6 + SX_EVENTS_ID_MAX || v->len != 4)
+		return sx_diag_set(SX_ECORRUPT, "a stored item index does not decode");
+	int rc = item_place(sx_get_be32(v->data), (const char *)k->data + 6, k->len - 6);
+	return rc == SX_ECORRUPT ? sx_diag_set(rc, "two items share one index") : rc;
+}
+
+struct load_ud {
+	int64_t stamp, newest;
+};
+
+static int cat_cb(const struct sx_item *it, void *ud)
+{
+	struct load_ud *l = ud;
+	struct rec *R = sx__rec;
+	int64_t idx = sx__rec_item_intern(it->id, it->id_len);
+	if (idx < 0)
+		return (int)idx;
+	struct rec_item *ri = &R->items[idx];
+	int in_index = R->content && sx_hnsw_contains(R->content, (uint64_t)idx);
+	if (it->updated > l->newest)
+		l->newest = it->updated;
+	if (in_index && it->dim == R->content_dim && it->updated <= l->stamp) {
+		item_clear(ri);
+		ri->kind = (int8_t)it->kind;
+		attrs_parse(ri, it->attrs, it->attrs_len);
+		ri->has_vec = 1;
+		return 0;
+	}
+	sx__rec_item_update((uint32_t)idx, it);
+	ri->kind = (int8_t)it->kind; /* an item stays in the catalogue even if its vector is refused */
+	return 0;
+}
+
+int sx__rec_catalog_load(void)
+{
+	struct rec *R = sx__rec;
+	struct sx_store *st = R->e->store;
+	struct sx_val v;
+	int rc;
+	if ((rc = sx_store_scan(st, SX_T_ARTIFACTS, "rec/i/", 6, "rec/i0", 6, 0, map_cb, NULL)) < 0)
+		return rc;
+	struct load_ud l = {INT64_MIN, INT64_MIN};
+	if (sx_store_get(st, SX_T_ARTIFACTS, "rec/content_t", 13, &v) == 0 && v.len == 8 &&
+	    sx_store_get(st, SX_T_ARTIFACTS, "rec/content", 11, &v) == 0) {
+		struct sx_hnsw *h = sx_hnsw_load(v.data, v.len);
+		if (h) {
+			R->content = h;
+			R->content_dim = sx_hnsw_dim(h);
+			sx_store_get(st, SX_T_ARTIFACTS, "rec/content_t", 13, &v);
+			l.stamp = (int64_t)sx_get_be64(v.data);
+		} else {
+			sx_log_warn("recommend: the stored content index is unusable (%s); rebuilding", sx_diag_last());
+		}
+	}
+	for (uint32_t i = 0; i < R->nitems; i++)
+		item_clear(&R->items[i]);
+	if ((rc = sx_events_item_scan(NULL, -1, cat_cb, &l)) < 0)
+		return rc;
+	/* items deleted while the image was saved */
+	if (R->content)
+		for (uint32_t i = 0; i < R->nitems; i++)
+			if (R->items[i].kind < 0 && sx_hnsw_contains(R->content, i)) {
+				sx_hnsw_delete(R->content, i);
+				R->content_dirty = 1;
+			}
+	sx_store_read_end(st);
+	return 0;
+}
+
+int sx__rec_content_save(void)
+{
+	struct rec *R = sx__rec;
+	void *buf;
+	size_t len;
+	uint8_t t[8];
+	int64_t newest = INT64_MIN;
+	if (!R->content || !R->content_dirty)
+		return 0;
+	int rc = sx_hnsw_save_buf(R->content, &buf, &len);
+	if (rc < 0)
+		return rc;
+	/* the stamp: every item present now is covered */
+	newest = sx_wall_ms();
+	sx_be64(t, (uint64_t)newest);
+	rc = sx_store_put(R->e->store, SX_T_ARTIFACTS, "rec/content", 11, buf, len);
+	if (rc == 0)
+		rc = sx_store_put(R->e->store, SX_T_ARTIFACTS, "rec/content_t", 13, t, 8);
+	free(buf);
+	if (rc == 0)
+		R->content_dirty = 0;
+	return rc;
+}
+
+float sx__rec_weight(const char *name, size_t len)
+{
+	const struct rec_params *p = &sx__rec->params;
+	for (int i = 0; i < p->nweights; i++)
+		if (strlen(p->weights[i].name) == len && memcmp(p->weights[i].name, name, len) == 0)
+			return p->weights[i].w;
+	return 0;
+}
+
+int sx__rec_is_book(const char *name, size_t len) { return len == 4 && memcmp(name, "book", 4) == 0; }
+
+/* ---- state ---- */
+
+void sx__rec_state_init(struct rec_state *s, int live, int64_t horizon)
+{
+	memset(s, 0, sizeof(*s));
+	s->live = live;
+	s->horizon = horizon;
+}
+
+static void user_free(struct rec_user *u)
+{
+	if (!u)
+		return;
+	free(u->inter), free(u->als), free(u->prof);
+	free(u);
+}
+
+void sx__rec_state_close(struct rec_state *s)
+{
+	for (uint32_t i = 0; i < s->nusers; i++)
+		user_free(s->users[i]);
+	free(s->users);
+	for (uint32_t i = 0; i < s->ncounts; i++)
+		free(s->counts[i].cov);
+	free(s->counts);
+	free(s->dirty);
+	if (s->fs && s->fs->release)
+		s->fs->release(s->fs->ud);
+	s->users = NULL, s->counts = NULL, s->fs = NULL, s->own = NULL, s->dirty = NULL;
+	s->nusers = s->ncounts = 0;
+}
+
+int64_t sx__rec_now(const struct rec_state *s) { return s->now ? s->now : sx_wall_ms(); }
+
+static int users_reserve(struct rec_state *s, uint32_t n)
+{
+	if (n <= s->nusers)
+		return 0;
+	uint32_t ncap = s->nusers ? s->nusers : 1024;
+	while (ncap < n)
+		ncap *= 2;
+	struct rec_user **nu = realloc(s->users, ncap * sizeof(*nu));
+	if (!nu)
+		return SX_ENOMEM;
+	memset(nu + s->nusers, 0, (ncap - s->nusers) * sizeof(*nu));
+	s->users = nu;
+	s->nusers = ncap;
+	return 0;
+}
+
+static int counts_reserve(struct rec_state *s, uint32_t n)
+{
+	if (n <= s->ncounts)
+		return 0;
+	uint32_t ncap = s->ncounts ? s->ncounts : 1024;
+	while (ncap < n)
+		ncap *= 2;
+	struct rec_counts *nc = realloc(s->counts, ncap * sizeof(*nc));
+	if (!nc)
+		return SX_ENOMEM;
+	memset(nc + s->ncounts, 0, (ncap - s->ncounts) * sizeof(*nc));
+	for (uint32_t i = s->ncounts; i < ncap; i++)
+		nc[i].t = INT64_MIN;
+	s->counts = nc;
+	s->ncounts = ncap;
+	return 0;
+}
+
+static void user_add(struct rec_state *s, struct rec_user *u, uint32_t item, float w, int book, int64_t t)
+{
+	struct rec *R = sx__rec;
+	uint32_t i;
+	for (i = 0; i < u->ninter; i++)
+		if (u->inter[i].item == item)
+			break;
+	if (i == u->ninter) {
+		if (u->ninter == u->cap) {
+			uint32_t nc = u->cap ? u->cap * 2 : 8;
+			struct rec_inter *ni = realloc(u->inter, nc * sizeof(*ni));
+			if (!ni)
+				return;
+			u->inter = ni, u->cap = nc;
+		}
+		u->inter[u->ninter++] = (struct rec_inter){item, 0, 0, 0};
+	}
+	u->inter[i].w += w;
+	u->inter[i].n++;
+	u->inter[i].booked |= (uint8_t)book;
+	if (t > u->last_t)
+		u->last_t = t;
+	/* recent: kept in time order, one entry per item */
+	int r;
+	for (r = 0; r < u->nrecent; r++)
+		if (u->recent[r] == item)
+			break;
+	if (r < u->nrecent) {
+		memmove(u->recent + r, u->recent + r + 1, (size_t)(u->nrecent - r - 1) * sizeof(uint32_t));
+		memmove(u->recent_t + r, u->recent_t + r + 1, (size_t)(u->nrecent - r - 1) * sizeof(int64_t));
+		u->nrecent--;
+	}
+	if (u->nrecent == REC_RECENT) {
+		if (t < u->recent_t[0])
+			goto profile;
+		memmove(u->recent, u->recent + 1, (REC_RECENT - 1) * sizeof(uint32_t));
+		memmove(u->recent_t, u->recent_t + 1, (REC_RECENT - 1) * sizeof(int64_t));
+		u->nrecent--;
+	}
+	r = u->nrecent;
+	while (r > 0 && u->recent_t[r - 1] > t) {
+		u->recent[r] = u->recent[r - 1], u->recent_t[r] = u->recent_t[r - 1];
+		r--;
+	}
+	u->recent[r] = item, u->recent_t[r] = t;
+	u->nrecent++;
+profile:
+	if (R->content && item < R->nitems && R->items[item].has_vec) {
+		uint32_t d = R->content_dim;
+		if (!u->prof) {
+			u->prof = calloc(d, sizeof(float));
+			if (!u->prof)
+				return;
+			u->prof_t = INT64_MIN;
+		}
+		float *v = malloc(d * sizeof(float));
+		if (v && sx_hnsw_get(R->content, item, v, d) == 0) {
+			sx_rec_profile_add(u->prof, d, &u->prof_w, &u->prof_t, v, w, t, REC_PROFILE_HALF_LIFE);
+			u->has_prof = 1;
+		}
+		free(v);
+	}
+	u->als_ok = 0;
+	SX_UNUSED(s);
+}
+
+struct hist_ud {
+	struct rec_state *s;
+	struct rec_user *u;
+};
+
+static int hist_cb(const struct sx_event *ev, void *ud)
+{
+	struct hist_ud *h = ud;
+	float w;
+	int64_t item;
+	if (!ev->item || (w = sx__rec_weight(ev->name, ev->name_len)) <= 0 ||
+	    (item = sx__rec_item_find(ev->item, ev->item_len)) < 0)
+		return 0;
+	user_add(h->s, h->u, (uint32_t)item, w, sx__rec_is_book(ev->name, ev->name_len), ev->time);
+	return 0;
+}
+
+struct rec_user *sx__rec_user(struct rec_state *s, uint32_t user)
+{
+	if (user < s->nusers && s->users[user])
+		return s->users[user];
+	if (!s->live)
+		return NULL;
+	if (users_reserve(s, user + 1) < 0)
+		return NULL;
+	struct rec_user *u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->last_t = INT64_MIN;
+	struct hist_ud h = {s, u};
+	if (sx_events_user_scan(NULL, user, 0, s->horizon, 0, hist_cb, &h) < 0) {
+		user_free(u);
+		return NULL;
+	}
+	s->users[user] = u;
+	return u;
+}
+
+static struct rec_user *user_new(struct rec_state *s, uint32_t user)
+{
+	if (users_reserve(s, user + 1) < 0)
+		return NULL;
+	if (!s->users[user]) {
+		s->users[user] = calloc(1, sizeof(struct rec_user));
+		if (s->users[user])
+			s->users[user]->last_t = INT64_MIN;
+	}
+	return s->users[user];
+}
+
+static void pop_add(struct rec_counts *c, double w, int64_t t)
+{
+	if (c->t == INT64_MIN)
+		c->t = t;
+	for (int k = 0; k < REC_WINDOWS; k++) {
+		if (t > c->t)
+			c->pop[k] = sx_rec_decay(c->pop[k], t - c->t, sx__rec_half_life[k]) + w;
+		else
+			c->pop[k] += sx_rec_decay(w, c->t - t, sx__rec_half_life[k]);
+	}
+	if (t > c->t)
+		c->t = t;
+	c->users++;
+}
+
+double sx__rec_pop(const struct rec_state *s, uint32_t item, int window, int64_t now)
+{
+	if (item >= s->ncounts || s->counts[item].t == INT64_MIN)
+		return 0;
+	const struct rec_counts *c = &s->counts[item];
+	return sx_rec_decay(c->pop[window], now - c->t, sx__rec_half_life[window]);
+}
+
+float sx__rec_covis_score(const struct rec_nb *nb, int64_t now)
+{
+	return (float)sx_rec_decay(nb->score, now - nb->t, REC_COVIS_HALF_LIFE);
+}
+
+static void covis_add(struct rec_counts *c, uint32_t other, float w, int64_t t)
+{
+	for (uint16_t i = 0; i < c->ncov; i++) {
+		struct rec_nb *nb = &c->cov[i];
+		if (nb->item != other)
+			continue;
+		if (t > nb->t) {
+			nb->score = (float)sx_rec_decay(nb->score, t - nb->t, REC_COVIS_HALF_LIFE) + w;
+			nb->t = t;
+		} else {
+			nb->score += (float)sx_rec_decay(w, nb->t - t, REC_COVIS_HALF_LIFE);
+		}
+		return;
+	}
+	if (c->ncov == c->capcov) {
+		if (c->capcov == REC_COVIS_MAX) {
+			/* full: the weakest neighbour makes room if the newcomer beats it */
+			uint16_t worst = 0;
+			float ws = INFINITY;
+			for (uint16_t i = 0; i < c->ncov; i++) {
+				float sc = sx__rec_covis_score(&c->cov[i], t);
+				if (sc < ws)
+					ws = sc, worst = i;
+			}
+			if (ws >= w)
+				return;
+			c->cov[worst] = (struct rec_nb){other, w, t};
+			return;
+		}
+		uint16_t nc = c->capcov ? (uint16_t)(c->capcov * 2) : 4;
+		if (nc > REC_COVIS_MAX)
+			nc = REC_COVIS_MAX;
+		struct rec_nb *n = realloc(c->cov, nc * sizeof(*n));
+		if (!n)
+			return;
+		c->cov = n, c->capcov = nc;
+	}
+	c->cov[c->ncov++] = (struct rec_nb){other, w, t};
+}
+
+void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w, int book, int64_t t,
+		     int add_user)
+{
+	if (t >= s->horizon || counts_reserve(s, item + 1) < 0)
+		return;
+	int loaded = user < s->nusers && s->users[user];
+	struct rec_user *u = loaded ? s->users[user] : (s->live ? sx__rec_user(s, user) : user_new(s, user));
+	pop_add(&s->counts[item], w, t);
+	s->generation++;
+	if (u) {
+		/* co-visitation with the user's other recent items, before this one joins them */
+		for (int r = 0; r < u->nrecent; r++) {
+			uint32_t j = u->recent[r];
+			if (j == item || t - u->recent_t[r] > REC_COVIS_WINDOW || u->recent_t[r] - t > REC_COVIS_WINDOW ||
+			    counts_reserve(s, j + 1) < 0)
+				continue;
+			covis_add(&s->counts[item], j, 1.0f, t);
+			covis_add(&s->counts[j], item, 1.0f, t);
+		}
+		if (add_user && (loaded || !s->live))
+			user_add(s, u, item, w, book, t);
+		if (s->fs && !u->als_ok) {
+			if (s->ndirty == s->capdirty) {
+				size_t nc = s->capdirty ? s->capdirty * 2 : 64;
+				uint32_t *nd = realloc(s->dirty, nc * sizeof(uint32_t));
+				if (!nd)
+					return;
+				s->dirty = nd, s->capdirty = nc;
+			}
+			s->dirty[s->ndirty++] = user;
+		}
+	}
+}
+
+const float *sx__rec_user_als(struct rec_state *s, struct rec_user *u)
+{
+	struct sx_rec_factor_source *fs = s->fs;
+	if (!fs || !u || !u->ninter)
+		return NULL;
+	if (u->als_ok && u->als)
+		return u->als;
+	if (!u->als && !(u->als = malloc((size_t)fs->k * sizeof(float))))
+		return NULL;
+	int32_t *items = malloc(u->ninter * sizeof(int32_t) + 1);
+	float *w = malloc(u->ninter * sizeof(float) + 1);
+	size_t n = 0;
+	if (!items || !w) {
+		free(items), free(w);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < u->ninter; i++)
+		if (u->inter[i].item < fs->n_items) {
+			items[n] = (int32_t)u->inter[i].item;
+			w[n++] = u->inter[i].w;
+		}
+	int rc = n ? fs->fold_in(fs->ud, items, w, n, u->als) : -1;
+	free(items), free(w);
+	if (rc < 0)
+		return NULL;
+	u->als_ok = 1;
+	return u->als;
+}
+
+void sx__rec_flush_dirty(struct rec_state *s)
+{
+	for (size_t i = 0; i < s->ndirty; i++) {
+		uint32_t user = s->dirty[i];
+		if (user < s->nusers && s->users[user] && !s->users[user]->als_ok)
+			sx__rec_user_als(s, s->users[user]);
+	}
+	s->ndirty = 0;
+}
+
+/* ---- counts snapshot ----
+ * "SXRC" u32 version=1 u32 n, then per item: u32 users, i64 t, 3 x f64 pop,
+ * u16 ncov, ncov x (u32 item, f32 score, i64 t). Little-endian, host order. */
+
+int sx__rec_counts_save(const struct rec_state *s)
+{
+	size_t len = 12;
+	for (uint32_t i = 0; i < s->ncounts; i++)
+		len += 4 + 8 + 24 + 2 + (size_t)s->counts[i].ncov * 16;
+	uint8_t *buf = malloc(len), *p = buf;
+	if (!buf)
+		return SX_ENOMEM;
+	uint32_t ver = 1, n = s->ncounts;
+	memcpy(p, "SXRC", 4), p += 4;
+	memcpy(p, &ver, 4), p += 4;
+	memcpy(p, &n, 4), p += 4;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct rec_counts *c = &s->counts[i];
+		memcpy(p, &c->users, 4), p += 4;
+		memcpy(p, &c->t, 8), p += 8;
+		memcpy(p, c->pop, 24), p += 24;
+		memcpy(p, &c->ncov, 2), p += 2;
+		for (uint16_t j = 0; j < c->ncov; j++) {
+			memcpy(p, &c->cov[j].item, 4), p += 4;
+			memcpy(p, &c->cov[j].score, 4), p += 4;
+			memcpy(p, &c->cov[j].t, 8), p += 8;
+		}
+	}
+	int rc = sx_store_put(sx__rec->e->store, SX_T_ARTIFACTS, "rec/counts", 10, buf, len);
+	free(buf);
+	return rc;
+}
+
+int sx__rec_counts_load(struct rec_state *s)
+{
+	struct sx_val v;
+	int rc = sx_store_get(sx__rec->e->store, SX_T_ARTIFACTS, "rec/counts", 10, &v);
+	if (rc == SX_ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	const uint8_t *p = v.data, *end = p + v.len;
+	uint32_t ver, n;
+	if (v.len < 12 || memcmp(p, "SXRC", 4) != 0)
+		return sx_diag_set(SX_ECORRUPT, "the stored recommendation counts do not decode");
+	memcpy(&ver, p + 4, 4), memcpy(&n, p + 8, 4);
+	p += 12;
+	if (ver != 1 || n > (uint32_t)(v.len / 38) || counts_reserve(s, n) < 0)
+		return sx_diag_set(SX_ECORRUPT, "the stored recommendation counts do not decode");
+	for (uint32_t i = 0; i < n; i++) {
+		struct rec_counts *c = &s->counts[i];
+		uint16_t nc;
+		if (end - p < 38)
+			goto bad;
+		memcpy(&c->users, p, 4), p += 4;
+		memcpy(&c->t, p, 8), p += 8;
+		memcpy(c->pop, p, 24), p += 24;
+		memcpy(&nc, p, 2), p += 2;
+		if (nc > REC_COVIS_MAX || end - p < (ptrdiff_t)nc * 16)
+			goto bad;
+		for (int k = 0; k < REC_WINDOWS; k++)
+			if (!isfinite(c->pop[k]))
+				goto bad;
+		if (nc) {
+			c->cov = malloc(REC_COVIS_MAX * sizeof(struct rec_nb));
+			if (!c->cov)
+				return SX_ENOMEM;
+			c->capcov = REC_COVIS_MAX;
+		}
+		for (uint16_t j = 0; j < nc; j++) {
+			memcpy(&c->cov[j].item, p, 4), p += 4;
+			memcpy(&c->cov[j].score, p, 4), p += 4;
+			memcpy(&c->cov[j].t, p, 8), p += 8;
+			if (!isfinite(c->cov[j].score))
+				goto bad;
+		}
+		c->ncov = nc;
+	}
+	return 0;
+bad:
+	for (uint32_t i = 0; i < s->ncounts; i++) {
+		free(s->counts[i].cov);
+		memset(&s->counts[i], 0, sizeof(s->counts[i]));
+		s->counts[i].t = INT64_MIN;
+	}
+	return sx_diag_set(SX_ECORRUPT, "the stored recommendation counts do not decode");
+}
