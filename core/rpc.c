@@ -330,6 +330,7 @@ int sx_role_parse(const char *s)
 
 struct sx_rpc {
 	struct sx_method *m;
+	size_t *len; /* strlen of each name, compared first */
 	size_t n, cap;
 	sx_rpc_fallback_fn fallback;
 	void *fallback_ud;
@@ -339,15 +340,17 @@ struct sx_rpc *sx_rpc_new(void) { return calloc(1, sizeof(struct sx_rpc)); }
 
 void sx_rpc_free(struct sx_rpc *rpc)
 {
-	if (rpc)
+	if (rpc) {
 		free(rpc->m);
+		free(rpc->len);
+	}
 	free(rpc);
 }
 
 const struct sx_method *sx_rpc_find(const struct sx_rpc *rpc, const char *name, size_t len)
 {
 	for (size_t i = 0; i < rpc->n; i++)
-		if (strlen(rpc->m[i].name) == len && memcmp(rpc->m[i].name, name, len) == 0)
+		if (rpc->len[i] == len && memcmp(rpc->m[i].name, name, len) == 0)
 			return &rpc->m[i];
 	return NULL;
 }
@@ -365,8 +368,13 @@ int sx_rpc_register(struct sx_rpc *rpc, const struct sx_method *m)
 		if (!nm)
 			return SX_ENOMEM;
 		rpc->m = nm;
+		size_t *nl = realloc(rpc->len, cap * sizeof(*nl));
+		if (!nl)
+			return SX_ENOMEM;
+		rpc->len = nl;
 		rpc->cap = cap;
 	}
+	rpc->len[rpc->n] = strlen(m->name);
 	rpc->m[rpc->n++] = *m;
 	return 0;
 }

@@ -65,6 +65,8 @@ struct sx_server {
 	struct sx_conn *conns;
 	struct sx_conn *dirty;
 	struct sx_req *waiting; /* replies waiting for a durable batch */
+	struct sx_req *pool;    /* finished requests kept for reuse */
+	uint32_t npool;
 	uint64_t nconns, conns_total, requests_total, errors_total, nwaiting;
 	uint64_t started_ms;
 	uint64_t sec_start_ms;
@@ -92,25 +94,56 @@ static void req_unlink_live(struct sx_req *req)
 	req->cnext = NULL;
 }
 
-static void req_free(struct sx_req *req)
+#define REQ_POOL_MAX 1024
+#define REQ_KEEP_OUT (64 * 1024)
+
+static void req_destroy(struct sx_req *req)
 {
-	if (req->conn)
-		sx_conn_unref(req->conn);
 	msgpack_zone_destroy(&req->zone);
 	msgpack_sbuffer_destroy(&req->out);
 	free(req);
 }
 
+/* Finished requests go back to a pool with their zone and reply buffer, so
+ * that serving a request allocates nothing in the common case. */
+static void req_free(struct sx_req *req)
+{
+	struct sx_server *srv = req->srv;
+	if (req->conn)
+		sx_conn_unref(req->conn);
+	if (srv->npool >= REQ_POOL_MAX || req->out.alloc > REQ_KEEP_OUT) {
+		req_destroy(req);
+		return;
+	}
+	msgpack_zone_clear(&req->zone);
+	msgpack_sbuffer_clear(&req->out);
+	req->next = srv->pool;
+	srv->pool = req;
+	srv->npool++;
+}
+
 static struct sx_req *req_new(struct sx_conn *c)
 {
-	struct sx_req *req = calloc(1, sizeof(*req));
-	if (!req)
-		return NULL;
-	if (!msgpack_zone_init(&req->zone, 2048)) {
-		free(req);
-		return NULL;
+	struct sx_server *srv = c->srv;
+	struct sx_req *req = srv->pool;
+	if (req) {
+		srv->pool = req->next;
+		srv->npool--;
+		msgpack_zone zone = req->zone;
+		msgpack_sbuffer out = req->out;
+		memset(req, 0, sizeof(*req));
+		req->zone = zone;
+		req->out = out;
+	} else {
+		req = calloc(1, sizeof(*req));
+		if (!req)
+			return NULL;
+		if (!msgpack_zone_init(&req->zone, 2048)) {
+			free(req);
+			return NULL;
+		}
+		msgpack_sbuffer_init(&req->out);
 	}
-	msgpack_sbuffer_init(&req->out);
 	msgpack_packer_init(&req->pk, &req->out, msgpack_sbuffer_write);
 	req->srv = c->srv;
 	req->conn = c;
@@ -918,6 +951,11 @@ void sx_server_free(struct sx_server *srv)
 		wait_del(srv, r);
 		req_unlink_live(r);
 		req_free(r);
+	}
+	while (srv->pool) {
+		struct sx_req *r = srv->pool;
+		srv->pool = r->next;
+		req_destroy(r);
 	}
 	free(srv->tokens);
 	free(srv);
