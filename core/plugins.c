@@ -3,9 +3,11 @@
 
 extern const struct sx_plugin sx_plugin_system;
 extern const struct sx_plugin sx_plugin_events;
+extern const struct sx_plugin sx_plugin_experiments;
 
 const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_system,
 	&sx_plugin_events,
+	&sx_plugin_experiments,
 	NULL,
 };
