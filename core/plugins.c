@@ -6,6 +6,7 @@ extern const struct sx_plugin sx_plugin_events;
 extern const struct sx_plugin sx_plugin_privacy;
 extern const struct sx_plugin sx_plugin_models;
 extern const struct sx_plugin sx_plugin_recommend;
+extern const struct sx_plugin sx_plugin_experiments;
 extern const struct sx_plugin sx_plugin_dashboards;
 
 const struct sx_plugin *const sx_plugins[] = {
@@ -14,6 +15,7 @@ const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_privacy,
 	&sx_plugin_models,
 	&sx_plugin_recommend,
+	&sx_plugin_experiments,
 	&sx_plugin_dashboards,
 	NULL,
 };
