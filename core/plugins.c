@@ -5,11 +5,13 @@ extern const struct sx_plugin sx_plugin_system;
 extern const struct sx_plugin sx_plugin_events;
 extern const struct sx_plugin sx_plugin_models;
 extern const struct sx_plugin sx_plugin_dashboards;
+extern const struct sx_plugin sx_plugin_predict;
 
 const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_system,
 	&sx_plugin_events,
 	&sx_plugin_models,
 	&sx_plugin_dashboards,
+	&sx_plugin_predict,
 	NULL,
 };
