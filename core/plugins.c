@@ -8,6 +8,7 @@ extern const struct sx_plugin sx_plugin_models;
 extern const struct sx_plugin sx_plugin_recommend;
 extern const struct sx_plugin sx_plugin_experiments;
 extern const struct sx_plugin sx_plugin_dashboards;
+extern const struct sx_plugin sx_plugin_predict;
 
 const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_system,
@@ -17,5 +18,6 @@ const struct sx_plugin *const sx_plugins[] = {
 	&sx_plugin_recommend,
 	&sx_plugin_experiments,
 	&sx_plugin_dashboards,
+	&sx_plugin_predict,
 	NULL,
 };

@@ -1,0 +1,145 @@
+/* internal.h — the predict plugin's shared state, summaries and helpers.
+ * Not an API: other plugins use predict.h.
+ *
+ * Store layout (integers big-endian):
+ *   series         'T' target                   -> {version, job, cutoff, trained_at, rows, positives}
+ *                  'L' u64 time | u32 user | target
+ *                                               -> f64 probability (8 bytes): the prediction log
+ *                  'R' target                   -> {auc_below, min_samples}: accuracy alert rule
+ *                  'C'                          -> {sample}: logging configuration
+ *   notifications  'n' u64 id                   -> {id, user, rule, message, content, created, state}
+ *                  'q' u64 id                   -> "" (pending, in id order)
+ *                  'c' u32 user                 -> [times]: sends, newest last (frequency cap)
+ *                  'h' rule \0 u32 user         -> u64 time: holdout members (for uplift)
+ *                  'i'                          -> u64 last id
+ */
+#ifndef SX_PREDICT_INTERNAL_H
+#define SX_PREDICT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lua.h>
+#include <msgpack.h>
+
+#include "plugins/events/events.h"
+
+struct sx_engine;
+extern struct sx_engine *sx__pred_eng;
+
+#define SX_PRED_DAY_MS 86400000LL
+#define SX_PRED_KEEP_DAYS 120   /* day buckets kept behind a summary's newest day */
+#define SX_PRED_FEATURES_MAX 64
+#define SX_PRED_TARGETS_MAX 16
+#define SX_PRED_NAME_MAX 48     /* feature, target and rule names */
+#define SX_PRED_WINDOWS 3       /* 7, 30 and 90 days */
+
+extern const int sx__pred_windows[SX_PRED_WINDOWS];
+
+/* What the summary counts, from the features script (defaults in brackets). */
+struct sx_pred_conf {
+	char search[SX_EVENTS_ID_MAX + 1];   /* ["search"] */
+	char trip[SX_EVENTS_ID_MAX + 1];     /* ["create_trip"] */
+	char booking[SX_EVENTS_ID_MAX + 1];  /* ["book"] */
+	char spend_event[SX_EVENTS_ID_MAX + 1]; /* ["book"] */
+	char spend_prop[SX_EVENTS_ID_MAX + 1];  /* ["value"] */
+	int64_t session_gap_ms;              /* [30 min] */
+};
+void sx__pred_conf_default(struct sx_pred_conf *c);
+
+struct sx_pred_day {
+	int32_t day; /* days since 1970 */
+	uint16_t events, sessions, searches, trips, bookings;
+	float spend;
+};
+
+/* A user's running summary: totals since the first event, plus day buckets
+ * for the windows. */
+struct sx_pred_sum {
+	int64_t first, last, signup; /* -1: none */
+	uint64_t events, sessions, searches, trips, bookings;
+	double spend;
+	uint32_t nd, cap;
+	struct sx_pred_day *d; /* ascending days, the last SX_PRED_KEEP_DAYS before the newest */
+};
+
+void sx__pred_sum_init(struct sx_pred_sum *s);
+void sx__pred_sum_free(struct sx_pred_sum *s);
+/* Adds one event; props (MessagePack map or NULL) for the spend. 0 or SX_ENOMEM. */
+int sx__pred_sum_add(struct sx_pred_sum *s, const struct sx_pred_conf *c, const char *name,
+		     size_t nlen, int64_t time, const void *props, size_t plen);
+
+/* The summary as seen at time `at`: windows are the W UTC days ending with
+ * at's day; counts over days after at's day are left out. */
+struct sx_pred_view {
+	double days_since_signup, days_since_first, days_since_last; /* NAN: unknown */
+	double total[6];                   /* events sessions searches trips bookings spend */
+	double win[SX_PRED_WINDOWS][6];
+};
+void sx__pred_sum_view(const struct sx_pred_sum *s, int64_t at, struct sx_pred_view *v);
+extern const char *const sx__pred_counts[6];
+
+/* Targets: label = some event named `event` ("*": any) at a time in
+ * [cutoff, cutoff + days), negated when `absent`. Eligible rows: users with
+ * an event before the cutoff. */
+struct sx_pred_target {
+	char name[SX_PRED_NAME_MAX + 1];
+	char event[SX_EVENTS_ID_MAX + 1];
+	int days;
+	int absent;
+};
+struct sx_pred_label {
+	const struct sx_pred_target *t;
+	int hit;
+};
+/* An sx_events_cb over the events after the cutoff. */
+int sx__pred_label_cb(const struct sx_event *ev, void *ud);
+static inline int sx__pred_label_value(const struct sx_pred_label *l) { return l->t->absent ? !l->hit : l->hit; }
+
+/* 1 if (rule, user) falls in the holdout share (0..1): a hash, so the same
+ * user stays in or out of a rule's holdout. */
+int sx__pred_holdout(const char *rule, const char *user, size_t ulen, double share);
+/* 1 if fewer than `max` of the n send times are within per_ms before now. */
+int sx__pred_cap_ok(const int64_t *times, size_t n, int64_t now, int max, int64_t per_ms);
+/* Risk band of p for thresholds medium <= high: "low", "medium", "high". */
+const char *sx__pred_band(double p, double medium, double high);
+
+/* ---- the features script (predict.c) ---- */
+struct sx_pred_script {
+	int loaded;
+	int nfeat;
+	char feat[SX_PRED_FEATURES_MAX][SX_PRED_NAME_MAX + 1]; /* sorted */
+	int ntarget;
+	struct sx_pred_target target[SX_PRED_TARGETS_MAX];
+	double band_medium, band_high;
+	struct sx_pred_conf conf;
+};
+extern struct sx_pred_script sx__pred_script;
+
+/* The summary of user idx now (cached, built from the store on first use). */
+const struct sx_pred_sum *sx__pred_user_sum(uint32_t idx, int *rc);
+/* The features of a summary viewed at `at` into out[nfeat] (loop thread, Lua). */
+int sx__pred_features(const struct sx_pred_sum *s, int64_t at, double *out);
+/* P(target) for user idx now; contributions optional (d = nfeat values,
+ * in the script's feature order). SX_ENOENT without a model. */
+struct sx_model;
+int sx__pred_score(uint32_t idx, const char *user, size_t ulen, const struct sx_pred_target *t,
+		   const double *x, double *p, double *contrib, double *intercept, struct sx_model **mout);
+const struct sx_pred_target *sx__pred_target_find(const char *name, size_t len);
+/* Set while sweeping many users: scores are not logged as served. */
+extern int sx__pred_quiet;
+/* Pushes the summary view as a Lua table. */
+void sx__pred_push_view(lua_State *L, const struct sx_pred_view *v);
+
+/* ---- forecast.c, notify.c ---- */
+int sx__pred_forecast_start(struct sx_engine *e);
+int sx__pred_notify_start(struct sx_engine *e);
+void sx__pred_notify_stop(void);
+/* The notification rule's suggested action for user idx (features x), or NULL. */
+const char *sx__pred_suggest(uint32_t idx, const char *user, size_t ulen, const double *x,
+			     const double *probs, char *buf, size_t size);
+/* allowed(user, purpose): the consent check. Always 1 until plugins/privacy
+ * provides consent records. */
+int sx__pred_allowed(const char *user, size_t ulen, const char *purpose);
+
+#endif
