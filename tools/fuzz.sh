@@ -24,9 +24,13 @@ for t in $TARGETS; do
 	[ -f tests/fuzz/$t.dict ] && dict="-dict=tests/fuzz/$t.dict"
 	regress=""
 	[ -d tests/fuzz/regressions/$t ] && regress="tests/fuzz/regressions/$t"
-	echo "== fuzz_$t for ${SECONDS_EACH}s"
+	# SX_FUZZ_RUNS: a fixed number of runs from a fixed seed, so that a test suite
+	# run explores the same inputs every time (CI must not turn red by chance).
+	bound="-max_total_time=$SECONDS_EACH"
+	[ -n "${SX_FUZZ_RUNS:-}" ] && bound="-runs=$SX_FUZZ_RUNS -seed=1 -max_total_time=600"
+	echo "== fuzz_$t ($bound)"
 	if ! ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp \
-		"$DIR/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+		"$DIR/fuzz_$t" $bound -timeout=10 -rss_limit_mb=2048 \
 		-artifact_prefix="$work/artifacts/" $dict "$work/corpus" "tests/fuzz/corpus/$t" $regress \
 		>"$work/log" 2>&1; then
 		echo "fuzz_$t FAILED: see $work/log and $work/artifacts/" >&2

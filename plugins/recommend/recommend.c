@@ -499,7 +499,8 @@ static void pack_buckets(msgpack_packer *pk, const char *key, struct buckets *bs
 	double total = 0;
 	for (int i = 0; i < bs->n; i++)
 		total += bs->b[i].w;
-	qsort(bs->b, (size_t)bs->n, sizeof(*bs->b), bucket_cmp);
+	if (bs->n > 1)
+		qsort(bs->b, (size_t)bs->n, sizeof(*bs->b), bucket_cmp);
 	int n = bs->n < 10 ? bs->n : 10;
 	sx_pack_key(pk, key);
 	msgpack_pack_array(pk, (uint32_t)n);
