@@ -19,6 +19,7 @@
 #include "store/store.h"
 
 struct sx_engine *sx__models_eng;
+static uint64_t alias_generation; /* 0 while stopped */
 
 #define CACHE_MAX 16
 #define LAT_BUCKETS 96
@@ -289,6 +290,7 @@ static void pack_alias_history(msgpack_packer *pk, const struct alias *a)
 
 static int alias_put(const char *name, const char *alias, const struct alias *a)
 {
+	alias_generation++;
 	uint8_t k[SX_MODELS_KEY_MAX];
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
@@ -455,6 +457,10 @@ static int resolve(const char *name, const char *alias, uint32_t version, uint32
 struct sx_model *sx_models_acquire(const char *name, const char *alias, uint32_t version)
 {
 	uint32_t v;
+	if (!sx__models_eng) {
+		sx_diag_set(SX_ESTATE, "the models plugin has not started");
+		return NULL;
+	}
 	if (!name || !sx__models_name_ok(name, strlen(name))) {
 		sx_diag_set(SX_EINVAL, "bad model name");
 		return NULL;
@@ -462,6 +468,22 @@ struct sx_model *sx_models_acquire(const char *name, const char *alias, uint32_t
 	if (resolve(name, alias, version, &v) < 0)
 		return NULL;
 	return load(name, v);
+}
+
+uint64_t sx_models_generation(void) { return alias_generation; }
+
+const char *sx_model_name(const struct sx_model *m) { return m->name; }
+
+const struct sx_als *sx_model_als(const struct sx_model *m) { return m->type == SX_MODEL_ALS ? m->als : NULL; }
+
+size_t sx_model_n_items(const struct sx_model *m) { return m->type == SX_MODEL_ALS ? (size_t)m->n_items : 0; }
+
+const char *sx_model_item_id(const struct sx_model *m, size_t i, size_t *len)
+{
+	if (m->type != SX_MODEL_ALS || i >= (size_t)m->items.n)
+		return NULL;
+	*len = m->items.lens[i];
+	return m->items.ids[i];
 }
 
 /* ---- training ---- */
@@ -2216,6 +2238,7 @@ static int rules_scan_cb(const struct sx_val *key, const struct sx_val *val, voi
 static int start(struct sx_engine *e)
 {
 	sx__models_eng = e;
+	alias_generation = 1;
 	uint8_t lo = 'r', hi = 's';
 	int rc = sx_store_scan(e->store, SX_T_MODELS, &lo, 1, &hi, 1, 0, rules_scan_cb, NULL);
 	sx_store_read_end(e->store);
@@ -2250,6 +2273,7 @@ static int start(struct sx_engine *e)
 
 static void stop(struct sx_engine *e)
 {
+	alias_generation = 0;
 	if (timer_started) {
 		uv_timer_stop(&policy_timer);
 		uv_close((uv_handle_t *)&policy_timer, NULL);

@@ -53,13 +53,31 @@ struct sx_model *sx_models_logistic_fit(const char *name, const double *X, const
 /* ---- serving (loop) ----
  * The model that alias (NULL: "production") or version (when > 0) of name
  * designates, loaded from the store if needed, with a new reference; NULL
- * (diag: SX_ENOENT, SX_ECORRUPT, SX_ENOMEM). Release with sx_model_unref. */
+ * (diag: SX_ENOENT, SX_ECORRUPT, SX_ENOMEM; SX_ESTATE if the plugin is not
+ * running). Release with sx_model_unref. */
 struct sx_model *sx_models_acquire(const char *name, const char *alias, uint32_t version);
 void sx_model_ref(struct sx_model *m);
 void sx_model_unref(struct sx_model *m);
 
 int sx_model_type(const struct sx_model *m);
 uint32_t sx_model_version(const struct sx_model *m);
+/* Borrowed, valid while m is referenced. */
+const char *sx_model_name(const struct sx_model *m);
+
+/* Bumps whenever an alias of any model moves (promote, rollback, a training
+ * that promotes): a holder of an aliased model re-acquires only when this
+ * changed. 0 while the models plugin is not running. Loop. */
+uint64_t sx_models_generation(void);
+
+/* ALS models (any thread while referenced). The factorisation, for
+ * sx_als_fold_in / sx_als_explain / sx_als_item_factors (read only): NULL for
+ * another type. Borrowed, valid while m is referenced. */
+struct sx_als;
+const struct sx_als *sx_model_als(const struct sx_model *m);
+/* The item ids of the factor rows: row i is item sx_model_item_id(m, i).
+ * n_items is 0 and item_id NULL for another type or i out of range. */
+size_t sx_model_n_items(const struct sx_model *m);
+const char *sx_model_item_id(const struct sx_model *m, size_t i, size_t *len);
 
 /* Logistic models (any thread while referenced). */
 size_t sx_model_n_features(const struct sx_model *m);

@@ -8,12 +8,14 @@
 #include <xxhash.h>
 
 #include "core/lua/mpack.h"
+#include "core/log.h"
 #include "core/lua/sandbox.h"
 #include "core/plugin.h"
 #include "core/rpc.h"
 #include "core/scripts.h"
 #include "core/sx.h"
 #include "plugins/predict/internal.h"
+#include "plugins/recommend/recommend.h"
 #include "store/store.h"
 
 #define KIND "notifications"
@@ -89,8 +91,9 @@ static void installed(const char *name, int ref, void *ud)
 	}
 }
 
-/* ---- placeholder content: the most popular items of the last 30 days.
- * The recommendation plugin replaces this with per-user recommendations. ---- */
+/* ---- content: the user's recommended destinations (recommend plugin),
+ * topped up with the most popular items of the last 30 days when the
+ * recommendations are fewer (no catalogue, plugin not running). ---- */
 
 struct citem {
 	char id[SX_EVENTS_ID_MAX];
@@ -125,12 +128,25 @@ static int content_cb(const struct sx_event *ev, void *ud)
 	return 0;
 }
 
-struct content {
+struct popular {
 	int n;
 	struct citem top[CONTENT_MAX];
 };
 
-static int content_for_all(int n, struct content *out)
+struct centry {
+	char id[SX_EVENTS_ID_MAX + 1];
+	size_t len;
+	double score;
+	const char *source; /* static */
+	char src[24];
+};
+
+struct content {
+	int n;
+	struct centry e[CONTENT_MAX];
+};
+
+static int content_for_all(int n, struct popular *out)
 {
 	struct ctab *t = calloc(1, sizeof(*t));
 	if (!t)
@@ -161,6 +177,45 @@ static int content_for_all(int n, struct content *out)
 	return rc < 0 ? rc : 0;
 }
 
+static void user_content(const char *id, size_t len, int n, struct popular *pop, int *pop_done, struct content *out,
+			 uint64_t *rec_failed)
+{
+	struct sx_recommendation recs[CONTENT_MAX];
+	out->n = 0;
+	if (n <= 0)
+		return;
+	int m = sx_recommend_items(id, len, "destination", (size_t)n, NULL, recs);
+	if (m < 0)
+		(*rec_failed)++;
+	for (int i = 0; i < m && out->n < n; i++) {
+		struct centry *c = &out->e[out->n++];
+		memcpy(c->id, recs[i].item, recs[i].len);
+		c->len = recs[i].len;
+		c->score = recs[i].score;
+		snprintf(c->src, sizeof(c->src), "%s", recs[i].source[0] ? recs[i].source : "recommended");
+		c->source = c->src;
+	}
+	if (out->n >= n)
+		return;
+	if (!*pop_done) {
+		if (content_for_all(CONTENT_MAX, pop) < 0)
+			pop->n = 0;
+		*pop_done = 1;
+	}
+	for (int i = 0; i < pop->n && out->n < n; i++) {
+		int dup = 0;
+		for (int k = 0; k < out->n && !dup; k++)
+			dup = out->e[k].len == pop->top[i].len && !memcmp(out->e[k].id, pop->top[i].id, pop->top[i].len);
+		if (dup)
+			continue;
+		struct centry *c = &out->e[out->n++];
+		memcpy(c->id, pop->top[i].id, pop->top[i].len);
+		c->len = pop->top[i].len;
+		c->score = (double)pop->top[i].count;
+		c->source = "recent_popular";
+	}
+}
+
 /* ---- evaluating a rule for one user ---- */
 
 struct urun {
@@ -172,6 +227,7 @@ struct urun {
 	const struct content *content; /* NULL: condition only */
 	int matched;
 	msgpack_sbuffer *msg; /* the message, packed */
+	int skip_condition;   /* matched already: only the message */
 };
 
 static void push_user(lua_State *L, const struct urun *u)
@@ -204,22 +260,27 @@ static int run_rule(lua_State *L)
 	struct urun *u = lua_touserdata(L, 2);
 	push_user(L, u);
 	int ut = lua_gettop(L);
-	lua_getfield(L, 1, "condition");
-	lua_pushvalue(L, ut);
-	lua_call(L, 1, 1);
-	u->matched = lua_toboolean(L, -1);
-	lua_pop(L, 1);
+	if (!u->skip_condition) {
+		lua_getfield(L, 1, "condition");
+		lua_pushvalue(L, ut);
+		lua_call(L, 1, 1);
+		u->matched = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	}
 	if (!u->matched || !u->content)
 		return 0;
 	lua_getfield(L, 1, "message");
 	lua_pushvalue(L, ut);
 	lua_createtable(L, u->content->n, 0);
 	for (int i = 0; i < u->content->n; i++) {
-		lua_createtable(L, 0, 2);
-		lua_pushlstring(L, u->content->top[i].id, u->content->top[i].len);
+		const struct centry *c = &u->content->e[i];
+		lua_createtable(L, 0, 3);
+		lua_pushlstring(L, c->id, c->len);
 		lua_setfield(L, -2, "item");
-		lua_pushnumber(L, (lua_Number)u->content->top[i].count);
-		lua_setfield(L, -2, "popularity");
+		lua_pushnumber(L, (lua_Number)c->score);
+		lua_setfield(L, -2, "score");
+		lua_pushstring(L, c->source);
+		lua_setfield(L, -2, "source");
 		lua_rawseti(L, -2, i + 1);
 	}
 	lua_call(L, 2, 1);
@@ -272,7 +333,7 @@ const char *sx__pred_suggest(uint32_t idx, const char *user, size_t ulen, const 
 			     const double *probs, char *buf, size_t size)
 {
 	SX_UNUSED(idx);
-	struct urun u = {user, ulen, x, probs, NULL, NULL, 0, NULL};
+	struct urun u = {user, ulen, x, probs, NULL, NULL, 0, NULL, 0};
 	lua_State *L = sx_lua_state(sx__pred_eng->lua);
 	for (int i = 0; i < nrules; i++) {
 		if (eval_rule(rules[i], &u) < 0 || !u.matched)
@@ -362,12 +423,17 @@ static int m_generate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 	roaring_bitmap_t *members = NULL;
 	if (cohort[0] && !(members = sx_events_cohort_users(NULL, cohort, strlen(cohort))))
 		return sx_diag_last_code() == SX_ENOENT ? sx_diag_set(SX_ENOENT, "no cohort '%s'", cohort) : sx_diag_last_code();
-	struct content content;
-	if ((rc = content_for_all((int)ncontent, &content)) < 0) {
+	struct popular *pop = malloc(sizeof(*pop));
+	struct content *content = malloc(sizeof(*content));
+	int pop_done = 0;
+	uint64_t rec_failed = 0;
+	if (!pop || !content) {
+		free(pop), free(content);
 		if (members)
 			roaring_bitmap_free(members);
-		return rc;
+		return sx_diag_set(SX_ENOMEM, "out of memory");
 	}
+	rc = 0;
 	int64_t now = sx_wall_ms();
 	uint32_t bound = sx_events_user_bound();
 	uint64_t evaluated = 0, matched = 0, created = 0, held = 0, capped = 0, noconsent = 0;
@@ -401,7 +467,7 @@ static int m_generate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 				probs[t] = NAN;
 		rc = 0;
 		msgpack_sbuffer_clear(&msg);
-		struct urun u = {id, len, x, probs, &v, &content, 0, &msg};
+		struct urun u = {id, len, x, probs, &v, NULL, 0, &msg, 0};
 		evaluated++;
 		if ((rc = eval_rule(rule, &u)) < 0)
 			break;
@@ -432,6 +498,12 @@ static int m_generate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 			capped++;
 			continue;
 		}
+		/* recommendations only for the users who get a message */
+		user_content(id, len, (int)ncontent, pop, &pop_done, content, &rec_failed);
+		u.content = content;
+		u.skip_condition = 1;
+		if ((rc = eval_rule(rule, &u)) < 0)
+			break;
 		uint64_t nid = next_id();
 		if (!nid) {
 			rc = sx_diag_last_code() ? sx_diag_last_code() : SX_EIO;
@@ -445,9 +517,9 @@ static int m_generate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		sx_pack_key(&rp, "message");
 		msgpack_sbuffer_write(&rec, msg.data, msg.size);
 		sx_pack_key(&rp, "content");
-		msgpack_pack_array(&rp, (size_t)content.n);
-		for (int c = 0; c < content.n; c++)
-			sx_pack_strn(&rp, content.top[c].id, content.top[c].len);
+		msgpack_pack_array(&rp, (size_t)content->n);
+		for (int c = 0; c < content->n; c++)
+			sx_pack_strn(&rp, content->e[c].id, content->e[c].len);
 		sx_pack_kv_int(&rp, "created", now);
 		sx_pack_kv_str(&rp, "state", "pending");
 		uint8_t k[9];
@@ -464,6 +536,10 @@ static int m_generate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		created++;
 	}
 	sx__pred_quiet = 0;
+	if (rec_failed)
+		sx_log_warn("notifications.generate %s: recommendations failed for %llu users (%s); popular items used",
+			    rule, (unsigned long long)rec_failed, sx_diag_last());
+	free(pop), free(content);
 	if (members)
 		roaring_bitmap_free(members);
 	if (rc == 0) {

@@ -219,12 +219,26 @@ int sx__rec_lua_start(struct sx_engine *e);
 /* Runs strategy `name` for req (a map object); packs the result list. */
 int sx__rec_run_strategy(const char *name, const msgpack_object *req, size_t n, msgpack_packer *pk);
 /* Runs it and returns the item indexes (at most n) for evaluation. */
-int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, size_t n, int32_t *out);
+int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, int kind, size_t n, int32_t *out);
 
 /* Readable reasons for item (sources in mask, bit per REC_SRC_*): up to max
  * strings into out. via: the co-visited item or -1; budget NAN: none. */
 int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t via, double budget,
 		    const char *location, char (*out)[160], int max);
+
+/* ---- the registry's model (registry.c) ----
+ * Config (SX_T_ARTIFACTS "rec/config"): {model, alias, pool_above}. */
+struct sx_req;
+int sx__rec_registry_start(void);
+void sx__rec_registry_stop(void);
+/* Serves the configured registry model if its alias moved (or the config
+ * changed) since the last call; else keeps the current source. Loop. */
+void sx__rec_registry_sync(void);
+/* Installs m (owned) as the plugin's own model: serving, or kept aside as the
+ * fallback while a registry model serves. */
+void sx__rec_own_model_install(struct rec_model *m);
+void sx__rec_registry_pack_info(msgpack_packer *pk);
+int sx__rec_m_config(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud);
 
 /* ---- profile (recommend.c) ---- */
 int sx__rec_pack_profile(struct rec_state *s, const char *id, size_t len, msgpack_packer *pk);

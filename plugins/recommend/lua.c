@@ -981,15 +981,19 @@ bad:
 	return sx_diag_set(SX_ESCRIPT, "strategies/%s.lua: recommend must return a list of {item = id, score = number, source = string, reasons = {strings}}", name);
 }
 
-int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, size_t n, int32_t *out)
+int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, int kind, size_t n, int32_t *out)
 {
 	lua_State *L = sx_lua_state(sx__rec->e->lua);
 	int base = lua_gettop(L), rc;
 	if (!lua_checkstack(L, 64))
 		return sx_diag_set(SX_ENOMEM, "Lua stack exhausted");
-	lua_createtable(L, 0, 2);
+	lua_createtable(L, 0, 3);
 	lua_pushlstring(L, user, ulen);
 	lua_setfield(L, -2, "user");
+	if (kind >= 0) {
+		lua_pushstring(L, sx_item_kind_name(kind));
+		lua_setfield(L, -2, "kind");
+	}
 	lua_pushinteger(L, (lua_Integer)n);
 	lua_setfield(L, -2, "n");
 	if ((rc = call_strategy(name, base + 1)) < 0)

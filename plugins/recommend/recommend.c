@@ -15,10 +15,13 @@
 #include "core/rpc.h"
 #include "core/server.h"
 #include "core/sx.h"
+#include "plugins/experiments/experiments.h"
 #include "plugins/recommend/internal.h"
 #include "store/store.h"
 
 struct rec *sx__rec;
+
+_Static_assert(SX_REC_ID_MAX == SX_EVENTS_ID_MAX, "item ids of sx_recommend_items");
 
 int64_t sx_rec_item_index(const char *id, size_t len) { return sx__rec ? sx__rec_item_find(id, len) : -1; }
 
@@ -191,23 +194,156 @@ static int strategy_arg(const msgpack_object *args, char *name, size_t size)
 
 /* ---- methods ---- */
 
+static int strategy_exists(const char *name)
+{
+	if (sx_scripts_push(sx__rec->e->scripts, "strategies", name) < 0)
+		return 0;
+	lua_pop(sx_lua_state(sx__rec->e->lua), 1);
+	return 1;
+}
+
+/* The strategy an experiment's variant names ({strategy = NAME} in its
+ * payload); "" when none. */
+static void payload_strategy(const msgpack_object *payload, char *name, size_t size)
+{
+	const msgpack_object *v = payload && payload->type == MSGPACK_OBJECT_MAP ? sx_arg(payload, "strategy") : NULL;
+	name[0] = 0;
+	if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size > 0 && v->via.str.size < size &&
+	    !memchr(v->via.str.ptr, 0, v->via.str.size)) {
+		memcpy(name, v->via.str.ptr, v->via.str.size);
+		name[v->via.str.size] = 0;
+	}
+}
+
 static int m_items(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"user", "kind", "n", "context", "strategy", "include_seen", NULL};
-	const char *user;
-	size_t ulen, n = 10;
+	static const char *const known[] = {"user", "kind", "n", "context", "strategy", "include_seen", "experiment", NULL};
+	const char *user, *xkey = NULL;
+	size_t ulen, xlen = 0, n = 10;
 	int kind, rc, seen = 0;
 	const msgpack_object *ctx = NULL;
 	char strategy[64] = "";
-	SX_UNUSED(req), SX_UNUSED(ud);
+	SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = id_arg(args, "user", 1, &user, &ulen)) < 0 ||
 	    (rc = kind_arg(args, &kind)) < 0 || (rc = n_arg(args, "n", 10, 1000, &n)) < 0 ||
 	    (rc = sx_arg_map(args, "context", 0, &ctx)) < 0 || (ctx && (rc = check_context(ctx)) < 0) ||
 	    (rc = sx_arg_bool(args, "include_seen", 0, &seen)) < 0 ||
-	    (rc = strategy_arg(args, strategy, sizeof(strategy))) < 0)
+	    (rc = strategy_arg(args, strategy, sizeof(strategy))) < 0 ||
+	    (rc = sx_arg_str(args, "experiment", 0, &xkey, &xlen)) < 0)
 		return rc;
+	if (xkey && (xlen == 0 || xlen > 64))
+		return sx_diag_set(SX_EINVAL, "argument 'experiment' must be an experiment key");
+	sx__rec_registry_sync();
 	sx__rec->cur = &sx__rec->live;
-	return sx__rec_run_strategy(strategy, args, n, pk);
+	if (!xkey)
+		return sx__rec_run_strategy(strategy, args, n, pk);
+
+	/* the experiment decides; the request's (or the default) strategy serves
+	 * users it does not enrol */
+	struct sx_experiment_assignment a;
+	if ((rc = sx_experiments_assign(xkey, xlen, user, ulen, ctx, &req->zone, &a)) < 0)
+		return rc;
+	char chosen[64] = "", fallback[160] = "";
+	if (a.enrolled) {
+		payload_strategy(a.payload, chosen, sizeof(chosen));
+		if (!chosen[0])
+			snprintf(fallback, sizeof(fallback), "variant has no payload.strategy");
+		else if (!strategy_exists(chosen))
+			snprintf(fallback, sizeof(fallback), "no strategy '%s'", chosen);
+	}
+	if (!chosen[0] || fallback[0]) {
+		if (fallback[0])
+			sx_log_warn("recommend: experiment '%.*s' variant '%.*s': %s; serving '%s'", (int)xlen, xkey,
+				    (int)a.variant_len, a.variant, fallback, strategy);
+		snprintf(chosen, sizeof(chosen), "%s", strategy);
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer ip;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&ip, &sb, msgpack_sbuffer_write);
+	if ((rc = sx__rec_run_strategy(chosen, args, n, &ip)) < 0) {
+		msgpack_sbuffer_destroy(&sb);
+		return rc;
+	}
+	msgpack_pack_map(pk, fallback[0] ? 7 : 6);
+	sx_pack_key(pk, "items");
+	pk->callback(pk->data, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	sx_pack_key(pk, "experiment");
+	sx_pack_strn(pk, xkey, xlen);
+	sx_pack_kv_bool(pk, "enrolled", a.enrolled);
+	sx_pack_key(pk, "variant");
+	if (a.enrolled)
+		sx_pack_strn(pk, a.variant, a.variant_len);
+	else
+		msgpack_pack_nil(pk);
+	sx_pack_kv_str(pk, "reason", a.reason);
+	sx_pack_kv_str(pk, "strategy", chosen);
+	if (fallback[0])
+		sx_pack_kv_str(pk, "fallback", fallback);
+	return 0;
+}
+
+int sx_recommend_items(const char *user, size_t ulen, const char *kind, size_t n, const char *strategy,
+		       struct sx_recommendation *out)
+{
+	struct rec *R = sx__rec;
+	if (!R)
+		return sx_diag_set(SX_ESTATE, "the recommend plugin has not started");
+	if (!user || ulen == 0 || ulen > SX_EVENTS_ID_MAX || n < 1 || n > 1000)
+		return sx_diag_set(SX_EINVAL, "need a user id and 1 <= n <= 1000");
+	if (kind && sx_item_kind_parse(kind, strlen(kind)) < 0)
+		return sx_diag_set(SX_EINVAL, "kind must be trip, destination, activity or offer");
+	const char *name = strategy ? strategy : R->default_strategy;
+	if (!strategy_exists(name))
+		return sx_diag_set(SX_ENOENT, "no strategy '%s'", name);
+	sx__rec_registry_sync();
+	R->cur = &R->live;
+	msgpack_sbuffer sb;
+	msgpack_packer p;
+	msgpack_zone z;
+	msgpack_object req, res;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&p, kind ? 3 : 2);
+	sx_pack_key(&p, "user");
+	sx_pack_strn(&p, user, ulen);
+	sx_pack_kv_uint(&p, "n", n);
+	if (kind)
+		sx_pack_kv_str(&p, "kind", kind);
+	/* decoded objects point into their buffer: the result gets its own */
+	msgpack_sbuffer rb;
+	msgpack_packer rp;
+	msgpack_sbuffer_init(&rb);
+	msgpack_packer_init(&rp, &rb, msgpack_sbuffer_write);
+	msgpack_zone_init(&z, 2048);
+	res.type = MSGPACK_OBJECT_NIL;
+	int rc = sx_frame_decode((const uint8_t *)sb.data, sb.size, &z, &req);
+	if (rc == 0)
+		rc = sx__rec_run_strategy(name, &req, n, &rp);
+	if (rc == 0 && sx_frame_decode((const uint8_t *)rb.data, rb.size, &z, &res) < 0)
+		rc = sx_diag_set(SX_EINTERNAL, "a strategy result that does not decode");
+	int m = 0;
+	for (uint32_t i = 0; rc == 0 && res.type == MSGPACK_OBJECT_ARRAY && i < res.via.array.size && (size_t)m < n; i++) {
+		const msgpack_object *e = &res.via.array.ptr[i];
+		const msgpack_object *it = sx_arg(e, "item"), *sc = sx_arg(e, "score"), *so = sx_arg(e, "source");
+		if (!it || it->type != MSGPACK_OBJECT_STR || it->via.str.size > SX_REC_ID_MAX)
+			continue;
+		struct sx_recommendation *o = &out[m++];
+		memcpy(o->item, it->via.str.ptr, it->via.str.size);
+		o->item[it->via.str.size] = 0;
+		o->len = it->via.str.size;
+		o->score = sc && (sc->type == MSGPACK_OBJECT_FLOAT64 || sc->type == MSGPACK_OBJECT_FLOAT32) ? sc->via.f64
+			   : sc && sc->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (double)sc->via.u64
+			   : sc && sc->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? (double)sc->via.i64 : 0;
+		o->source[0] = 0;
+		if (so && so->type == MSGPACK_OBJECT_STR)
+			snprintf(o->source, sizeof(o->source), "%.*s", (int)so->via.str.size, so->via.str.ptr);
+	}
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&rb);
+	return rc < 0 ? rc : m;
 }
 
 static void pack_cands(msgpack_packer *pk, const struct rec_cand *c, int m, int with_meta, int64_t via)
@@ -245,6 +381,7 @@ static int m_similar(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = item_arg(args, &item)) < 0 ||
 	    (rc = n_arg(args, "n", 10, 1000, &n)) < 0)
 		return rc;
+	sx__rec_registry_sync();
 	struct rec_cand *c = malloc(n * sizeof(*c));
 	if (!c)
 		return sx_diag_set(SX_ENOMEM, "out of memory");
@@ -340,6 +477,7 @@ static int m_explain(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = user_lookup(args, &id, &len, &uidx)) < 0 ||
 	    (rc = item_arg(args, &item)) < 0)
 		return rc;
+	sx__rec_registry_sync();
 	R->cur = s;
 	struct rec_user *u = sx__rec_user(s, uidx);
 	enum { N = 200 };
@@ -820,7 +958,7 @@ static void train_done(struct sx_job *job, int rc, msgpack_packer *pk, void *ud)
 		R->training = 0;
 	if (rc == 0 && R) {
 		R->params = t->p;
-		sx__rec_set_own_model(&R->live, t->m);
+		sx__rec_own_model_install(t->m);
 		int src = sx__rec_model_save(t->m);
 		if (src < 0)
 			sx_log_warn("recommend: cannot store the model: %s", sx_diag_last());
@@ -1010,7 +1148,7 @@ static int m_evaluate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		size_t idlen;
 		if (sx_events_user_id(NULL, u, id, sizeof(id), &idlen) < 0)
 			continue;
-		int m = sx__rec_run_strategy_ids(strategy, id, idlen, k, out);
+		int m = sx__rec_run_strategy_ids(strategy, id, idlen, -1, k, out);
 		if (m < 0) {
 			rc = m;
 			break;
@@ -1073,12 +1211,13 @@ static int m_info(struct sx_req *req, const msgpack_object *args, msgpack_packer
 	SX_UNUSED(req), SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0)
 		return rc;
+	sx__rec_registry_sync();
 	uint32_t live = 0, cached = 0;
 	for (uint32_t i = 0; i < R->nitems; i++)
 		live += R->items[i].kind >= 0;
 	for (uint32_t i = 0; i < R->live.nusers; i++)
 		cached += R->live.users[i] != NULL;
-	msgpack_pack_map(pk, 6);
+	msgpack_pack_map(pk, 7);
 	sx_pack_kv_uint(pk, "items", live);
 	sx_pack_kv_uint(pk, "content_indexed", R->content ? sx_hnsw_count(R->content) : 0);
 	sx_pack_kv_uint(pk, "users_cached", cached);
@@ -1091,6 +1230,8 @@ static int m_info(struct sx_req *req, const msgpack_object *args, msgpack_packer
 		sx_pack_str(pk, R->live.fs->description ? R->live.fs->description : "external");
 	else
 		msgpack_pack_nil(pk);
+	sx_pack_key(pk, "factors");
+	sx__rec_registry_pack_info(pk);
 	return 0;
 }
 
@@ -1133,6 +1274,10 @@ static int start(struct sx_engine *e)
 	struct rec_model *m = sx__rec_model_load();
 	if (m)
 		sx__rec_set_own_model(&R->live, m);
+	if ((rc = sx__rec_registry_start()) < 0) {
+		sx_store_read_end(e->store);
+		goto fail;
+	}
 	sx_store_read_end(e->store);
 	if ((rc = sx_events_on_track(track_cb, NULL)) < 0 || (rc = sx_events_on_item(item_cb, NULL)) < 0 ||
 	    (rc = sx__rec_lua_start(e)) < 0)
@@ -1144,6 +1289,7 @@ static int start(struct sx_engine *e)
 		{"recommend.explain", SX_ROLE_READER, m_explain, NULL, "why an item for a user {user, item}"},
 		{"recommend.train", SX_ROLE_WRITER, m_train, NULL, "train the ALS model from events (a job) {params?, from?, to?}"},
 		{"recommend.evaluate", SX_ROLE_WRITER, m_evaluate, NULL, "offline metrics of a strategy on a time holdout {strategy?, k?, holdout?}"},
+		{"recommend.config", SX_ROLE_WRITER, sx__rec_m_config, NULL, "the registry model that serves collaborative filtering {model?, alias?, pool_above?}"},
 		{"recommend.info", SX_ROLE_READER, m_info, NULL, "catalogue, index and model state"},
 		{"profile.get", SX_ROLE_READER, m_profile, NULL, "a user's inferred preferences {user}"},
 	};
@@ -1168,6 +1314,7 @@ static void stop(struct sx_engine *e)
 	if (sx__rec_content_save() < 0 || sx__rec_counts_save(&R->live) < 0)
 		sx_log_warn("recommend: cannot save the indexes: %s", sx_diag_last());
 	sx__rec_top_cache_clear();
+	sx__rec_registry_stop();
 	rec_free(R);
 	sx__rec = NULL;
 	free(pend);

@@ -82,4 +82,26 @@ int sx_rec_set_factor_source(struct sx_rec_factor_source *fs);
  * not hold it. Loop thread. */
 int64_t sx_rec_item_index(const char *id, size_t len);
 
+/* ---- recommendations for other plugins ---- */
+
+#define SX_REC_ID_MAX 128
+
+struct sx_recommendation {
+	char item[SX_REC_ID_MAX + 1]; /* NUL-terminated */
+	size_t len;
+	double score;
+	char source[24]; /* "collaborative", "content", ...; "" if the strategy gave none */
+};
+
+/* What recommend.items {user, kind, n, strategy} answers, into out[0..n):
+ * the number written (0..n; an unknown user gets what a new user gets) or a
+ * negative error with the message in sx_diag_last(): SX_EINVAL (bad user,
+ * kind not trip|destination|activity|offer, n outside 1..1000), SX_ENOENT (no
+ * such strategy), SX_ESCRIPT / SX_EBUDGET (the strategy failed), SX_ESTATE
+ * (the plugin is not running). kind and strategy may be NULL (any kind; the
+ * default strategy). Runs the strategy in the engine's Lua VM: loop thread,
+ * never from inside another Lua call. */
+int sx_recommend_items(const char *user, size_t ulen, const char *kind, size_t n, const char *strategy,
+		       struct sx_recommendation *out);
+
 #endif
