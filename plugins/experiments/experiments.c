@@ -21,6 +21,7 @@
 #include "plugins/events/events.h"
 #include "plugins/experiments/experiments.h"
 #include "plugins/experiments/internal.h"
+#include "plugins/privacy/privacy.h"
 #include "store/store.h"
 
 struct sx_engine *sx__xp_eng;
@@ -666,8 +667,9 @@ static int layer_members(const struct xp_def *d, struct xp **out, int max)
 	return n;
 }
 
-enum { R_NONE, R_NOT_RUNNING, R_NOT_TARGETED, R_OUTSIDE, R_HOLDOUT, R_LAYER };
-static const char *const reason_names[] = {"", "not_running", "not_targeted", "outside_traffic", "holdout", "layer"};
+enum { R_NONE, R_NOT_RUNNING, R_NOT_TARGETED, R_OUTSIDE, R_HOLDOUT, R_LAYER, R_NO_CONSENT };
+static const char *const reason_names[] = {"",        "not_running", "not_targeted", "outside_traffic",
+					   "holdout", "layer",       "no_consent"};
 
 struct answer {
 	int variant; /* >= 0: enrolled */
@@ -688,6 +690,12 @@ static int assign(struct xp *x, struct user_ctx *u, struct answer *a)
 	}
 	if (x->state != XP_RUNNING) {
 		a->reason = R_NOT_RUNNING;
+		return 0;
+	}
+	/* Before the sticky lookup: a user who withdraws consent leaves every
+	 * experiment, and no exposure is logged for them. */
+	if (!sx_privacy_allowed(u->id, u->len, SX_PURPOSE_EXPERIMENTS)) {
+		a->reason = R_NO_CONSENT;
 		return 0;
 	}
 	const struct xp_def *d = x->def;
@@ -813,6 +821,96 @@ static int user_arg(const msgpack_object *args, struct user_ctx *u, struct sx_re
 	u->context = c;
 	u->zone = &req->zone;
 	return 0;
+}
+
+/* ---- privacy ---- */
+
+/* The user's exposures (sticky assignments) in every experiment. Results are
+ * computed from the exposures table, so they drop the user too. */
+static int erase_user(const char *id, size_t len, uint32_t idx, int has_idx, struct sx_privacy_receipt *r, void *ud)
+{
+	SX_UNUSED(idx), SX_UNUSED(has_idx), SX_UNUSED(ud);
+	uint8_t k[XP_KEY_MAX + 1 + SX_EVENTS_ID_MAX];
+	struct sx_val v;
+	uint64_t n = 0;
+	if (len > SX_EVENTS_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < nxps; i++) {
+		size_t kl = expkey(k, xps[i], id, len);
+		int rc = sx_store_get(eng->store, SX_T_EXPOSURES, k, kl, &v);
+		if (rc == SX_ENOENT)
+			continue;
+		if (rc < 0 || (rc = sx_store_del(eng->store, SX_T_EXPOSURES, k, kl)) < 0)
+			return rc;
+		if (xps[i]->exposures)
+			xps[i]->exposures--;
+		n++;
+	}
+	if (n)
+		sx_privacy_receipt_add(r, "exposures", n);
+	return 0;
+}
+
+static int export_user(const char *id, size_t len, uint32_t idx, int has_idx, msgpack_packer *pk, void *ud)
+{
+	SX_UNUSED(idx), SX_UNUSED(has_idx), SX_UNUSED(ud);
+	uint8_t k[XP_KEY_MAX + 1 + SX_EVENTS_ID_MAX];
+	struct sx_val v;
+	msgpack_zone z;
+	msgpack_object o;
+	uint32_t n = 0;
+	int rc = 0;
+	if (len > SX_EVENTS_ID_MAX) {
+		msgpack_pack_nil(pk);
+		return 0;
+	}
+	for (int pass = 0; pass < 2 && rc >= 0; pass++) {
+		if (pass == 1) {
+			if (n == 0)
+				break;
+			msgpack_pack_map(pk, 1);
+			sx_pack_key(pk, "assignments");
+			msgpack_pack_array(pk, n);
+		}
+		for (size_t i = 0; i < nxps && rc >= 0; i++) {
+			rc = sx_store_get(eng->store, SX_T_EXPOSURES, k, expkey(k, xps[i], id, len), &v);
+			if (rc == SX_ENOENT) {
+				rc = 0;
+				continue;
+			}
+			if (rc < 0)
+				break;
+			if (pass == 0) {
+				n++;
+				continue;
+			}
+			msgpack_zone_init(&z, 256);
+			int ok = sx_frame_decode(v.data, v.len, &z, &o) == 0 && o.type == MSGPACK_OBJECT_ARRAY &&
+				 o.via.array.size >= 3;
+			msgpack_pack_map(pk, 4);
+			sx_pack_key(pk, "experiment");
+			sx_pack_strn(pk, xps[i]->key, xps[i]->klen);
+			sx_pack_key(pk, "variant");
+			if (ok)
+				sx_pack_object(pk, &o.via.array.ptr[0]);
+			else
+				msgpack_pack_nil(pk);
+			sx_pack_key(pk, "time");
+			if (ok)
+				sx_pack_object(pk, &o.via.array.ptr[1]);
+			else
+				msgpack_pack_nil(pk);
+			sx_pack_key(pk, "version");
+			if (ok)
+				sx_pack_object(pk, &o.via.array.ptr[2]);
+			else
+				msgpack_pack_nil(pk);
+			msgpack_zone_destroy(&z);
+		}
+	}
+	if (rc >= 0 && n == 0)
+		msgpack_pack_nil(pk);
+	return rc < 0 ? rc : 0;
 }
 
 /* ---- the C API ---- */
@@ -1587,7 +1685,9 @@ static int start(struct sx_engine *e)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
 	struct sx_script_kind k = {"experiments", kind_validate, kind_installed, NULL};
-	if ((rc = sx_scripts_add_kind(e->scripts, &k)) < 0)
+	if ((rc = sx_scripts_add_kind(e->scripts, &k)) < 0 ||
+	    (rc = sx_privacy_register_eraser("experiments", erase_user, NULL)) < 0 ||
+	    (rc = sx_privacy_register_exporter("experiments", export_user, NULL)) < 0)
 		return rc;
 	uv_timer_init(e->loop, &monitor);
 	uv_timer_start(&monitor, monitor_cb, MONITOR_MS, MONITOR_MS);

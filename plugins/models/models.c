@@ -16,6 +16,7 @@
 #include "core/sx.h"
 #include "plugins/events/events.h"
 #include "plugins/models/internal.h"
+#include "plugins/privacy/privacy.h"
 #include "store/store.h"
 
 struct sx_engine *sx__models_eng;
@@ -615,6 +616,172 @@ static void train_done(struct sx_job *job, int rc, msgpack_packer *pk, void *ud)
 }
 
 /* Checks and copies everything, then starts the job. */
+/* ---- privacy ----
+ * An ALS version keeps a factor row per training user under its id. Erasure
+ * removes the row and the id from the stored weights (the other rows keep
+ * their values; indexes after it shift by one) and drops the loaded copy from
+ * the cache, so the next acquire serves the rewritten version. A holder of a
+ * reference keeps the old copy until it releases it. The only user of a
+ * version cannot be removed (a model has at least one row): its id becomes
+ * ERASED_ID and its row zeros. Versions are immutable otherwise. */
+
+#define ERASED_ID "~erased~"
+
+struct erase_scan {
+	const char *id;
+	size_t len;
+	int erase;            /* else export */
+	msgpack_packer *pk;   /* export: names and versions holding the user */
+	uint64_t n;
+};
+
+/* The weights map w rewritten without row `row` into sb. */
+static int weights_without(const msgpack_object *w, int32_t row, int32_t n_users, int k, msgpack_sbuffer *sb)
+{
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	int keep = n_users > 1;
+	msgpack_pack_map(&pk, w->via.map.size);
+	for (uint32_t i = 0; i < w->via.map.size; i++) {
+		const msgpack_object *key = &w->via.map.ptr[i].key, *val = &w->via.map.ptr[i].val;
+		sx_pack_object(&pk, key);
+#define IS(name) (key->type == MSGPACK_OBJECT_STR && key->via.str.size == strlen(name) && \
+		  memcmp(key->via.str.ptr, name, strlen(name)) == 0)
+		if (IS("n_users")) {
+			msgpack_pack_int32(&pk, keep ? n_users - 1 : n_users);
+		} else if (IS("users")) {
+			msgpack_pack_array(&pk, keep ? val->via.array.size - 1 : val->via.array.size);
+			for (uint32_t j = 0; j < val->via.array.size; j++)
+				if ((int32_t)j != row)
+					sx_pack_object(&pk, &val->via.array.ptr[j]);
+				else if (!keep)
+					sx_pack_str(&pk, ERASED_ID);
+		} else if (IS("user_factors") && val->type == MSGPACK_OBJECT_BIN) {
+			size_t rb = (size_t)k * 4;
+			if (val->via.bin.size != (size_t)n_users * rb)
+				return sx_diag_set(SX_ECORRUPT, "weights.user_factors has the wrong size");
+			const char *b = val->via.bin.ptr;
+			if (keep) {
+				msgpack_pack_bin(&pk, val->via.bin.size - rb);
+				msgpack_pack_bin_body(&pk, b, (size_t)row * rb);
+				msgpack_pack_bin_body(&pk, b + (size_t)(row + 1) * rb, val->via.bin.size - (size_t)(row + 1) * rb);
+			} else {
+				char zero[4096] = {0};
+				msgpack_pack_bin(&pk, rb);
+				for (size_t o = 0; o < rb; o += sizeof(zero))
+					msgpack_pack_bin_body(&pk, zero, rb - o < sizeof(zero) ? rb - o : sizeof(zero));
+			}
+		} else if (IS("user_factors") && val->type == MSGPACK_OBJECT_ARRAY) {
+			msgpack_pack_array(&pk, keep ? val->via.array.size - 1 : val->via.array.size);
+			for (uint32_t j = 0; j < val->via.array.size; j++)
+				if ((int32_t)j != row) {
+					sx_pack_object(&pk, &val->via.array.ptr[j]);
+				} else if (!keep) {
+					msgpack_pack_array(&pk, (size_t)k);
+					for (int q = 0; q < k; q++)
+						msgpack_pack_double(&pk, 0);
+				}
+		} else {
+			sx_pack_object(&pk, val);
+		}
+#undef IS
+	}
+	return 0;
+}
+
+static int erase_version_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct erase_scan *es = ud;
+	SX_UNUSED(val);
+	const uint8_t *k = key->data;
+	if (key->len < 1 + 1 + 1 + 4 || k[key->len - 5] != 0 || key->len - 6 > SX_MODELS_NAME_MAX)
+		return 0;
+	char name[SX_MODELS_NAME_MAX + 1];
+	memcpy(name, k + 1, key->len - 6);
+	name[key->len - 6] = 0;
+	uint32_t version = sx_get_be32(k + key->len - 4);
+	uint8_t ak[SX_MODELS_KEY_MAX];
+	size_t akl = sx__models_artifact_key(ak, name, version);
+	struct sx_val v;
+	int rc = sx_store_get(sx__models_eng->store, SX_T_ARTIFACTS, ak, akl, &v);
+	if (rc == SX_ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	msgpack_zone z;
+	msgpack_object w;
+	msgpack_zone_init(&z, 4096);
+	if ((rc = unpack(v.data, v.len, &z, &w)) < 0 || w.type != MSGPACK_OBJECT_MAP) {
+		msgpack_zone_destroy(&z);
+		return 0; /* not ours to judge here: serving reports it */
+	}
+	const msgpack_object *users = mget(&w, "users");
+	int32_t row = -1;
+	if (users && users->type == MSGPACK_OBJECT_ARRAY)
+		for (uint32_t j = 0; j < users->via.array.size && row < 0; j++) {
+			const msgpack_object *u = &users->via.array.ptr[j];
+			if (u->type == MSGPACK_OBJECT_STR && u->via.str.size == es->len && memcmp(u->via.str.ptr, es->id, es->len) == 0)
+				row = (int32_t)j;
+		}
+	if (row >= 0 && !es->erase) {
+		if (es->pk) {
+			msgpack_pack_map(es->pk, 2);
+			sx_pack_kv_str(es->pk, "model", name);
+			sx_pack_kv_uint(es->pk, "version", version);
+		}
+		es->n++;
+	} else if (row >= 0) {
+		int32_t n_users = (int32_t)users->via.array.size;
+		int64_t kk = mint(&w, "k", 0);
+		msgpack_sbuffer sb;
+		msgpack_sbuffer_init(&sb);
+		if (kk < 1 || kk > 1024 || mint(&w, "n_users", 0) != n_users)
+			rc = sx_diag_set(SX_ECORRUPT, "model '%s' version %u: weights do not decode", name, version);
+		else if ((rc = weights_without(&w, row, n_users, (int)kk, &sb)) == 0)
+			rc = sb.data ? put_packed(SX_T_ARTIFACTS, ak, akl, &sb) : sx_diag_set(SX_ENOMEM, "out of memory");
+		msgpack_sbuffer_destroy(&sb);
+		if (rc == 0) {
+			cache_drop(name, version);
+			es->n++;
+		}
+	}
+	msgpack_zone_destroy(&z);
+	return rc < 0 ? rc : 0;
+}
+
+static int erase_user(const char *id, size_t len, uint32_t idx, int has_idx, struct sx_privacy_receipt *r, void *ud)
+{
+	struct erase_scan es = {id, len, 1, NULL, 0};
+	uint8_t lo = 'v', hi = 'w';
+	SX_UNUSED(idx), SX_UNUSED(has_idx), SX_UNUSED(ud);
+	int rc = sx_store_scan(sx__models_eng->store, SX_T_MODELS, &lo, 1, &hi, 1, 0, erase_version_cb, &es);
+	if (rc < 0)
+		return rc;
+	if (es.n)
+		sx_privacy_receipt_add(r, "artifacts", es.n);
+	return 0;
+}
+
+static int export_user(const char *id, size_t len, uint32_t idx, int has_idx, msgpack_packer *pk, void *ud)
+{
+	struct erase_scan es = {id, len, 0, NULL, 0};
+	uint8_t lo = 'v', hi = 'w';
+	SX_UNUSED(idx), SX_UNUSED(has_idx), SX_UNUSED(ud);
+	int rc = sx_store_scan(sx__models_eng->store, SX_T_MODELS, &lo, 1, &hi, 1, 0, erase_version_cb, &es);
+	if (rc < 0)
+		return rc;
+	if (es.n == 0) {
+		msgpack_pack_nil(pk);
+		return 0;
+	}
+	msgpack_pack_map(pk, 1);
+	sx_pack_key(pk, "factor_rows");
+	msgpack_pack_array(pk, (uint32_t)es.n);
+	es.n = 0;
+	es.pk = pk;
+	return sx_store_scan(sx__models_eng->store, SX_T_MODELS, &lo, 1, &hi, 1, 0, erase_version_cb, &es);
+}
+
 static int64_t start_training(int type, const char *name, const msgpack_object *params, const msgpack_object *data,
 			      int promote_mode, const char *alias, const char *trigger)
 {
@@ -1449,12 +1616,17 @@ static int predict_als(struct sx_model *m, struct monitor *mo, const msgpack_obj
 		char id[SX_EVENTS_ID_MAX + 1];
 		memcpy(id, u, ulen);
 		id[ulen] = 0;
-		if (sx_events_user_index(NULL, id, ulen, &uidx) == 0 &&
+		/* Without personalization consent neither the user's row nor
+		 * their history is used. */
+		int allowed = sx_privacy_allowed(id, ulen, SX_PURPOSE_PERSONALIZATION);
+		if (allowed && sx_events_user_index(NULL, id, ulen, &uidx) == 0 &&
 		    (rc = sx_events_user_scan(NULL, uidx, 0, SX_EVENTS_TIME_MAX + 1, 1, recent_cb, &r)) < 0)
 			break;
-		int32_t known_u = sx__idmap_get(&m->users, u, ulen, 0);
+		int32_t known_u = allowed ? sx__idmap_get(&m->users, u, ulen, 0) : -1;
 		const char *source = "factors";
-		if (known_u >= 0) {
+		if (!allowed) {
+			source = "no_consent";
+		} else if (known_u >= 0) {
 			memcpy(vec, sx_als_user_factors(m->als) + (size_t)known_u * (size_t)m->k, (size_t)m->k * sizeof(float));
 		} else if (r.n > 0) {
 			source = "fold_in";
@@ -2264,6 +2436,9 @@ static int start(struct sx_engine *e)
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
+	if ((rc = sx_privacy_register_eraser("models", erase_user, NULL)) < 0 ||
+	    (rc = sx_privacy_register_exporter("models", export_user, NULL)) < 0)
+		return rc;
 	uv_timer_init(e->loop, &policy_timer);
 	uv_timer_start(&policy_timer, policy_tick, POLICY_TICK_MS, POLICY_TICK_MS);
 	uv_unref((uv_handle_t *)&policy_timer);

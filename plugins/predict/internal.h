@@ -138,8 +138,13 @@ void sx__pred_notify_stop(void);
 /* The notification rule's suggested action for user idx (features x), or NULL. */
 const char *sx__pred_suggest(uint32_t idx, const char *user, size_t ulen, const double *x,
 			     const double *probs, char *buf, size_t size);
-/* allowed(user, purpose): the consent check. Always 1 until plugins/privacy
- * provides consent records. */
+/* allowed(user, purpose name): sx_privacy_allowed (0 for an unknown purpose). */
 int sx__pred_allowed(const char *user, size_t ulen, const char *purpose);
+
+/* ---- privacy.c ---- */
+/* Drops the cached summary and the unflushed prediction logs of user idx. */
+void sx__pred_forget(uint32_t idx);
+/* Registers the eraser and exporter "predict". */
+int sx__pred_privacy_start(void);
 
 #endif

@@ -15,6 +15,7 @@
 #include "core/scripts.h"
 #include "core/sx.h"
 #include "plugins/predict/internal.h"
+#include "plugins/privacy/privacy.h"
 #include "plugins/recommend/recommend.h"
 #include "store/store.h"
 
@@ -34,8 +35,10 @@ static int nrules;
 
 int sx__pred_allowed(const char *user, size_t ulen, const char *purpose)
 {
-	SX_UNUSED(user), SX_UNUSED(ulen), SX_UNUSED(purpose);
-	return 1;
+	for (int i = 0; i < SX_PURPOSES; i++)
+		if (strcmp(sx_privacy_purpose_name(i), purpose) == 0)
+			return sx_privacy_allowed(user, ulen, i);
+	return 0;
 }
 
 static int validate(lua_State *L, int value, const char *name, void *ud)

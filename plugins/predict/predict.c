@@ -18,6 +18,7 @@
 #include "core/sx.h"
 #include "plugins/models/models.h"
 #include "plugins/predict/internal.h"
+#include "plugins/privacy/privacy.h"
 #include "plugins/predict/predict.h"
 #include "store/store.h"
 
@@ -569,6 +570,20 @@ static void log_flush(void)
 	nlogq = 0;
 }
 
+void sx__pred_forget(uint32_t idx)
+{
+	if (idx < nsums && sums[idx]) {
+		sx__pred_sum_free(sums[idx]);
+		free(sums[idx]);
+		sums[idx] = NULL;
+	}
+	size_t n = 0;
+	for (size_t i = 0; i < nlogq; i++)
+		if (logq[i].user != idx)
+			logq[n++] = logq[i];
+	nlogq = n;
+}
+
 /* ---- scoring ---- */
 
 int sx__pred_score(uint32_t idx, const char *user, size_t ulen, const struct sx_pred_target *t,
@@ -605,7 +620,7 @@ int sx__pred_score(uint32_t idx, const char *user, size_t ulen, const struct sx_
 		for (size_t j = 0; j < d; j++)
 			contrib[map[j]] = cm[j];
 	}
-	if (rc == 0)
+	if (rc == 0 && sx_privacy_allowed(user, ulen, SX_PURPOSE_ANALYTICS))
 		log_prediction(idx, t->name, *p);
 	if (rc == 0 && mout)
 		*mout = m;
@@ -1473,7 +1488,8 @@ static int start(struct sx_engine *e)
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
-	if ((rc = sx__pred_forecast_start(e)) < 0 || (rc = sx__pred_notify_start(e)) < 0)
+	if ((rc = sx__pred_forecast_start(e)) < 0 || (rc = sx__pred_notify_start(e)) < 0 ||
+	    (rc = sx__pred_privacy_start()) < 0)
 		return rc;
 	uv_timer_init(e->loop, &poll_timer);
 	uv_timer_start(&poll_timer, tick, POLL_MS, POLL_MS);

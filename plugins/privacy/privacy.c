@@ -447,9 +447,25 @@ static int m_export(struct sx_req *req, const msgpack_object *args, msgpack_pack
 		return rc;
 	}
 	int has_consent = rc == 0;
-	if (!has_idx && !has_consent && nexporters == 0) {
-		msgpack_zone_destroy(&z);
-		return sx_diag_set(SX_ENOENT, "nothing is stored about this user");
+	if (!has_idx && !has_consent) {
+		/* Found only if some exporter packs more than nil (the contract:
+		 * nil when it holds nothing about the user). */
+		int found = 0;
+		msgpack_sbuffer sb;
+		msgpack_packer spk;
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&spk, &sb, msgpack_sbuffer_write);
+		for (int i = 0; i < nexporters && !found && rc >= 0; i++) {
+			sx_privacy_exporter_fn fn = (sx_privacy_exporter_fn)exporters[i].fn;
+			msgpack_sbuffer_clear(&sb);
+			rc = fn(id, len, idx, has_idx, &spk, exporters[i].ud);
+			found = rc >= 0 && !(sb.size == 1 && (uint8_t)sb.data[0] == 0xc0);
+		}
+		msgpack_sbuffer_destroy(&sb);
+		if (rc < 0 || !found) {
+			msgpack_zone_destroy(&z);
+			return rc < 0 ? rc : sx_diag_set(SX_ENOENT, "nothing is stored about this user");
+		}
 	}
 	msgpack_pack_map(pk, 4 + (size_t)nexporters);
 	pack_user(pk, id, len);

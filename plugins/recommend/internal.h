@@ -153,8 +153,12 @@ int sx__rec_is_book(const char *name, size_t len);
 void sx__rec_state_init(struct rec_state *s, int live, int64_t horizon);
 void sx__rec_state_close(struct rec_state *s);
 int64_t sx__rec_now(const struct rec_state *s);
-/* The user's state, loading it (live states) when absent; NULL if unknown or OOM. */
+/* The user's state, loading it (live states) when absent; NULL if unknown,
+ * OOM or (live states) without personalization consent, whose held state is
+ * then dropped. */
 struct rec_user *sx__rec_user(struct rec_state *s, uint32_t user);
+/* Frees the user's state if held (erasure, withdrawn consent). */
+void sx__rec_user_forget(struct rec_state *s, uint32_t user);
 /* One interaction: updates popularity, co-visitation and, with add_user, the
  * user's state (a live state loads an absent user from the store first; the
  * store then already holds the event, so callers pass add_user = 0). */

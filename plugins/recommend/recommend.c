@@ -16,6 +16,7 @@
 #include "core/server.h"
 #include "core/sx.h"
 #include "plugins/experiments/experiments.h"
+#include "plugins/privacy/privacy.h"
 #include "plugins/recommend/internal.h"
 #include "store/store.h"
 
@@ -814,7 +815,46 @@ static int m_profile(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	SX_UNUSED(req), SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = id_arg(args, "user", 1, &id, &len)) < 0)
 		return rc;
+	if (!sx_privacy_allowed(id, len, SX_PURPOSE_PERSONALIZATION))
+		return sx_diag_set(SX_ESTATE, "user '%.*s' has not consented to personalization", (int)len, id);
 	return sx__rec_pack_profile(&sx__rec->live, id, len, pk);
+}
+
+/* ---- privacy ---- */
+
+/* Per-user state is in memory only (rebuilt from the user's events, which
+ * the events plugin erases in the same request); popularity and
+ * co-visitation are anonymous aggregates and stay. */
+static int erase_user(const char *id, size_t len, uint32_t idx, int has_idx, struct sx_privacy_receipt *r, void *ud)
+{
+	struct rec_state *s = &sx__rec->live;
+	SX_UNUSED(id), SX_UNUSED(len), SX_UNUSED(ud);
+	if (has_idx && idx < s->nusers && s->users[idx]) {
+		sx__rec_user_forget(s, idx);
+		sx_privacy_receipt_add(r, "recommend_state", 1);
+	}
+	return 0;
+}
+
+static int export_user(const char *id, size_t len, uint32_t idx, int has_idx, msgpack_packer *pk, void *ud)
+{
+	struct rec *R = sx__rec;
+	SX_UNUSED(id), SX_UNUSED(len), SX_UNUSED(ud);
+	struct rec_user *u = has_idx ? sx__rec_user(&R->live, idx) : NULL;
+	if (!u) {
+		msgpack_pack_nil(pk);
+		return 0;
+	}
+	msgpack_pack_map(pk, 4);
+	sx_pack_kv_uint(pk, "interactions", u->ninter);
+	sx_pack_key(pk, "recent");
+	msgpack_pack_array(pk, (uint32_t)u->nrecent);
+	for (int i = 0; i < u->nrecent; i++)
+		sx_pack_strn(pk, R->items[u->recent[i]].id ? R->items[u->recent[i]].id : "",
+			     R->items[u->recent[i]].id ? R->items[u->recent[i]].len : 0);
+	sx_pack_kv_bool(pk, "als_vector", u->als != NULL);
+	sx_pack_kv_bool(pk, "content_profile", u->has_prof);
+	return 0;
 }
 
 /* ---- training ---- */
@@ -1280,7 +1320,8 @@ static int start(struct sx_engine *e)
 	}
 	sx_store_read_end(e->store);
 	if ((rc = sx_events_on_track(track_cb, NULL)) < 0 || (rc = sx_events_on_item(item_cb, NULL)) < 0 ||
-	    (rc = sx__rec_lua_start(e)) < 0)
+	    (rc = sx_privacy_register_eraser("recommend", erase_user, NULL)) < 0 ||
+	    (rc = sx_privacy_register_exporter("recommend", export_user, NULL)) < 0 || (rc = sx__rec_lua_start(e)) < 0)
 		goto fail;
 	const struct sx_method methods[] = {
 		{"recommend.items", SX_ROLE_READER, m_items, NULL, "recommendations {user, kind?, n?, context?, strategy?}"},

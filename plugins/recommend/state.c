@@ -11,6 +11,7 @@
 #include "core/plugin.h"
 #include "core/rpc.h"
 #include "core/sx.h"
+#include "plugins/privacy/privacy.h"
 #include "plugins/recommend/internal.h"
 #include "store/store.h"
 
@@ -542,8 +543,23 @@ static int hist_cb(const struct sx_event *ev, void *ud)
 	return 0;
 }
 
+void sx__rec_user_forget(struct rec_state *s, uint32_t user)
+{
+	if (user < s->nusers && s->users[user]) {
+		user_free(s->users[user]);
+		s->users[user] = NULL;
+		s->generation++;
+	}
+}
+
 struct rec_user *sx__rec_user(struct rec_state *s, uint32_t user)
 {
+	/* Live state is personal data: without personalization consent it is
+	 * neither kept nor built (a withdrawn consent drops what was held). */
+	if (s->live && !sx_privacy_allowed_index(user, SX_PURPOSE_PERSONALIZATION)) {
+		sx__rec_user_forget(s, user);
+		return NULL;
+	}
 	if (user < s->nusers && s->users[user])
 		return s->users[user];
 	if (!s->live)
