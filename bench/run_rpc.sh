@@ -9,21 +9,24 @@ B=${1:-build}
 SECS=${2:-5}
 cmake --build "$B" --target sextant bench_rpc -j2 >/dev/null
 TMP=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
+PIDS=""
+trap 'kill $PIDS 2>/dev/null; rm -rf "$TMP"' EXIT
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 RP=$(port)
-redis-server --port "$RP" --save "" --appendonly no --daemonize no --logfile "$TMP/redis.log" >/dev/null &
-start_sextant() { # durability
-	P=$(port)
+redis-server --port "$RP" --save "" --appendonly no --daemonize no --logfile "$TMP/redis.log" >/dev/null 2>&1 &
+PIDS="$PIDS $!"
+start_sextant() { # durability port
 	mkdir -p "$TMP/$1/scripts/methods"
 	cp scripts/methods/counter.lua "$TMP/$1/scripts/methods/"
-	"$B/sextant" --listen 127.0.0.1:$P --data-dir "$TMP/$1/data" --scripts-dir "$TMP/$1/scripts" \
+	"$B/sextant" --listen 127.0.0.1:$2 --data-dir "$TMP/$1/data" --scripts-dir "$TMP/$1/scripts" \
 		--durability "$1" --log-level warn >/dev/null 2>"$TMP/$1.log" &
-	echo $P
+	PIDS="$PIDS $!"
 }
-SR=$(start_sextant relaxed)
-SF=$(start_sextant full)
+SR=$(port)
+SF=$(port)
+start_sextant relaxed "$SR"
+start_sextant full "$SF"
 sleep 1
 run() { "$B/bench_rpc" --proto "$1" --port "$2" --op "$3" --depth "$4" --conns 50 --seconds "$SECS"; }
 echo "| op | depth | redis rps | sextant relaxed rps | ratio | sextant full rps | redis p50/p99 us | relaxed p50/p99 us | full p50/p99 us |"

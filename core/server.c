@@ -480,6 +480,20 @@ static void conn_flush(struct sx_conn *c)
 	c->dirty = 0;
 	if (!c->open)
 		return;
+	/* With nothing queued in libuv, write at once: most replies fit the socket
+	 * buffer, and uv_write would re-arm the poll watcher for every reply. */
+	if (c->obuf.size && c->out_pending == 0) {
+		uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.size);
+		int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+		if (n < 0 && n != UV_EAGAIN) {
+			conn_close(c);
+			return;
+		}
+		if (n > 0) {
+			memmove(c->obuf.data, c->obuf.data + n, c->obuf.size - (size_t)n);
+			c->obuf.size -= (size_t)n;
+		}
+	}
 	if (c->obuf.size) {
 		struct wreq *wr = malloc(sizeof(*wr));
 		if (!wr) {
