@@ -610,6 +610,9 @@ int sx__ev_item_put(const char *id, size_t len, int kind, const msgpack_object *
 		rc = put(SX_T_ITEMS, k, len + 2, "", 1);
 	msgpack_sbuffer_destroy(&sb);
 	msgpack_sbuffer_destroy(&ab);
+	/* Every writer of items (items.put, demo.load) keeps the observers current. */
+	if (rc == 0)
+		notify_item(id, len, 0);
 	return rc;
 }
 
@@ -1332,7 +1335,6 @@ static int m_items_put(struct sx_req *req, const msgpack_object *args, msgpack_p
 	free(fv);
 	if (rc < 0)
 		return rc;
-	notify_item(id, len, 0);
 	msgpack_pack_map(pk, 2);
 	sx_pack_key(pk, "id");
 	sx_pack_strn(pk, id, len);
