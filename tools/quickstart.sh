@@ -14,6 +14,7 @@ Try, in another terminal:
   build/sextant-cli server.info
   build/sextant-cli metrics.query "{\"event\": \"book\", \"from\": $(( ($(date +%s) - 7*86400) * 1000 )), \"to\": $(( $(date +%s) * 1000 )), \"interval\": \"day\"}"
   build/sextant-cli dashboard.render '{"name": "overview"}'
+  build/sextant-cli recommend.items '{"user": "u0000001", "n": 5}'
   build/sextant-cli export '{"what": "funnel", "steps": ["search", "view", "create_trip", "book"], "from": 0, "to": 4102444800000, "format": "csv"}'
 MSG
 exec build/sextant --listen 127.0.0.1:7878 --data-dir ./data --scripts-dir ./scripts --demo true "$@"
