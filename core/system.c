@@ -137,35 +137,20 @@ static int topic_arg(const msgpack_object *args, char *topic)
 	return 0;
 }
 
-static int m_subscribe(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+/* subscribe and unsubscribe: ud is non-NULL for subscribe. */
+static int m_subscription(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	char topic[201];
 	int rc;
-	SX_UNUSED(ud);
 	if ((rc = topic_arg(args, topic)) < 0)
 		return rc;
 	if (!req->conn)
 		return sx_diag_set(SX_ECANCELED, "connection closed");
-	if ((rc = sx_server_subscribe(eng->srv, req->conn, topic)) < 0)
+	rc = ud ? sx_server_subscribe(eng->srv, req->conn, topic) : sx_server_unsubscribe(eng->srv, req->conn, topic);
+	if (rc < 0)
 		return rc;
 	msgpack_pack_map(pk, 1);
-	sx_pack_kv_str(pk, "subscribed", topic);
-	return 0;
-}
-
-static int m_unsubscribe(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
-{
-	char topic[201];
-	int rc;
-	SX_UNUSED(ud);
-	if ((rc = topic_arg(args, topic)) < 0)
-		return rc;
-	if (!req->conn)
-		return sx_diag_set(SX_ECANCELED, "connection closed");
-	if ((rc = sx_server_unsubscribe(eng->srv, req->conn, topic)) < 0)
-		return rc;
-	msgpack_pack_map(pk, 1);
-	sx_pack_kv_str(pk, "unsubscribed", topic);
+	sx_pack_kv_str(pk, ud ? "subscribed" : "unsubscribed", topic);
 	return 0;
 }
 
@@ -272,8 +257,8 @@ static int start(struct sx_engine *e)
 		{"ping", SX_ROLE_NONE, m_ping, NULL, "liveness: answers \"pong\""},
 		{"auth", SX_ROLE_NONE, m_auth, NULL, "authenticate the connection with a token"},
 		{"server.info", SX_ROLE_READER, m_info, NULL, "version, uptime, load, store, scripts, jobs"},
-		{"subscribe", SX_ROLE_READER, m_subscribe, NULL, "receive notifications of a topic"},
-		{"unsubscribe", SX_ROLE_READER, m_unsubscribe, NULL, "stop notifications of a topic"},
+		{"subscribe", SX_ROLE_READER, m_subscription, "subscribe", "receive notifications of a topic"},
+		{"unsubscribe", SX_ROLE_READER, m_subscription, NULL, "stop notifications of a topic"},
 		{"job.status", SX_ROLE_READER, m_job_status, NULL, "a job's state, progress and result"},
 		{"job.cancel", SX_ROLE_WRITER, m_job_cancel, NULL, "ask a running job to stop"},
 		{"job.list", SX_ROLE_READER, m_job_list, NULL, "running and recent jobs"},
