@@ -11,6 +11,7 @@
 #include "core/jobs.h"
 #include "core/math/als.h"
 #include "core/plugin.h"
+#include "core/audit.h"
 #include "core/rpc.h"
 #include "core/server.h"
 #include "core/sx.h"
@@ -2407,6 +2408,23 @@ static int rules_scan_cb(const struct sx_val *key, const struct sx_val *val, voi
 	return rules_load_one(name, val->data, val->len) < 0 ? 0 : 0;
 }
 
+/* Alias moves, archives and deletions are admin actions: each success is
+ * recorded in the audit log with its arguments (model names and versions
+ * only). ud is the method's real handler. */
+static int m_audited(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	sx_method_fn fn = *(sx_method_fn *)ud;
+	int rc = fn(req, args, pk, NULL);
+	if (rc == 0)
+		rc = sx_audit_record(sx__models_eng, req->method, args && args->type == MSGPACK_OBJECT_MAP ? args : NULL);
+	return rc;
+}
+
+static const sx_method_fn m_promote_fn = m_promote;
+static const sx_method_fn m_rollback_fn = m_rollback;
+static const sx_method_fn m_archive_fn = m_archive;
+static const sx_method_fn m_delete_fn = m_delete;
+
 static int start(struct sx_engine *e)
 {
 	sx__models_eng = e;
@@ -2420,11 +2438,11 @@ static int start(struct sx_engine *e)
 		{"model.train", SX_ROLE_WRITER, m_train, NULL, "train a model on the thread pool {type, name, params?, data?, promote_if?, alias?}"},
 		{"model.list", SX_ROLE_READER, m_list, NULL, "models, or one model's versions {name?}"},
 		{"model.get", SX_ROLE_READER, m_get, NULL, "a version's metadata {name, version|alias}"},
-		{"model.promote", SX_ROLE_WRITER, m_promote, NULL, "point an alias at a version {name, version, alias?}"},
-		{"model.rollback", SX_ROLE_WRITER, m_rollback, NULL, "return an alias to its previous version {name, alias?}"},
+		{"model.promote", SX_ROLE_WRITER, m_audited, (void *)&m_promote_fn, "point an alias at a version {name, version, alias?}"},
+		{"model.rollback", SX_ROLE_WRITER, m_audited, (void *)&m_rollback_fn, "return an alias to its previous version {name, alias?}"},
 		{"model.aliases", SX_ROLE_READER, m_aliases, NULL, "a model's aliases with their history {name}"},
-		{"model.archive", SX_ROLE_WRITER, m_archive, NULL, "archive a version {name, version}"},
-		{"model.delete", SX_ROLE_WRITER, m_delete, NULL, "delete a version no alias points to {name, version}"},
+		{"model.archive", SX_ROLE_WRITER, m_audited, (void *)&m_archive_fn, "archive a version {name, version}"},
+		{"model.delete", SX_ROLE_WRITER, m_audited, (void *)&m_delete_fn, "delete a version no alias points to {name, version}"},
 		{"model.predict", SX_ROLE_READER, m_predict, NULL, "serve a version {name, alias?|version?, inputs}"},
 		{"model.monitor", SX_ROLE_READER, m_monitor, NULL, "predictions, latency, drift per version {name}"},
 		{"model.alerts", SX_ROLE_WRITER, m_alerts, NULL, "alert thresholds {name, psi_above?, p99_ms_above?, min_samples?}"},

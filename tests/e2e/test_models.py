@@ -232,6 +232,11 @@ def test_aliases_rollback_delete_archive(c):
     assert [v["version"] for v in lst["versions"]] == [1, 3] and lst["aliases"] == {"production": 1, "staging": 3}
     # a type change under the same name is refused
     assert code_of(c.call, "model.train", type="als", name="reg") == "failed_precondition"
+    # every alias move, archive and deletion that succeeded is in the audit log, and no refusal is
+    audited = [(e["action"], e["detail"].get("version")) for e in c.call("audit.query", limit=1000)["entries"]
+               if e["action"].startswith("model.") and e["detail"].get("name") == "reg"]
+    assert audited == [("model.promote", 1), ("model.promote", 2), ("model.promote", 3),
+                       ("model.rollback", None), ("model.archive", 2), ("model.delete", 2)]
 
 
 def test_bad_inputs(c):
