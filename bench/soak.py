@@ -7,7 +7,8 @@ Workers (each its own connection, closed loop):
   - dashboards: 3 connections subscribed to dashboard "overview" (refresh 1 s), reading pushes
   - reload: a methods script re-uploaded every 10 s (script.put), and called in between
 Every 30 s it records each operation's count, errors and p50/p99 latency for that window,
-and the server's RSS. It stops by itself; the server is stopped at the end.
+and the server's RSS, total and anonymous (the LMDB file is mapped, so total RSS grows with
+the data while anonymous memory is the server's own). It stops by itself; the server is stopped at the end.
 
     SX_BIN=build/sextant SX_SOURCE_DIR=$PWD /usr/bin/python3 bench/soak.py [MINUTES]
 """
@@ -46,6 +47,15 @@ def timed(op, fn):
     except RpcError as e:
         record(op, 0, ok=False)
         print(f"{op}: {e}", file=sys.stderr)
+
+
+def anon_kb(pid):
+    """The server's own memory: anonymous RSS (the mapped LMDB file is file-backed)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1])
+    return 0
 
 
 def main():
@@ -118,21 +128,22 @@ def main():
                 snap = {op: s for op, s in stats.items()}
                 stats.clear()
             rss = srv.rss_kb()
+            anon = anon_kb(srv.pid)
             t = time.monotonic() - start
             for op, s in sorted(snap.items()):
                 lat = sorted(s["lat"])
                 p50 = lat[len(lat) // 2] * 1000 if lat else 0
                 p99 = lat[int(len(lat) * 0.99)] * 1000 if lat else 0
-                rows.append((t, op, len(lat), s["err"], p50, p99, rss))
-            print(f"t={t:5.0f}s rss={rss / 1024:.0f} MiB " + ", ".join(
+                rows.append((t, op, len(lat), s["err"], p50, p99, rss, anon))
+            print(f"t={t:5.0f}s rss={rss / 1024:.0f} MiB anon={anon / 1024:.0f} MiB " + ", ".join(
                 f"{op}: {len(s['lat'])} ok {s['err']} err" for op, s in sorted(snap.items())), flush=True)
         stop.set()
         for t in threads:
             t.join(10)
-        print("\n| t (s) | operation | calls | errors | p50 ms | p99 ms | server RSS MiB |")
-        print("|---|---|---|---|---|---|---|")
-        for t, op, n, err, p50, p99, rss in rows:
-            print(f"| {t:.0f} | {op} | {n} | {err} | {p50:.2f} | {p99:.2f} | {rss / 1024:.0f} |")
+        print("\n| t (s) | operation | calls | errors | p50 ms | p99 ms | RSS MiB | anonymous MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for t, op, n, err, p50, p99, rss, anon in rows:
+            print(f"| {t:.0f} | {op} | {n} | {err} | {p50:.2f} | {p99:.2f} | {rss / 1024:.0f} | {anon / 1024:.0f} |")
 
 
 if __name__ == "__main__":
