@@ -11,6 +11,7 @@ and the server's RSS, total and anonymous (the LMDB file is mapped, so total RSS
 the data while anonymous memory is the server's own). It stops by itself; the server is stopped at the end.
 
     SX_BIN=build/sextant SX_SOURCE_DIR=$PWD /usr/bin/python3 bench/soak.py [MINUTES]
+    SOAK_DASHBOARDS=0 ...     # without the dashboard subscribers
 """
 import os
 import random
@@ -117,7 +118,7 @@ def main():
                     time.sleep(0.05)
 
         threads = [threading.Thread(target=f) for f in (track, assign, recommend, reload)]
-        threads += [threading.Thread(target=dashboard) for _ in range(3)]
+        threads += [threading.Thread(target=dashboard) for _ in range(int(os.environ.get("SOAK_DASHBOARDS", "3")))]
         for t in threads:
             t.start()
         rows = []

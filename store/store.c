@@ -64,6 +64,9 @@ struct batch {
 	struct chunk *chunks;
 	struct entry **log;
 	size_t n, cap;
+	/* The same entries per table, so that a scan looks at its table only. */
+	struct entry **tl[SX_T_COUNT];
+	size_t tn[SX_T_COUNT], tcap[SX_T_COUNT];
 	struct entry **bucket;
 	size_t nbucket;
 	size_t bytes;
@@ -156,6 +159,8 @@ static void batch_free(struct batch *b)
 		free(c);
 	}
 	free(b->log);
+	for (int t = 0; t < SX_T_COUNT; t++)
+		free(b->tl[t]);
 	free(b->bucket);
 	free(b);
 }
@@ -203,6 +208,14 @@ static int batch_add(struct batch *b, uint32_t table, const void *key, size_t kl
 		b->log = log;
 		b->cap = cap;
 	}
+	if (b->tn[table] == b->tcap[table]) {
+		size_t cap = b->tcap[table] ? b->tcap[table] * 2 : 16;
+		struct entry **tl = realloc(b->tl[table], cap * sizeof(*tl));
+		if (!tl)
+			return SX_ENOMEM;
+		b->tl[table] = tl;
+		b->tcap[table] = cap;
+	}
 	if (b->n >= b->nbucket && batch_grow(b) < 0)
 		return SX_ENOMEM;
 	struct entry *e = batch_alloc(b, sizeof(*e) + klen + vlen);
@@ -220,6 +233,7 @@ static int batch_add(struct batch *b, uint32_t table, const void *key, size_t kl
 	e->chain = *pp ? (*pp)->chain : NULL;
 	*pp = e;
 	b->log[b->n++] = e;
+	b->tl[table][b->tn[table]++] = e;
 	b->bytes += sizeof(*e) + klen + vlen;
 	return 0;
 }
@@ -233,6 +247,7 @@ static void batch_undo_to(struct batch *b, size_t n)
 {
 	while (b->n > n) {
 		struct entry *e = b->log[--b->n];
+		b->tn[e->table]--; /* undone last, so also the last of its table */
 		struct entry **pp = batch_slot(b, e->table, e->data, e->klen);
 		if (e->shadow) {
 			e->shadow->chain = e->chain;
@@ -831,7 +846,7 @@ static int overlay_range(struct sx_store *st, int table, const void *lo, size_t 
 	size_t cap = 0, n = 0;
 	for (int i = 0; i < 2; i++)
 		if (bs[i])
-			cap += bs[i]->n;
+			cap += bs[i]->tn[table];
 	*out = NULL;
 	*nout = 0;
 	if (!cap)
@@ -843,9 +858,9 @@ static int overlay_range(struct sx_store *st, int table, const void *lo, size_t 
 		struct batch *b = bs[i];
 		if (!b)
 			continue;
-		for (size_t j = 0; j < b->n; j++) {
-			struct entry *e = b->log[j];
-			if (e->table != (uint32_t)table || !in_range(e, lo, lolen, hi, hilen))
+		for (size_t j = 0; j < b->tn[table]; j++) {
+			struct entry *e = b->tl[table][j];
+			if (!in_range(e, lo, lolen, hi, hilen))
 				continue;
 			if (*batch_slot(b, e->table, e->data, e->klen) != e)
 				continue; /* shadowed within its batch */
