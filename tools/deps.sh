@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages Sextant needs to build, test and benchmark.
 set -eu
-PKGS="build-essential cmake pkg-config clang
+PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
 libuv1-dev libmsgpack-dev liblmdb-dev lmdb-utils libluajit-5.1-dev luajit
 libopenblas-dev liblapacke-dev libroaring-dev libxxhash-dev libjansson-dev
 libxlsxwriter-dev libsodium-dev libcmocka-dev lua-busted
