@@ -434,6 +434,14 @@ int sx_conn_open(const struct sx_conn *c) { return c->open; }
 int sx_conn_role(const struct sx_conn *c) { return c->role; }
 int sx_conn_auth_failures(const struct sx_conn *c) { return c->auth_failures; }
 
+void sx_conn_close_after_reply(struct sx_conn *c)
+{
+	if (!c->open)
+		return;
+	c->close_after_write = 1;
+	mark_dirty(c);
+}
+
 static void close_cb(uv_handle_t *h)
 {
 	struct sx_conn *c = h->data;

@@ -93,6 +93,8 @@ int sx_server_auth(struct sx_server *srv, struct sx_conn *conn, const char *toke
 int sx_conn_role(const struct sx_conn *conn);
 /* Failed auth attempts on this connection. */
 int sx_conn_auth_failures(const struct sx_conn *conn);
+/* Closes the connection once what is queued for it has been written. */
+void sx_conn_close_after_reply(struct sx_conn *conn);
 /* Connections are reference counted so that deferred work can hold one. */
 void sx_conn_ref(struct sx_conn *conn);
 void sx_conn_unref(struct sx_conn *conn);

@@ -24,15 +24,27 @@ static int m_ping(struct sx_req *req, const msgpack_object *args, msgpack_packer
 struct auth_delay {
 	uv_timer_t t;
 	struct sx_req *req;
+	int failure; /* this attempt's number among the connection's failures */
 };
 
 static void auth_close_cb(uv_handle_t *h) { free(h->data); }
 
+/* A connection that keeps guessing is dropped after its 10th wrong token. */
+#define AUTH_MAX_FAILURES 10
+
 static void auth_delay_cb(uv_timer_t *t)
 {
 	struct auth_delay *d = t->data;
+	struct sx_conn *c = d->req->conn;
+	if (c)
+		sx_conn_ref(c); /* finishing the request may drop its reference */
 	sx_diag_set(SX_EAUTH, "invalid token");
 	sx_req_finish(d->req, SX_EAUTH);
+	if (c) {
+		if (d->failure >= AUTH_MAX_FAILURES)
+			sx_conn_close_after_reply(c);
+		sx_conn_unref(c);
+	}
 	uv_close((uv_handle_t *)&d->t, auth_close_cb);
 }
 
@@ -62,6 +74,7 @@ static int m_auth(struct sx_req *req, const msgpack_object *args, msgpack_packer
 		int fails = sx_conn_auth_failures(req->conn);
 		fails = fails > (int)SX_ARRAY_SIZE(delays) ? (int)SX_ARRAY_SIZE(delays) : fails;
 		d->req = req;
+		d->failure = sx_conn_auth_failures(req->conn);
 		uv_timer_init(eng->loop, &d->t);
 		d->t.data = d;
 		uv_timer_start(&d->t, auth_delay_cb, (uint64_t)delays[fails - 1], 0);

@@ -228,6 +228,13 @@ def test_tokens_and_roles():
         assert e.value.code == "unauthenticated"
         assert time.time() - t0 >= 0.09  # failures are slowed down
 
+        # ten wrong tokens on one connection: each answered, then the connection is closed
+        g = s.client()
+        replies = g.pipeline([("auth", {"token": "guess%d" % i}) for i in range(10)], timeout=10)
+        assert all(isinstance(r, RpcError) and r.code == "unauthenticated" for r in replies)
+        assert g.is_closed(timeout=3)
+        assert s.client().call("ping") == "pong"
+
         assert c.call("auth", token=tok["reader"])["role"] == "reader"
         assert c.call("server.info")["version"]
         assert c.call("counter.get") is None
