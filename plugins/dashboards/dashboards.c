@@ -638,10 +638,12 @@ static void group_tick(uv_timer_t *t)
 	render_init(&r);
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	uint64_t t0 = sx_now_ms();
 	int rc = group_vars(g, &z, &vo, &vars);
 	if (rc == 0)
 		rc = render_run(g->name, vars, &r);
 	sx_store_read_end(sx__dash_eng->store);
+	uint64_t took = sx_now_ms() - t0;
 	int send = 0;
 	if (rc < 0) {
 		msgpack_pack_map(&pk, 3);
@@ -671,7 +673,11 @@ static void group_tick(uv_timer_t *t)
 	if (send)
 		for (struct subscriber *s = g->subs; s; s = s->next)
 			sx_conn_notify(s->conn, g->topic, sb.data, sb.size);
-	uint32_t every = g->refresh_ms ? g->refresh_ms : g->has_last ? g->last.refresh_ms : DEFAULT_REFRESH_MS;
+	uint64_t every = g->refresh_ms ? g->refresh_ms : g->has_last ? g->last.refresh_ms : DEFAULT_REFRESH_MS;
+	/* A refresh runs on the loop: when it grows slow (its queries read more data),
+	 * the next one waits longer, so that refreshes take at most a quarter of the loop. */
+	if (every < 4 * took)
+		every = 4 * took;
 	uv_timer_start(&g->timer, group_tick, every, 0);
 	render_free(&r);
 	msgpack_sbuffer_destroy(&sb);
