@@ -8,6 +8,11 @@
  *          loaded with SCRIPT LOAD first.
  * Each connection increments its own key, so both servers do the same work. The
  * requests a read's replies free are sent together in one write, for both servers.
+ *
+ * sextant only: --op assign [--experiments E] [--users N] sends experiment.assign
+ * {key = "x<i mod E>", user, context = {country = "FR"}} (bench/run_experiments.sh); with
+ * --users 0 every request is a new user (its first assignment writes an exposure), with
+ * --users N users come from a pool of N (after the first pass, sticky reads only).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +37,12 @@ struct conn {
 	char sha[41];
 };
 
+enum { OP_PING, OP_COUNTER, OP_ASSIGN };
+
 static struct {
-	int redis, counter, conns, depth;
+	int redis, op, conns, depth, experiments;
+	long users;
+	uint64_t next_user, next_key;
 	double seconds;
 	const char *host;
 	int port;
@@ -74,7 +83,7 @@ static void pack_one(struct conn *c, msgpack_sbuffer *buf)
 	if (B.redis) {
 		char tmp[256];
 		int len;
-		if (B.counter)
+		if (B.op == OP_COUNTER)
 			len = snprintf(tmp, sizeof(tmp), "*4\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n1\r\n$%zu\r\n%s\r\n",
 				       B.sha, strlen(c->key), c->key);
 		else
@@ -86,18 +95,30 @@ static void pack_one(struct conn *c, msgpack_sbuffer *buf)
 		msgpack_pack_array(&pk, 4);
 		msgpack_pack_uint8(&pk, 0);
 		msgpack_pack_uint32(&pk, ++msgid);
-		if (B.counter) {
+		if (B.op == OP_COUNTER) {
 			msgpack_pack_str(&pk, 12);
 			msgpack_pack_str_body(&pk, "counter.incr", 12);
 			msgpack_pack_array(&pk, 1);
 			msgpack_pack_map(&pk, 1);
-			msgpack_pack_str(&pk, 3);
-			msgpack_pack_str_body(&pk, "key", 3);
-			msgpack_pack_str(&pk, strlen(c->key));
-			msgpack_pack_str_body(&pk, c->key, strlen(c->key));
+			sx_pack_str(&pk, "key");
+			sx_pack_str(&pk, c->key);
+		} else if (B.op == OP_ASSIGN) {
+			char user[32], key[16];
+			uint64_t n = B.next_user++;
+			if (B.users)
+				n = (n * 2654435761u) % (uint64_t)B.users; /* a fixed pool, in scattered order */
+			snprintf(user, sizeof(user), "user-%llu", (unsigned long long)n);
+			snprintf(key, sizeof(key), "x%d", (int)(B.next_key++ % (uint64_t)B.experiments));
+			sx_pack_str(&pk, "experiment.assign");
+			msgpack_pack_array(&pk, 1);
+			msgpack_pack_map(&pk, 3);
+			sx_pack_kv_str(&pk, "key", key);
+			sx_pack_kv_str(&pk, "user", user);
+			sx_pack_str(&pk, "context");
+			msgpack_pack_map(&pk, 1);
+			sx_pack_kv_str(&pk, "country", "FR");
 		} else {
-			msgpack_pack_str(&pk, 4);
-			msgpack_pack_str_body(&pk, "ping", 4);
+			sx_pack_str(&pk, "ping");
 			msgpack_pack_array(&pk, 0);
 		}
 	}
@@ -239,6 +260,7 @@ int main(int argc, char **argv)
 	B.seconds = 5;
 	B.host = "127.0.0.1";
 	B.port = 7878;
+	B.experiments = 20;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--proto"))
 			B.redis = !strcmp(argv[i + 1], "redis");
@@ -251,9 +273,17 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--seconds"))
 			B.seconds = atof(argv[i + 1]);
 		else if (!strcmp(argv[i], "--op"))
-			B.counter = !strcmp(argv[i + 1], "counter");
+			B.op = !strcmp(argv[i + 1], "counter") ? OP_COUNTER : !strcmp(argv[i + 1], "assign") ? OP_ASSIGN : OP_PING;
+		else if (!strcmp(argv[i], "--experiments"))
+			B.experiments = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--users"))
+			B.users = atol(argv[i + 1]);
 	}
-	if (B.redis && B.counter)
+	if (B.redis && B.op == OP_ASSIGN) {
+		fprintf(stderr, "bench_rpc: --op assign is for sextant\n");
+		return 2;
+	}
+	if (B.redis && B.op == OP_COUNTER)
 		redis_script_load();
 	B.loop = uv_default_loop();
 	struct sockaddr_in addr;
@@ -276,9 +306,11 @@ int main(int argc, char **argv)
 	double secs = (double)(B.stop_ns - B.start_ns) / 1e9;
 	qsort(B.lat_us, B.nlat, sizeof(*B.lat_us), cmp_u32);
 	uint32_t p50 = B.nlat ? B.lat_us[B.nlat / 2] : 0, p99 = B.nlat ? B.lat_us[B.nlat * 99 / 100] : 0;
-	printf("{\"proto\":\"%s\",\"op\":\"%s\",\"conns\":%d,\"depth\":%d,\"rps\":%.0f,\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu}\n",
-	       B.redis ? "redis" : "sextant", B.counter ? "counter" : "ping", B.conns, B.depth, (double)B.done / secs,
-	       p50, p99, (unsigned long long)B.errors);
+	static const char *const ops[] = {"ping", "counter", "assign"};
+	printf("{\"proto\":\"%s\",\"op\":\"%s\",\"conns\":%d,\"depth\":%d,\"users\":%ld,\"rps\":%.0f,"
+	       "\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu}\n",
+	       B.redis ? "redis" : "sextant", ops[B.op], B.conns, B.depth, B.users, (double)B.done / secs, p50, p99,
+	       (unsigned long long)B.errors);
 	for (int i = 0; i < B.conns; i++) {
 		free(cs[i].sent_at);
 		free(cs[i].rbuf);

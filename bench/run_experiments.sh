@@ -9,12 +9,12 @@ cd "$(dirname "$0")/.."
 B=${1:-build}
 SECS=${2:-5}
 NRES=${3:-100000}
-cmake --build "$B" --target sextant bench_experiments -j2 >/dev/null
+cmake --build "$B" --target sextant bench_rpc -j2 >/dev/null
 TMP=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$TMP"' EXIT
+PIDS=""
+trap 'kill $PIDS 2>/dev/null; rm -rf "$TMP"' EXIT
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_sextant() { # durability
-	P=$(port)
+start_sextant() { # durability port
 	mkdir -p "$TMP/$1/scripts/experiments"
 	for i in $(seq 0 19); do
 		if [ "$i" -lt 15 ]; then layer="layer = \"l$((i % 3))\","; else layer=""; fi
@@ -27,14 +27,16 @@ return {
 }
 LUA
 	done
-	"$B/sextant" --listen 127.0.0.1:$P --data-dir "$TMP/$1/data" --scripts-dir "$TMP/$1/scripts" \
+	"$B/sextant" --listen 127.0.0.1:$2 --data-dir "$TMP/$1/data" --scripts-dir "$TMP/$1/scripts" \
 		--durability "$1" --log-level warn >"$TMP/$1.out" 2>"$TMP/$1.log" &
-	echo $P
+	PIDS="$PIDS $!"
 }
-SF=$(start_sextant full)
-SR=$(start_sextant relaxed)
+SF=$(port)
+SR=$(port)
+start_sextant full "$SF"
+start_sextant relaxed "$SR"
 sleep 1.5
-run() { "$B/bench_experiments" --port "$1" --users "$2" --depth "$3" --conns 50 --seconds "$SECS"; }
+run() { "$B/bench_rpc" --proto sextant --op assign --port "$1" --users "$2" --depth "$3" --conns 50 --seconds "$SECS"; }
 echo "| durability | users | depth | assignments/s | p50 us | p99 us |"
 echo "|---|---|---|---|---|---|"
 for d in full relaxed; do
