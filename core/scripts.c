@@ -1083,7 +1083,6 @@ static int m_list(struct sx_req *req, const msgpack_object *args, msgpack_packer
 }
 
 struct hist_ud {
-	msgpack_packer *pk;
 	uint32_t current;
 	int n;
 	msgpack_sbuffer sb;
@@ -1127,7 +1126,7 @@ static int m_history(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	SX_UNUSED(req);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = arg_kind_name(s, args, kind, name)) < 0)
 		return rc;
-	struct hist_ud u = {pk, 0, 0, {0}, {0}};
+	struct hist_ud u = {0, 0, {0}, {0}};
 	if (stored_current(s, kind, name, &u.current) < 0)
 		return sx_diag_set(SX_ENOENT, "no %s script '%s'", kind, name);
 	size_t len = key_of(lo, sizeof(lo), 'v', kind, name, 0, 0);

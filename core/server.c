@@ -346,11 +346,9 @@ static void dispatch(struct sx_conn *c, const uint8_t *frame, size_t len)
 			send_reply(req);
 			return;
 		}
-		reply_error(req, rc, why);
-		if (!has_id) {
-			msgpack_sbuffer_clear(&req->out);
-			pack_error_reply(&req->pk, 0, 0, rc, why);
-		}
+		srv->errors_total++;
+		msgpack_sbuffer_clear(&req->out);
+		pack_error_reply(&req->pk, has_id, req->msgid, rc, why);
 		send_reply(req);
 		return;
 	}
