@@ -31,6 +31,7 @@ static const struct key keys[] = {
 	{"log_level", K_STR, F(log_level), 0, 0},
 	{"durability", K_DURABILITY, F(relaxed), 0, 0},
 	{"sync_interval_ms", K_U32, F(sync_interval_ms), 1, 3600000},
+	{"max_reader_age_ms", K_U32, F(max_reader_age_ms), 0, 86400000},
 	{"map_size_mb", K_MB, F(map_size), 1, 1 << 24},
 	{"max_map_size_mb", K_MB, F(max_map_size), 1, 1 << 24},
 	{"max_frame_bytes", K_BYTES, F(limits.max_frame_bytes), 64, 1u << 30},
@@ -60,6 +61,7 @@ void sx_config_defaults(struct sx_config *cfg)
 	snprintf(cfg->scripts_dir, sizeof(cfg->scripts_dir), "./scripts");
 	snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
 	cfg->sync_interval_ms = 1000;
+	cfg->max_reader_age_ms = 600000;
 	cfg->map_size = (size_t)64 << 20;
 	cfg->max_map_size = (size_t)1 << 40;
 	cfg->limits.max_frame_bytes = 16u << 20;

@@ -20,6 +20,7 @@ struct sx_config {
 	char log_level[16];
 	int relaxed;               /* durability = "relaxed" */
 	uint32_t sync_interval_ms; /* relaxed: fsync at least this often */
+	uint32_t max_reader_age_ms; /* off-loop read transactions give up after this */
 	size_t map_size;           /* initial LMDB map, bytes (map_size_mb) */
 	size_t max_map_size;       /* growth limit, bytes (max_map_size_mb) */
 	struct sx_server_limits limits;

@@ -151,6 +151,7 @@ int main(int argc, char **argv)
 		.max_map_size = cfg.max_map_size,
 		.relaxed = cfg.relaxed,
 		.sync_interval_ms = cfg.sync_interval_ms,
+		.max_reader_age_ms = cfg.max_reader_age_ms,
 		.commit_cb = commit_cb,
 		.ud = &m,
 	};

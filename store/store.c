@@ -13,6 +13,7 @@
 #include <uv.h>
 #include <xxhash.h>
 
+#include "core/log.h"
 #include "core/sx.h"
 
 static const char *const table_names[SX_T_COUNT] = {
@@ -103,6 +104,14 @@ struct sx_store {
 	char done_msg[256];
 	int stop;
 	atomic_int offloop_readers;
+	/* relaxed: set by the writer when a periodic fsync failed; sticky */
+	atomic_int sync_failed;
+	char sync_msg[200];
+
+	/* off-loop readers' start times, for max_reader_age_ms */
+	pthread_mutex_t readers_mu;
+	struct { MDB_txn *txn; uint64_t start_ms; } readers[SX_STORE_MAX_OFFLOOP];
+	uint32_t max_reader_age_ms;
 };
 
 /* Set by the writer when a batch needs a bigger map; not an SX_E* code. */
@@ -345,13 +354,25 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&st->mu);
 
 		int rc = 0;
-		if (b) {
+		if (b && atomic_load(&st->sync_failed))
+			rc = sx_diag_set(SX_EIO, "%s", st->sync_msg);
+		else if (b) {
 			rc = apply_batch(st, b);
 			dirty |= rc == 0;
 		}
-		if (st->relaxed && dirty &&
+		if (st->relaxed && dirty && !atomic_load(&st->sync_failed) &&
 		    (stop || sx_now_ms() - last_sync >= st->sync_interval_ms)) {
-			mdb_env_sync(st->env, 1);
+			/* The kernel reports a failed write-back once: a second fsync
+			 * would succeed with the pages lost. Writes stop for good. */
+			int src = mdb_env_sync(st->env, 1);
+			if (src) {
+				snprintf(st->sync_msg, sizeof(st->sync_msg),
+					 "store: fsync failed (%s): writes are refused until a restart; "
+					 "writes acknowledged since the last good sync may be lost",
+					 mdb_strerror(src));
+				atomic_store(&st->sync_failed, 1);
+				sx_log_error("%s", st->sync_msg);
+			}
 			last_sync = sx_now_ms();
 			dirty = 0;
 		}
@@ -556,6 +577,8 @@ struct sx_store *sx_store_open(uv_loop_t *loop, const struct sx_store_opts *o)
 		st->map_size = st->max_map_size;
 	st->relaxed = o->relaxed;
 	st->sync_interval_ms = o->sync_interval_ms ? o->sync_interval_ms : 1000;
+	st->max_reader_age_ms = o->max_reader_age_ms;
+	pthread_mutex_init(&st->readers_mu, NULL);
 	st->commit_cb = o->commit_cb;
 	st->ud = o->ud;
 	st->loop = loop;
@@ -679,6 +702,7 @@ void sx_store_close(struct sx_store *st)
 	close(st->lock_fd);
 	batch_free(st->filling);
 	pthread_mutex_destroy(&st->mu);
+	pthread_mutex_destroy(&st->readers_mu);
 	pthread_cond_destroy(&st->cv);
 	free(st);
 }
@@ -968,6 +992,8 @@ int sx_store_stats(struct sx_store *st, struct sx_store_stats *out)
 	out->batches_failed = st->failed;
 	out->durable_seq = st->durable_seq;
 	out->relaxed = st->relaxed;
+	out->sync_failed = atomic_load(&st->sync_failed);
+	out->oldest_reader_ms = sx_store_oldest_reader_ms(st);
 	MDB_txn *txn;
 	int rc = rtxn(st, &txn);
 	if (rc)
@@ -982,19 +1008,66 @@ int sx_store_stats(struct sx_store *st, struct sx_store_stats *out)
 
 int sx_store_rtxn_begin(struct sx_store *st, MDB_txn **out)
 {
+	pthread_mutex_lock(&st->readers_mu);
+	int slot = -1;
+	for (int i = 0; i < SX_STORE_MAX_OFFLOOP && slot < 0; i++)
+		if (!st->readers[i].txn)
+			slot = i;
+	if (slot < 0) {
+		pthread_mutex_unlock(&st->readers_mu);
+		return sx_diag_set(SX_EBUSY, "store: %d off-loop readers are open already", SX_STORE_MAX_OFFLOOP);
+	}
 	atomic_fetch_add(&st->offloop_readers, 1);
 	int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, out);
 	if (rc) {
 		atomic_fetch_sub(&st->offloop_readers, 1);
+		pthread_mutex_unlock(&st->readers_mu);
 		return sx_diag_set(mdb_to_sx(rc), "store: read: %s", mdb_strerror(rc));
 	}
+	st->readers[slot].txn = *out;
+	st->readers[slot].start_ms = sx_now_ms();
+	pthread_mutex_unlock(&st->readers_mu);
 	return 0;
 }
 
 void sx_store_rtxn_end(struct sx_store *st, MDB_txn *txn)
 {
+	pthread_mutex_lock(&st->readers_mu);
+	for (int i = 0; i < SX_STORE_MAX_OFFLOOP; i++)
+		if (st->readers[i].txn == txn)
+			st->readers[i].txn = NULL;
+	pthread_mutex_unlock(&st->readers_mu);
 	mdb_txn_abort(txn);
 	atomic_fetch_sub(&st->offloop_readers, 1);
+}
+
+int sx_store_rtxn_check(struct sx_store *st, MDB_txn *txn)
+{
+	if (!st->max_reader_age_ms)
+		return 0;
+	uint64_t start = 0;
+	pthread_mutex_lock(&st->readers_mu);
+	for (int i = 0; i < SX_STORE_MAX_OFFLOOP; i++)
+		if (st->readers[i].txn == txn)
+			start = st->readers[i].start_ms;
+	pthread_mutex_unlock(&st->readers_mu);
+	uint64_t age = start ? sx_now_ms() - start : 0;
+	if (age > st->max_reader_age_ms)
+		return sx_diag_set(SX_ETIMEDOUT,
+				   "store: a read transaction ran for %llu ms, over max_reader_age_ms (%u)",
+				   (unsigned long long)age, st->max_reader_age_ms);
+	return 0;
+}
+
+uint64_t sx_store_oldest_reader_ms(struct sx_store *st)
+{
+	uint64_t now = sx_now_ms(), oldest = 0;
+	pthread_mutex_lock(&st->readers_mu);
+	for (int i = 0; i < SX_STORE_MAX_OFFLOOP; i++)
+		if (st->readers[i].txn && now - st->readers[i].start_ms > oldest)
+			oldest = now - st->readers[i].start_ms;
+	pthread_mutex_unlock(&st->readers_mu);
+	return oldest;
 }
 
 int sx_store_backup(struct sx_store *st, const char *path)

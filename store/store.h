@@ -69,6 +69,8 @@ struct sx_store_opts {
 	size_t max_map_size; /* growth limit (0: 1 TiB) */
 	int relaxed;         /* durability "relaxed": no fsync per commit */
 	uint32_t sync_interval_ms; /* relaxed: fsync at least this often (0: 1000) */
+	uint32_t max_reader_age_ms; /* off-loop readers older than this fail their next
+				     * sx_store_rtxn_check (0: no limit) */
 	/* Called on the loop thread once per committed or failed batch. */
 	void (*commit_cb)(uint64_t seq, int rc, void *ud);
 	void *ud;
@@ -144,15 +146,26 @@ struct sx_store_stats {
 	uint64_t entries[SX_T_COUNT];
 	uint64_t commits, batches_failed, durable_seq;
 	int relaxed;
+	int sync_failed;	   /* relaxed: a periodic fsync failed; writes are refused */
+	uint64_t oldest_reader_ms; /* age of the oldest off-loop reader, 0 if none */
 };
 int sx_store_stats(struct sx_store *st, struct sx_store_stats *out);
 
 /* ---- any thread ---- */
 
 /* A read-only transaction for a thread other than the loop thread, e.g. a
- * job on the pool. Keep it short. */
+ * job on the pool. Keep it short: while one is open the map cannot grow, so
+ * writes that need a bigger map wait for it. At most SX_STORE_MAX_OFFLOOP at
+ * once (SX_EBUSY beyond). */
+#define SX_STORE_MAX_OFFLOOP 64
 int sx_store_rtxn_begin(struct sx_store *st, MDB_txn **out);
 void sx_store_rtxn_end(struct sx_store *st, MDB_txn *txn);
+/* SX_ETIMEDOUT (with the age in the diagnostic) once `txn` is older than
+ * max_reader_age_ms, else 0. Long scans call it as they go and give up,
+ * which bounds how long a reader can hold back map growth and page reuse. */
+int sx_store_rtxn_check(struct sx_store *st, MDB_txn *txn);
+/* Age in ms of the oldest open off-loop reader (0: none). */
+uint64_t sx_store_oldest_reader_ms(struct sx_store *st);
 
 /* A compacted, consistent copy of the store into directory `path` (created;
  * must not hold a data file already). Blocking: run it off the loop thread. */

@@ -333,6 +333,7 @@ struct tscan {
 	MDB_txn *txn;
 	sx_events_cb cb;
 	void *ud;
+	uint32_t n;
 };
 
 static int tscan_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
@@ -343,6 +344,9 @@ static int tscan_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 	struct sx_event ev;
 	if (key->len != SX_EV_TKEY || val->len != 4)
 		return corrupt("event time index");
+	/* a scan on the pool must not hold its reader past the age limit */
+	if ((++t->n & 4095) == 0 && sx__ev_eng && sx_store_rtxn_check(sx__ev_eng->store, t->txn) < 0)
+		return sx_diag_last_code();
 	const uint8_t *p = key->data;
 	sx__ev_event_key(k, sx_get_be32(val->data), (int64_t)sx_get_be64(p), sx_get_be64(p + 8));
 	int rc = sx__ev_get(t->txn, SX_T_EVENTS, k, sizeof(k), &ev_val);
@@ -356,7 +360,7 @@ static int tscan_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 int sx_events_range_scan(MDB_txn *txn, int64_t from, int64_t to, sx_events_cb cb, void *ud)
 {
 	uint8_t lo[SX_EV_TKEY], hi[SX_EV_TKEY];
-	struct tscan t = {txn, cb, ud};
+	struct tscan t = {txn, cb, ud, 0};
 	from = clamp_time(from), to = clamp_time(to);
 	if (from >= to)
 		return 0;

@@ -235,6 +235,30 @@ static void test_map_grows(void **state)
 	sx_store_read_end(f->st);
 }
 
+static void test_reader_age_limit(void **state)
+{
+	struct fx *f = *state;
+	sx_store_close(f->st);
+	struct sx_store_opts o = {.dir = f->dir, .max_reader_age_ms = 50, .commit_cb = commit_cb, .ud = f};
+	f->st = sx_store_open(&f->loop, &o);
+	assert_non_null(f->st);
+	MDB_txn *young, *old;
+	assert_int_equal(sx_store_rtxn_begin(f->st, &old), 0);
+	assert_int_equal(sx_store_rtxn_check(f->st, old), 0);
+	usleep(80 * 1000);
+	assert_int_equal(sx_store_rtxn_begin(f->st, &young), 0);
+	assert_int_equal(sx_store_rtxn_check(f->st, young), 0);
+	assert_int_equal(sx_store_rtxn_check(f->st, old), SX_ETIMEDOUT);
+	assert_non_null(strstr(sx_diag_last(), "max_reader_age_ms"));
+	assert_true(sx_store_oldest_reader_ms(f->st) >= 80);
+	sx_store_rtxn_end(f->st, old);
+	assert_true(sx_store_oldest_reader_ms(f->st) < 80);
+	sx_store_rtxn_end(f->st, young);
+	assert_int_equal(sx_store_oldest_reader_ms(f->st), 0);
+	/* A transaction the store did not hand out (the loop's own) has no age. */
+	assert_int_equal(sx_store_rtxn_check(f->st, NULL), 0);
+}
+
 static void test_map_limit_refuses_whole_batch(void **state)
 {
 	struct fx *f = *state;
@@ -373,6 +397,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_second_open_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_grows, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_limit_refuses_whole_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_age_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_file_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated_file_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backup, setup, teardown),

@@ -30,7 +30,7 @@ def test_full_disk_refuses_writes_and_keeps_reading():
         # Let the data file grow by little more than what it has now.
         import os
         size = os.path.getsize(os.path.join(s.data_dir, "data.mdb"))
-        resource.prlimit(s.pid, resource.RLIMIT_FSIZE, (size + 256 * 1024, size + 256 * 1024))
+        resource.prlimit(s.pid, resource.RLIMIT_FSIZE, (size + 256 * 1024, resource.RLIM_INFINITY))
         with pytest.raises(RpcError) as e:
             for i in range(50):
                 c.call("blob.pair", key="big%d" % i, size=200_000)
@@ -42,6 +42,82 @@ def test_full_disk_refuses_writes_and_keeps_reading():
         b = c.call("blob.len", key="big%d.b" % failed)
         assert a is None and b is None
         assert c.call("ping") == "pong"
+        # Space returns: writes succeed again, and are durable.
+        resource.prlimit(s.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        c.call("blob.pair", key="after", size=200_000)
+        s.restart()
+        c = s.client()
+        assert c.call("blob.len", key="after.a") == 200_000
+        assert c.call("blob.len", key="after.b") == 200_000
+        assert c.call("blob.len", key="small") == 100
+        assert c.call("blob.len", key="big%d.a" % failed) is None
+
+
+def fsync_fault_env(trigger):
+    """Environment that runs the server over the shim of tests/fault: fsync and
+    fdatasync fail with EIO while `trigger` exists."""
+    import os
+    lib = os.environ.get("SX_FAULT_LIB")
+    assert lib and os.path.exists(lib), "SX_FAULT_LIB must name the built fsync shim"
+    env = {"LD_PRELOAD": lib, "SX_FAULT_FSYNC": trigger}
+    if os.environ.get("SX_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE"):
+        # the shim is preloaded ahead of the ASan runtime
+        env["ASAN_OPTIONS"] = "abort_on_error=0:detect_leaks=1:verify_asan_link_order=0"
+    return env
+
+
+def test_failing_fsync_refuses_the_write_and_recovers(tmp_path):
+    trigger = str(tmp_path / "fail-fsync")
+    with Server(scripts={"methods/blob.lua": BLOB}, env=fsync_fault_env(trigger)) as s:
+        c = s.client()
+        c.call("blob.pair", key="before", size=1000)
+        open(trigger, "w").close()
+        with pytest.raises(RpcError) as e:
+            c.call("blob.pair", key="during", size=1000)
+        assert e.value.code == "io_error", e.value
+        assert "commit" in e.value.message
+        # Reads go on, and the refused write is not visible (never acknowledged).
+        assert c.call("blob.len", key="before.a") == 1000
+        assert c.call("blob.len", key="during.a") is None
+        assert c.call("server.info")["store"]["batches_failed"] >= 1
+        # The device heals: new writes are durable again; the failed one is not retried.
+        import os
+        os.unlink(trigger)
+        c.call("blob.pair", key="after", size=1000)
+        s.restart()
+        c = s.client()
+        assert c.call("blob.len", key="before.b") == 1000
+        assert c.call("blob.len", key="after.b") == 1000
+        assert c.call("blob.len", key="during.a") is None
+        assert c.call("blob.len", key="during.b") is None
+
+
+def test_failing_fsync_in_relaxed_mode_stops_writes_until_restart(tmp_path):
+    trigger = str(tmp_path / "fail-fsync")
+    with Server(config={"durability": "relaxed", "sync_interval_ms": 20},
+                scripts={"methods/blob.lua": BLOB}, env=fsync_fault_env(trigger)) as s:
+        c = s.client()
+        c.call("blob.put", key="before", size=10)
+        time.sleep(0.1)
+        open(trigger, "w").close()
+        c.call("blob.put", key="unsynced", size=10)  # acknowledged before its sync fails
+        deadline = time.monotonic() + 10
+        while not c.call("server.info")["store"]["sync_failed"]:
+            assert time.monotonic() < deadline, "the failed periodic sync was not noticed"
+            time.sleep(0.02)
+        import os
+        os.unlink(trigger)
+        # A later sync would succeed with the lost pages: writes stay refused.
+        with pytest.raises(RpcError) as e:
+            c.call("blob.put", key="later", size=10)
+        assert e.value.code == "io_error" and "fsync failed" in e.value.message
+        assert c.call("blob.len", key="before") == 10
+        assert "fsync failed" in s.stderr_text()
+        s.restart()
+        c = s.client()
+        assert not c.call("server.info")["store"]["sync_failed"]
+        c.call("blob.put", key="later", size=10)
+        assert c.call("blob.len", key="before") == 10
 
 
 def test_map_at_its_limit_gives_storage_full():
@@ -93,3 +169,22 @@ def test_limits_are_validated_at_start(tmp_path):
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 2, (flag, p.stderr)
         assert "sextant:" in p.stderr
+
+
+def test_long_reader_gives_up_at_its_age_limit():
+    """A training job's read transaction past max_reader_age_ms fails the job with a
+    clear reason (it would otherwise hold back map growth); the server goes on."""
+    with Server(config={"max_reader_age_ms": 1}) as s:
+        c = s.client()
+        loaded = c.call("demo.load", users=800, days=30, seed=3)
+        assert loaded["events"] > 8192
+        job = c.call("recommend.train")["job"]
+        deadline = time.monotonic() + 60
+        while (st := c.call("job.status", id=job))["state"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert st["state"] == "failed", st
+        assert st["error"]["code"] == "deadline_exceeded", st
+        assert "max_reader_age_ms" in st["error"]["message"], st
+        assert c.call("server.info")["store"]["oldest_reader_ms"] == 0
+        assert c.call("ping") == "pong"
