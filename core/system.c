@@ -14,9 +14,14 @@
 
 static struct sx_engine *eng;
 
+static const char *const no_args[] = {NULL};
+
 static int m_ping(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	SX_UNUSED(req), SX_UNUSED(args), SX_UNUSED(ud);
+	SX_UNUSED(req), SX_UNUSED(ud);
+	int rc = sx_arg_only(args, no_args);
+	if (rc < 0)
+		return rc;
 	sx_pack_str(pk, "pong");
 	return 0;
 }
@@ -89,9 +94,12 @@ static int m_info(struct sx_req *req, const msgpack_object *args, msgpack_packer
 {
 	struct sx_server_stats ss;
 	struct sx_store_stats st;
-	SX_UNUSED(req), SX_UNUSED(args), SX_UNUSED(ud);
+	SX_UNUSED(req), SX_UNUSED(ud);
+	int rc = sx_arg_only(args, no_args);
+	if (rc < 0)
+		return rc;
 	sx_server_stats(eng->srv, &ss);
-	int rc = sx_store_stats(eng->store, &st);
+	rc = sx_store_stats(eng->store, &st);
 	if (rc < 0)
 		return rc;
 	int nplugins = 0;
@@ -204,8 +212,40 @@ static int m_job_cancel(struct sx_req *req, const msgpack_object *args, msgpack_
 
 static int m_job_list(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	SX_UNUSED(req), SX_UNUSED(args), SX_UNUSED(ud);
+	SX_UNUSED(req), SX_UNUSED(ud);
+	int rc = sx_arg_only(args, no_args);
+	if (rc < 0)
+		return rc;
 	sx_jobs_pack_list(eng->jobs, pk);
+	return 0;
+}
+
+static int method_cmp(const void *a, const void *b)
+{
+	return strcmp((*(const struct sx_method *const *)a)->name, (*(const struct sx_method *const *)b)->name);
+}
+
+static int m_methods(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	SX_UNUSED(req), SX_UNUSED(ud);
+	int rc = sx_arg_only(args, no_args);
+	if (rc < 0)
+		return rc;
+	size_t n = sx_rpc_count(eng->rpc);
+	const struct sx_method **all = malloc((n ? n : 1) * sizeof(*all));
+	if (!all)
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		all[i] = sx_rpc_at(eng->rpc, i);
+	qsort(all, n, sizeof(*all), method_cmp);
+	msgpack_pack_array(pk, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		msgpack_pack_map(pk, 3);
+		sx_pack_kv_str(pk, "name", all[i]->name);
+		sx_pack_kv_str(pk, "role", sx_role_name(all[i]->role));
+		sx_pack_kv_str(pk, "doc", all[i]->doc ? all[i]->doc : "");
+	}
+	free(all);
 	return 0;
 }
 
@@ -272,6 +312,7 @@ static int start(struct sx_engine *e)
 		{"ping", SX_ROLE_NONE, m_ping, NULL, "liveness: answers \"pong\""},
 		{"auth", SX_ROLE_NONE, m_auth, NULL, "authenticate the connection with a token"},
 		{"server.info", SX_ROLE_READER, m_info, NULL, "version, uptime, load, store, scripts, jobs"},
+		{"server.methods", SX_ROLE_READER, m_methods, NULL, "every built-in method with its role"},
 		{"subscribe", SX_ROLE_READER, m_subscription, "subscribe", "receive notifications of a topic"},
 		{"unsubscribe", SX_ROLE_READER, m_subscription, NULL, "stop notifications of a topic"},
 		{"job.status", SX_ROLE_READER, m_job_status, NULL, "a job's state, progress and result"},
