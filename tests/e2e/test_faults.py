@@ -188,3 +188,35 @@ def test_long_reader_gives_up_at_its_age_limit():
         assert "max_reader_age_ms" in st["error"]["message"], st
         assert c.call("server.info")["store"]["oldest_reader_ms"] == 0
         assert c.call("ping") == "pong"
+
+
+def test_kill9_during_training_leaves_no_partial_version():
+    with Server() as s:
+        c = s.client()
+        c.call("demo.load", users=2000, days=30, seed=1)
+
+        def train(iterations, factors):
+            return c.call("model.train", type="als", name="m", params={"iterations": iterations, "factors": factors})["job"]
+
+        job = train(2, 8)
+        while (st := c.call("job.status", id=job))["state"] == "running":
+            time.sleep(0.05)
+        assert st["state"] == "done" and st["result"]["version"] == 1
+        before = c.call("model.predict", name="m", version=1, inputs={"user": "u0000001"})
+        job = train(200, 64)
+        deadline = time.monotonic() + 30
+        while "iteration" not in (c.call("job.status", id=job)["message"] or ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        s.kill9()
+        s.start()
+        c = s.client()
+        m = c.call("model.get", name="m")
+        assert m["version"] == 1 and m["status"] == "ready"
+        assert [x["latest"] for x in c.call("model.list") if x["name"] == "m"] == [1]
+        assert c.call("model.predict", name="m", version=1, inputs={"user": "u0000001"}) == before
+        # Training after the restart goes on from the last complete version.
+        job = train(2, 8)
+        while (st := c.call("job.status", id=job))["state"] == "running":
+            time.sleep(0.05)
+        assert st["state"] == "done" and st["result"]["version"] == 2, st
