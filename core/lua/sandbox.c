@@ -16,6 +16,9 @@
 #include <lua.h>
 #include <lualib.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +49,24 @@ static const char *const reason_msg[R_COUNT] = {
 	"coroutine nesting too deep",
 };
 
+/* The watchdog. Budget checks read the clock only at instrumented points, in
+ * the allocator and in host charges, so a C function that runs long between
+ * them would overshoot the deadline. A thread per VM sleeps until the deadline
+ * of the outermost call; if the call still runs then, it signals the VM's
+ * thread, whose handler sets `expired` and a count hook (what LuaJIT's own
+ * interpreter does on SIGINT): interpreted code stops at its next
+ * instruction, compiled code at its next budget check, host loops that poll
+ * sx_lua_expired() at once. */
+#define WD_SIGNAL (SIGRTMIN + 5)
+
+struct watchdog {
+	pthread_t thread, owner;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int started, stop;
+	uint64_t gen, deadline_ns; /* deadline 0: nothing to watch */
+};
+
 struct sx_lua {
 	lua_State *L;
 	struct sx_lua_limits limits; /* for the next outermost call */
@@ -67,7 +88,13 @@ struct sx_lua {
 	int ref_check, ref_co, ref_proto, ref_modules, ref_load;
 	int ref_msg[R_COUNT];
 	char where[128];
+	struct watchdog wd;
+	volatile sig_atomic_t armed; /* the handler may act: a call with a deadline runs */
+	atomic_int expired;	     /* set by the handler, cleared by budget_begin */
+	struct sx_lua *wd_prev;	     /* the thread's previous current VM */
 };
+
+static __thread struct sx_lua *wd_current;
 
 /* ---- allocation ---------------------------------------------------------- */
 
@@ -90,6 +117,11 @@ static void *lx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		}
 		if (lx->exhausted == R_TIME)
 			return NULL;
+		if (lx->depth && atomic_load_explicit(&lx->expired, memory_order_relaxed)) {
+			if (!lx->exhausted)
+				lx->exhausted = R_TIME;
+			return NULL;
+		}
 		/* Bulk work in C (concatenations, table growth) allocates; this is
 		 * where a deadline is noticed between instrumented checks. */
 		lx->grown += grow;
@@ -188,6 +220,8 @@ static void settle(lua_State *L, struct sx_lua *lx, double left)
 	}
 	if (lx->exhausted)
 		stop(L, lx, lx->exhausted);
+	if (atomic_load_explicit(&lx->expired, memory_order_relaxed))
+		stop(L, lx, R_TIME);
 	if (left < 0)
 		lx->used += (uint64_t)-left;
 	if (lx->active.instructions && lx->used > lx->active.instructions)
@@ -245,6 +279,8 @@ void sx__lua_charge(lua_State *L, uint64_t steps)
 		return;
 	if (lx->exhausted)
 		stop(L, lx, lx->exhausted);
+	if (atomic_load_explicit(&lx->expired, memory_order_relaxed))
+		stop(L, lx, R_TIME);
 	/* small charges (one short match) are batched: settling costs API calls */
 	lx->pending += steps;
 	if (lx->pending < 4096)
@@ -275,6 +311,133 @@ static void co_set(lua_State *L, struct sx_lua *lx, int depth, int max)
 	lua_pop(L, 1);
 }
 
+static void wd_hook(lua_State *L, lua_Debug *ar)
+{
+	struct sx_lua *lx = sx_lua_from_state(L);
+	SX_UNUSED(ar);
+	if (lx && lx->depth && atomic_load(&lx->expired))
+		stop(L, lx, R_TIME);
+}
+
+static void wd_handler(int sig)
+{
+	struct sx_lua *lx = wd_current;
+	SX_UNUSED(sig);
+	if (lx && lx->armed) {
+		atomic_store(&lx->expired, 1);
+		lua_sethook(lx->L, wd_hook, LUA_MASKCOUNT, 1);
+	}
+}
+
+static void *wd_main(void *arg)
+{
+	struct watchdog *wd = arg;
+	pthread_mutex_lock(&wd->mu);
+	while (!wd->stop) {
+		if (!wd->deadline_ns) {
+			pthread_cond_wait(&wd->cv, &wd->mu);
+			continue;
+		}
+		uint64_t gen = wd->gen, dl = wd->deadline_ns;
+		struct timespec ts = {(time_t)(dl / 1000000000u), (long)(dl % 1000000000u)};
+		while (!wd->stop && wd->gen == gen && sx_now_ns() < dl)
+			pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
+		if (wd->stop || wd->gen != gen)
+			continue;
+		pthread_kill(wd->owner, WD_SIGNAL);
+		while (!wd->stop && wd->gen == gen)
+			pthread_cond_wait(&wd->cv, &wd->mu);
+	}
+	pthread_mutex_unlock(&wd->mu);
+	return NULL;
+}
+
+static pthread_once_t wd_once = PTHREAD_ONCE_INIT;
+
+static void wd_install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = wd_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(WD_SIGNAL, &sa, NULL);
+}
+
+/* Without a thread the deadline is still checked at the budget points. */
+static int wd_start(struct sx_lua *lx)
+{
+	struct watchdog *wd = &lx->wd;
+	pthread_condattr_t ca;
+	pthread_once(&wd_once, wd_install);
+	pthread_mutex_init(&wd->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&wd->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	wd->owner = pthread_self();
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int rc = pthread_create(&wd->thread, NULL, wd_main, wd);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc) {
+		pthread_cond_destroy(&wd->cv);
+		pthread_mutex_destroy(&wd->mu);
+		return -1;
+	}
+	wd->started = 1;
+	return 0;
+}
+
+static void wd_arm(struct sx_lua *lx)
+{
+	struct watchdog *wd = &lx->wd;
+	if (!wd->started && wd_start(lx) < 0)
+		return;
+	if (!pthread_equal(wd->owner, pthread_self()))
+		return;
+	lx->wd_prev = wd_current;
+	wd_current = lx;
+	pthread_mutex_lock(&wd->mu);
+	wd->gen++;
+	wd->deadline_ns = lx->deadline_ns;
+	pthread_cond_signal(&wd->cv);
+	pthread_mutex_unlock(&wd->mu);
+	lx->armed = 1;
+}
+
+static void wd_disarm(lua_State *L, struct sx_lua *lx)
+{
+	if (!lx->armed)
+		return;
+	lx->armed = 0; /* from here the handler leaves this VM alone */
+	atomic_signal_fence(memory_order_seq_cst);
+	struct watchdog *wd = &lx->wd;
+	pthread_mutex_lock(&wd->mu);
+	wd->gen++;
+	wd->deadline_ns = 0;
+	pthread_cond_signal(&wd->cv);
+	pthread_mutex_unlock(&wd->mu);
+	if (lua_gethook(L) == wd_hook)
+		lua_sethook(L, NULL, 0, 0);
+	wd_current = lx->wd_prev;
+}
+
+static void wd_free(struct sx_lua *lx)
+{
+	struct watchdog *wd = &lx->wd;
+	if (!wd->started)
+		return;
+	pthread_mutex_lock(&wd->mu);
+	wd->stop = 1;
+	pthread_cond_signal(&wd->cv);
+	pthread_mutex_unlock(&wd->mu);
+	pthread_join(wd->thread, NULL);
+	pthread_cond_destroy(&wd->cv);
+	pthread_mutex_destroy(&wd->mu);
+}
+
 static void budget_begin(lua_State *L, struct sx_lua *lx)
 {
 	lx->active = lx->limits;
@@ -293,12 +456,17 @@ static void budget_begin(lua_State *L, struct sx_lua *lx)
 	lx->settled_ns = sx_now_ns();
 	lx->deadline_ns = lx->active.wall_ms ? lx->settled_ns + (uint64_t)lx->active.wall_ms * 1000000u : 0;
 	lx->quantum = lx->deadline_ns ? QUANTUM_FIRST : QUANTUM;
+	atomic_store(&lx->expired, 0);
+	if (lx->deadline_ns)
+		wd_arm(lx);
 	refill(L, lx, 1);
 	co_set(L, lx, 0, (int)lx->active.coroutine_depth);
 }
 
 static void budget_end(lua_State *L, struct sx_lua *lx)
 {
+	wd_disarm(L, lx);
+	atomic_store(&lx->expired, 0);
 	lx->cap = SIZE_MAX;
 	lx->deadline_ns = 0;
 	lx->exhausted = R_NONE;
@@ -705,7 +873,9 @@ void sx_lua_free(struct sx_lua *lx)
 	/* finalizers run under the default budgets */
 	budget_begin(lx->L, lx);
 	lx->depth = 1;
+	wd_disarm(lx->L, lx);
 	lua_close(lx->L);
+	wd_free(lx);
 	free(lx);
 }
 
@@ -722,6 +892,12 @@ const struct sx_lua_limits *sx_lua_limits(const struct sx_lua *lx) { return &lx-
 size_t sx_lua_memory(const struct sx_lua *lx) { return lx->mem; }
 
 int sx_lua_in_call(const struct sx_lua *lx) { return lx->depth > 0; }
+
+int sx_lua_expired(lua_State *L)
+{
+	struct sx_lua *lx = sx_lua_from_state(L);
+	return lx && lx->depth && (atomic_load(&lx->expired) || lx->exhausted == R_TIME);
+}
 
 struct allow_args {
 	const char *name;

@@ -16,7 +16,11 @@
  * bytes allocated above what was in use when the call began, coroutine nesting
  * depth, and a wall-clock limit. The clock is read at the same points (every
  * 0.5-2 ms of run time), every few thousand pattern-matching steps, and by the
- * allocator every 256 allocations or MiB. A single library call that neither
+ * allocator every 256 allocations or MiB; and a watchdog thread per VM
+ * signals the VM's thread when the deadline passes during a call, which stops
+ * interpreted code at its next instruction, compiled code at its next budget
+ * check, and host C loops that poll sx_lua_expired() (the signal is
+ * SIGRTMIN+5, handled with SA_RESTART). A single library call that neither
  * allocates nor calls back into Lua (comparing two long strings) is not
  * interrupted, which the memory cap bounds.
  * Caveat: a __gc metamethod must never raise; this LuaJIT crashes when a
@@ -110,5 +114,10 @@ struct sx_lua *sx_lua_from_state(lua_State *L);
 
 /* Is a budgeted call in progress? (Host functions use it to refuse reentry.) */
 int sx_lua_in_call(const struct sx_lua *lx);
+
+/* 1 once the call in progress on L's VM is past its wall-clock limit. Host
+ * functions that loop in C (scans, bulk maths) poll it and return early; the
+ * call then fails with "time limit exceeded" when control is back in Lua. */
+int sx_lua_expired(lua_State *L);
 
 #endif

@@ -161,6 +161,64 @@ static void test_runaway_time(void **state)
 
 /* ---- memory --------------------------------------------------------------- */
 
+/* A host function that spends `ms` in C without allocating or calling Lua. */
+static int spin(lua_State *L)
+{
+	uint64_t until = sx_now_ms() + (uint64_t)luaL_checknumber(L, 1);
+	while (sx_now_ms() < until)
+		;
+	return 0;
+}
+
+/* A host loop that polls the watchdog (up to 5 s). */
+static int poll_until_expired(lua_State *L)
+{
+	uint64_t until = sx_now_ms() + 5000;
+	while (!sx_lua_expired(L) && sx_now_ms() < until)
+		;
+	lua_pushboolean(L, sx_lua_expired(L));
+	return 1;
+}
+
+static uint64_t call_with(struct sx_lua *lx, const char *src, lua_CFunction f)
+{
+	lua_State *L = sx_lua_state(lx);
+	assert_int_equal(load(lx, src), 0);
+	lua_pop(L, 1);
+	lua_pushcfunction(L, f);
+	uint64_t t0 = sx_now_ms();
+	int rc = sx_lua_call(lx, 1, 0);
+	uint64_t ms = sx_now_ms() - t0;
+	assert_int_equal(rc, SX_EBUDGET);
+	if (!strstr(sx_diag_last(), "time limit exceeded (50 ms)"))
+		fail_msg("%s", sx_diag_last());
+	return ms;
+}
+
+/* Time spent inside C: the watchdog stops the call soon after its deadline,
+ * not at the next budget settle (which could be dozens of slow calls later). */
+static void test_watchdog(void **state)
+{
+	SX_UNUSED(state);
+	struct sx_lua *lx = vm(0, 64 << 20, 50);
+	uint64_t ms = call_with(lx, "return function(spin) for i = 1, 300 do spin(10) end end", spin);
+	if (ms < 50 || ms > 150)
+		fail_msg("a loop of 10 ms C calls stopped after %llu ms", (unsigned long long)ms);
+	expect_alive(lx);
+	ms = call_with(lx, "return function(poll) local expired = poll() while true do end end",
+		       poll_until_expired);
+	if (ms < 50 || ms > 150)
+		fail_msg("a polling host loop stopped after %llu ms", (unsigned long long)ms);
+	/* pcall cannot keep the script going once the deadline has passed */
+	ms = call_with(lx, "return function(spin) for i = 1, 300 do pcall(spin, 10) end end", spin);
+	if (ms < 50 || ms > 150)
+		fail_msg("pcall'ed C calls stopped after %llu ms", (unsigned long long)ms);
+	expect_alive(lx);
+	/* a later call within its limit is not disturbed by the last one's signal */
+	expect_number(lx, "local s = 0 for i = 1, 1e6 do s = s + 1 end return s", 1e6);
+	sx_lua_free(lx);
+}
+
 static void test_memory(void **state)
 {
 	(void)state;
@@ -726,6 +784,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_runaway_instructions),
 		cmocka_unit_test(test_runaway_time),
+		cmocka_unit_test(test_watchdog),
 		cmocka_unit_test(test_memory),
 		cmocka_unit_test(test_stack),
 		cmocka_unit_test(test_escapes),
