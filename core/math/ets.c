@@ -209,6 +209,138 @@ static double loglik_of(const struct sx_ets_spec *s, size_t n, const struct kres
 	return -0.5 * dn * (LOG_2PI + log(kr->sse_r / dn) + 1.0);
 }
 
+/* The same pass for SX_OPTIM_LANES parameter sets at once, for the
+ * optimiser's gradient and line-search points. One pass is a serial chain
+ * of dependent operations (latency-bound); independent lanes fill the
+ * pipeline, so four cost little more than one. Specialised per model shape
+ * (trend, season, error) so that the per-step branches disappear. The
+ * multiplicative update divides once by S and once for 1/L: the same
+ * values as kernel() up to the last bit of rounding. */
+#define NL SX_OPTIM_LANES
+
+struct lanes {
+	double alpha[NL], beta[NL], gamma[NL], phi[NL], l0[NL], b0[NL];
+	double s0[SX_ETS_MAX_M][NL];
+};
+
+/* Four lanes as one GCC vector: two SSE2 operations each without AVX. */
+typedef double vd __attribute__((vector_size(NL * sizeof(double))));
+typedef long long vl __attribute__((vector_size(NL * sizeof(double))));
+
+#define VLOAD(v, p) memcpy(&(v), (p), sizeof(vd))
+
+static inline __attribute__((always_inline)) void
+kernel_lanes_t(const double *y, size_t n, int m, const struct lanes *P, struct kres *kr, int trend,
+	       int seas, int mulerr)
+{
+	vd alpha, beta, gamma, phi, l, b = {0}, zero = {0}, one = zero + 1;
+	VLOAD(alpha, P->alpha), VLOAD(beta, P->beta), VLOAD(gamma, P->gamma);
+	VLOAD(phi, P->phi), VLOAD(l, P->l0);
+	if (trend)
+		VLOAD(b, P->b0);
+	vd ring[SX_ETS_MAX_M], sse_r = zero, sse_e = zero, mant = one;
+	vl bad = {0};
+	vl expo = {0};
+	for (int j = 0; j < m; j++) {
+		ring[j] = zero;
+		if (seas)
+			VLOAD(ring[j], P->s0[j]);
+	}
+	int j = 0;
+	for (size_t t = 0; t < n; t++) {
+		vd yt = zero + y[t];
+		vd B = trend ? phi * b : zero, L = l + B, S = ring[j], Y, r;
+		if (seas == SX_ETS_MUL) {
+			bad |= ~((S > 0) & (L > 0));
+			/* one division per step: 1/S = L/Y, 1/L = S/Y */
+			Y = L * S;
+			vd d = one / Y, q = yt * L * d - L, iL = S * d;
+			r = q * S;
+			l = L + alpha * q;
+			if (trend)
+				b = B + beta * q;
+			ring[j] = S + gamma * r * iL;
+			if (mulerr) {
+				vd e = q * iL;
+				sse_e += e * e;
+			}
+		} else {
+			Y = L + S;
+			r = (yt - S) - L;
+			l = L + alpha * r;
+			if (trend)
+				b = B + beta * r;
+			if (seas)
+				ring[j] = S + gamma * r;
+			if (mulerr) {
+				vd e = r / Y;
+				sse_e += e * e;
+			}
+		}
+		sse_r += r * r;
+		if (mulerr) {
+			/* mant's exponent moves to expo every fourth step by bit
+			 * operations: exact, no branch, no log per step */
+			bad |= ~(Y > 0);
+			mant *= Y;
+			if ((t & 3) == 3 || t + 1 == n) {
+				vl bits;
+				memcpy(&bits, &mant, sizeof(bits));
+				vl ex = (bits >> 52) & 0x7ff;
+				/* four steps overflowed or underflowed: |y| beyond 1e76 */
+				bad |= (ex == 0x7ff) | (ex == 0);
+				expo += ex - 1023;
+				bits = (bits & 0x800fffffffffffffLL) | 0x3ff0000000000000LL;
+				memcpy(&mant, &bits, sizeof(bits));
+			}
+		}
+		if (++j == m)
+			j = 0;
+		if ((seas == SX_ETS_MUL || mulerr) && (t & 7) == 7) {
+			/* an inadmissible lane's states run to NaN, infinities and
+			 * subnormals (slow): stop when every lane is out, else reset
+			 * the lost lanes to harmless values */
+			int all = 1, any = 0;
+			for (int k = 0; k < NL; k++)
+				all &= bad[k] != 0, any |= bad[k] != 0;
+			if (all)
+				break;
+			if (any) {
+				for (int k = 0; k < NL; k++) {
+					if (!bad[k])
+						continue;
+					l[k] = 1, b[k] = 0;
+					for (int i = 0; i < m; i++)
+						ring[i][k] = 1;
+				}
+			}
+		}
+	}
+	for (int k = 0; k < NL; k++) {
+		int bk = bad[k] != 0 || !isfinite(sse_r[k]) || !isfinite(l[k]) || !isfinite(b[k]);
+		kr[k].sse_r = sse_r[k];
+		kr[k].sse_e = sse_e[k];
+		kr[k].slog = mulerr && !bk ? log(mant[k]) + (double)expo[k] * M_LN2 : 0;
+		kr[k].bad = bk;
+	}
+}
+
+#define KL_CASE(tr, se, me)                                                                        \
+	if (trend == tr && seas == se && mulerr == me) {                                           \
+		kernel_lanes_t(y, n, m, P, kr, tr, se, me);                                        \
+		return;                                                                            \
+	}
+
+static void kernel_lanes(const double *y, size_t n, const struct sx_ets_spec *s,
+			 const struct lanes *P, struct kres *kr)
+{
+	int trend = s->trend != SX_ETS_NONE, seas = s->season, mulerr = s->error == SX_ETS_MUL;
+	int m = season_len(s);
+	KL_CASE(0, 0, 0) KL_CASE(0, 0, 1) KL_CASE(0, 1, 0) KL_CASE(0, 1, 1) KL_CASE(0, 2, 0)
+	KL_CASE(0, 2, 1) KL_CASE(1, 0, 0) KL_CASE(1, 0, 1) KL_CASE(1, 1, 0) KL_CASE(1, 1, 1)
+	KL_CASE(1, 2, 0) KL_CASE(1, 2, 1)
+}
+
 int sx_ets_filter(const double *y, size_t n, struct sx_ets_model *p, double *fitted)
 {
 	int rc;
@@ -353,9 +485,8 @@ static void layout(struct obj *o)
 	o->dim = (size_t)i;
 }
 
-static void unpack(struct obj *o, const double *x)
+static void unpack_to(const struct obj *o, const double *x, struct sx_ets_model *p)
 {
-	struct sx_ets_model *p = &o->p;
 	double a = x[0];
 	p->alpha = a;
 	/* beta and gamma are searched as fractions of their upper limits so
@@ -376,21 +507,28 @@ static void unpack(struct obj *o, const double *x)
 	}
 }
 
+static void unpack(struct obj *o, const double *x) { unpack_to(o, x, &o->p); }
+
+static double objective_value(const struct obj *o, const struct kres *kr)
+{
+	if (kr->bad)
+		return INFINITY;
+	if (o->hw)
+		return kr->sse_r;
+	if (o->p.spec.error == SX_ETS_MUL && !(kr->sse_e > 0))
+		return INFINITY;
+	if (o->p.spec.error == SX_ETS_ADD && !(kr->sse_r > 0))
+		return -1e300;
+	return -loglik_of(&o->p.spec, o->n, kr);
+}
+
 static double objective(const double *x, void *ud)
 {
 	struct obj *o = ud;
 	unpack(o, x);
 	struct kres kr;
 	kernel(o->y, o->n, &o->p, NULL, NULL, NULL, NULL, &kr);
-	if (kr.bad)
-		return INFINITY;
-	if (o->hw)
-		return kr.sse_r;
-	if (o->p.spec.error == SX_ETS_MUL && !(kr.sse_e > 0))
-		return INFINITY;
-	if (o->p.spec.error == SX_ETS_ADD && !(kr.sse_r > 0))
-		return -1e300;
-	return -loglik_of(&o->p.spec, o->n, &kr);
+	return objective_value(o, &kr);
 }
 
 struct uobj {
@@ -399,16 +537,22 @@ struct uobj {
 	double lb[SX_OPTIM_MAX_DIM], ub[SX_OPTIM_MAX_DIM], c[SX_OPTIM_MAX_DIM], s[SX_OPTIM_MAX_DIM];
 };
 
+static double from_u1(const struct uobj *u, size_t i, double z)
+{
+	double x;
+	if (isfinite(u->lb[i]) && isfinite(u->ub[i]))
+		x = u->lb[i] + (u->ub[i] - u->lb[i]) / (1 + exp(-z));
+	else
+		x = u->c[i] + u->s[i] * z;
+	if (u->lb[i] > -INFINITY && x < u->lb[i])
+		x = u->lb[i];
+	return x;
+}
+
 static void from_u(const struct uobj *u, const double *z, double *x)
 {
-	for (size_t i = 0; i < u->dim; i++) {
-		if (isfinite(u->lb[i]) && isfinite(u->ub[i]))
-			x[i] = u->lb[i] + (u->ub[i] - u->lb[i]) / (1 + exp(-z[i]));
-		else
-			x[i] = u->c[i] + u->s[i] * z[i];
-		if (u->lb[i] > -INFINITY && x[i] < u->lb[i])
-			x[i] = u->lb[i];
-	}
+	for (size_t i = 0; i < u->dim; i++)
+		x[i] = from_u1(u, i, z[i]);
 }
 
 static void to_u(const struct uobj *u, const double *x, double *z)
@@ -430,6 +574,51 @@ static double objective_u(const double *z, void *ud)
 	double x[SX_OPTIM_MAX_DIM];
 	from_u(u, z, x);
 	return objective(x, u->o);
+}
+
+/* The optimiser's points in groups of NL lanes (a short last group is
+ * padded with copies of its first point). from_u is coordinate-wise, so a
+ * point that differs from the previous one in a few coordinates (a
+ * gradient step) only maps those again. */
+static void objective_multi(const double *const *zs, size_t count, double *fx, void *ud)
+{
+	const struct uobj *u = ud;
+	const struct obj *o = u->o;
+	double zprev[SX_OPTIM_MAX_DIM], xprev[SX_OPTIM_MAX_DIM];
+	int have = 0;
+	for (size_t g = 0; g < count; g += NL) {
+		struct lanes P;
+		struct kres kr[NL];
+		struct sx_ets_model mp;
+		mp.spec = o->p.spec;
+		int m = season_len(&o->p.spec);
+		for (int k = 0; k < NL; k++) {
+			const double *z = zs[g + k < count ? g + k : g];
+			double x[SX_OPTIM_MAX_DIM];
+			if (!have) {
+				from_u(u, z, x);
+				have = 1;
+			} else {
+				for (size_t i = 0; i < u->dim; i++) {
+					x[i] = z[i] == zprev[i] ? xprev[i] : from_u1(u, i, z[i]);
+				}
+			}
+			memcpy(zprev, z, u->dim * sizeof(double));
+			memcpy(xprev, x, u->dim * sizeof(double));
+			unpack_to(o, x, &mp);
+			P.alpha[k] = mp.alpha;
+			P.beta[k] = mp.beta;
+			P.gamma[k] = mp.gamma;
+			P.phi[k] = mp.phi;
+			P.l0[k] = mp.l0;
+			P.b0[k] = mp.b0;
+			for (int j = 0; j < m; j++)
+				P.s0[j][k] = mp.s0[j];
+		}
+		kernel_lanes(o->y, o->n, &o->p.spec, &P, kr);
+		for (int k = 0; k < NL && g + k < count; k++)
+			fx[g + k] = objective_value(o, &kr[k]);
+	}
 }
 
 static double scale_of(const double *y, size_t n)
@@ -521,6 +710,7 @@ static int fit_common(const double *y, size_t n, const struct sx_ets_spec *spec,
 	struct sx_optim_bfgs_opts bo = {
 		.max_iter = opts && opts->max_iter ? opts->max_iter : 400,
 		.ftol = 1e-9,
+		.multi = objective_multi,
 	};
 	double best[SX_OPTIM_MAX_DIM], fbest = INFINITY, x[SX_OPTIM_MAX_DIM];
 	int evals = 0;

@@ -157,10 +157,38 @@ int sx_optim_nm(sx_optim_fn f, void *ud, double *x, size_t dim, const double *st
 	return (int)(s.evals > (size_t)0x7fffffff ? 0x7fffffff : s.evals);
 }
 
-static void grad(sx_optim_fn f, void *ud, const double *x, double fx, size_t n, double hs,
-		 int central, double *g, size_t *evals)
+static void grad(sx_optim_fn f, sx_optim_multi_fn multi, void *ud, const double *x, double fx,
+		 size_t n, double hs, int central, double *g, size_t *evals)
 {
 	double xt[SX_OPTIM_MAX_DIM];
+	if (multi) {
+		/* every difference point in one call; same points, same arithmetic */
+		double pts[2 * SX_OPTIM_MAX_DIM][SX_OPTIM_MAX_DIM], fv[2 * SX_OPTIM_MAX_DIM], hh[SX_OPTIM_MAX_DIM];
+		const double *ps[2 * SX_OPTIM_MAX_DIM] = {0};
+		size_t np = 0;
+		for (size_t i = 0; i < n; i++) {
+			hh[i] = hs * fmax(1.0, fabs(x[i]));
+			memcpy(pts[np], x, n * sizeof(double));
+			pts[np][i] = x[i] + hh[i];
+			ps[np] = pts[np];
+			np++;
+			if (central) {
+				memcpy(pts[np], x, n * sizeof(double));
+				pts[np][i] = x[i] - hh[i];
+				ps[np] = pts[np];
+				np++;
+			}
+		}
+		multi(ps, np, fv, ud);
+		*evals += np;
+		for (size_t i = 0; i < n; i++) {
+			double fp = central ? fv[2 * i] : fv[i], fm = central ? fv[2 * i + 1] : fx, h = hh[i];
+			if (!central)
+				h *= 0.5;
+			g[i] = isfinite(fp) && isfinite(fm) ? (fp - fm) / (2 * h) : 0;
+		}
+		return;
+	}
 	memcpy(xt, x, n * sizeof(double));
 	for (size_t i = 0; i < n; i++) {
 		double h = hs * fmax(1.0, fabs(x[i]));
@@ -189,6 +217,7 @@ int sx_optim_bfgs(sx_optim_fn f, void *ud, double *x, size_t dim,
 	double ftol = opts && opts->ftol > 0 ? opts->ftol : 1e-10;
 	double gtol = opts && opts->gtol > 0 ? opts->gtol : 1e-8;
 	int central = opts ? opts->central : 0;
+	sx_optim_multi_fn multi = opts ? opts->multi : NULL;
 	double hs = opts && opts->fd_step > 0 ? opts->fd_step : central ? 1e-6 : 1e-8;
 	double H[SX_OPTIM_MAX_DIM * SX_OPTIM_MAX_DIM];
 	double g[SX_OPTIM_MAX_DIM], gn[SX_OPTIM_MAX_DIM], d[SX_OPTIM_MAX_DIM];
@@ -202,7 +231,7 @@ int sx_optim_bfgs(sx_optim_fn f, void *ud, double *x, size_t dim,
 			*fx = f0;
 		return (int)evals;
 	}
-	grad(f, ud, x, f0, n, hs, central, g, &evals);
+	grad(f, multi, ud, x, f0, n, hs, central, g, &evals);
 	int fresh = 1, stall = 0;
 	for (size_t it = 0; it < max_iter; it++) {
 		if (fresh) {
@@ -240,16 +269,42 @@ int sx_optim_bfgs(sx_optim_fn f, void *ud, double *x, size_t dim,
 		}
 		double fnew = INFINITY;
 		int ok = 0;
-		for (int ls = 0; ls < 40; ls++) {
-			for (size_t i = 0; i < n; i++)
-				xn[i] = x[i] + t * d[i];
-			fnew = f(xn, ud);
-			evals++;
-			if (isfinite(fnew) && fnew <= f0 + 1e-4 * t * slope) {
-				ok = 1;
-				break;
+		if (multi) {
+			/* SX_OPTIM_LANES halvings per call; the first acceptable one in
+			 * order is the one the sequential search would take. */
+			double lp[SX_OPTIM_LANES][SX_OPTIM_MAX_DIM], lf[SX_OPTIM_LANES], lt[SX_OPTIM_LANES];
+			const double *lps[SX_OPTIM_LANES];
+			for (int ls = 0; ls < 40 && !ok; ls += SX_OPTIM_LANES) {
+				for (int k = 0; k < SX_OPTIM_LANES; k++) {
+					lt[k] = t;
+					for (size_t i = 0; i < n; i++)
+						lp[k][i] = x[i] + t * d[i];
+					lps[k] = lp[k];
+					t *= 0.5;
+				}
+				multi(lps, SX_OPTIM_LANES, lf, ud);
+				evals += SX_OPTIM_LANES;
+				for (int k = 0; k < SX_OPTIM_LANES; k++) {
+					if (isfinite(lf[k]) && lf[k] <= f0 + 1e-4 * lt[k] * slope) {
+						ok = 1;
+						fnew = lf[k];
+						memcpy(xn, lp[k], n * sizeof(double));
+						break;
+					}
+				}
 			}
-			t *= 0.5;
+		} else {
+			for (int ls = 0; ls < 40; ls++) {
+				for (size_t i = 0; i < n; i++)
+					xn[i] = x[i] + t * d[i];
+				fnew = f(xn, ud);
+				evals++;
+				if (isfinite(fnew) && fnew <= f0 + 1e-4 * t * slope) {
+					ok = 1;
+					break;
+				}
+				t *= 0.5;
+			}
 		}
 		if (!ok) {
 			if (fresh)
@@ -257,7 +312,7 @@ int sx_optim_bfgs(sx_optim_fn f, void *ud, double *x, size_t dim,
 			fresh = 1;
 			continue;
 		}
-		grad(f, ud, xn, fnew, n, hs, central, gn, &evals);
+		grad(f, multi, ud, xn, fnew, n, hs, central, gn, &evals);
 		double sy = 0;
 		for (size_t i = 0; i < n; i++) {
 			sv[i] = xn[i] - x[i];

@@ -42,13 +42,24 @@ struct sx_optim_nm_opts {
 int sx_optim_nm(sx_optim_fn f, void *ud, double *x, size_t dim, const double *step,
 		const double *lb, const double *ub, const struct sx_optim_nm_opts *opts, double *fx);
 
+/* Several points at once: fx[i] = f(xs[i]) for i < count. An objective that
+ * is latency-bound (a serial recursion) evaluates independent points nearly
+ * for the price of one; results must equal count calls of the plain f. */
+typedef void (*sx_optim_multi_fn)(const double *const *xs, size_t count, double *fx, void *ud);
+
 struct sx_optim_bfgs_opts {
 	size_t max_iter; /* 0 = 200 */
 	double ftol;     /* stop when an iteration gains <= ftol * (|f| + ftol); 0 = 1e-10 */
 	double gtol;     /* or when max |gradient| <= gtol; 0 = 1e-8 */
 	double fd_step;  /* difference step per unit of x; 0 = 1e-8 forward, 1e-6 central */
 	int central;     /* central differences: 2 evaluations per coordinate, not 1 */
+	/* Optional: used for the gradient's points and for SX_OPTIM_LANES
+	 * consecutive halvings of the line search at once. The iterates are the
+	 * same as with f alone; only the evaluation count differs. */
+	sx_optim_multi_fn multi;
 };
+
+#define SX_OPTIM_LANES 4
 
 /* Minimise an unconstrained f from x with BFGS (inverse-Hessian update,
  * backtracking Armijo line search) and finite-difference gradients of

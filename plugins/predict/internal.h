@@ -131,6 +131,11 @@ extern int sx__pred_quiet;
 /* Pushes the summary view as a Lua table. */
 void sx__pred_push_view(lua_State *L, const struct sx_pred_view *v);
 
+/* An sx_method_fn recording each success of the handler *(sx_method_fn *)ud
+ * in the audit log (action = method name, detail = its arguments). */
+struct sx_req;
+int sx__pred_audited(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud);
+
 /* ---- forecast.c, notify.c ---- */
 int sx__pred_forecast_start(struct sx_engine *e);
 int sx__pred_notify_start(struct sx_engine *e);

@@ -687,8 +687,9 @@ int sx__pred_notify_start(struct sx_engine *e)
 	int rc = sx_scripts_add_kind(e->scripts, &kind);
 	if (rc < 0)
 		return rc;
+	static const sx_method_fn m_generate_fn = m_generate;
 	const struct sx_method methods[] = {
-		{"notifications.generate", SX_ROLE_WRITER, m_generate, NULL, "run a notification rule {rule, cohort?, limit?}"},
+		{"notifications.generate", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_generate_fn, "run a notification rule {rule, cohort?, limit?}"},
 		{"notifications.pull", SX_ROLE_READER, m_pull, NULL, "pending notifications, oldest first {limit?}"},
 		{"notifications.ack", SX_ROLE_WRITER, m_ack, NULL, "mark notifications delivered {ids}"},
 	};

@@ -7,6 +7,7 @@
 
 #include <lauxlib.h>
 
+#include "core/audit.h"
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/lua/sandbox.h"
@@ -629,17 +630,35 @@ int sx__pred_score(uint32_t idx, const char *user, size_t ulen, const struct sx_
 	return rc;
 }
 
-static int user_arg(const msgpack_object *args, char *id, size_t *len, uint32_t *idx)
+/* cid gets the client's id (echoed back); id the id as stored, i.e. its
+ * pseudonym when pseudonymization is on (sx_privacy_user_id). */
+static int user_arg(const msgpack_object *args, char *cid, char *id, size_t *len, uint32_t *idx)
 {
-	int rc = sx_arg_cstr(args, "user", 1, id, SX_EVENTS_ID_MAX + 1);
+	int rc = sx_arg_cstr(args, "user", 1, cid, SX_EVENTS_ID_MAX + 1);
 	if (rc < 0)
 		return rc;
-	*len = strlen(id);
-	if (!*len)
+	size_t clen = strlen(cid);
+	if (!clen)
 		return sx_diag_set(SX_EINVAL, "argument 'user' must not be empty");
+	char pbuf[SX_PRIVACY_ID_BUF];
+	const char *sid = sx_privacy_user_id(cid, clen, pbuf, len);
+	memmove(id, sid, *len);
+	id[*len] = 0;
 	if (sx_events_user_index(NULL, id, *len, idx) < 0)
-		return sx_diag_set(SX_ENOENT, "no user '%s'", id);
+		return sx_diag_set(SX_ENOENT, "no user '%s'", cid);
 	return 0;
+}
+
+/* Training, alert rules, sampling and notification runs are admin actions:
+ * each success goes to the audit log with its arguments (target, rule and
+ * cohort names, numbers; no user ids). ud is the real handler. */
+int sx__pred_audited(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	sx_method_fn fn = *(sx_method_fn *)ud;
+	int rc = fn(req, args, pk, NULL);
+	if (rc == 0)
+		rc = sx_audit_record(sx__pred_eng, req->method, args && args->type == MSGPACK_OBJECT_MAP ? args : NULL);
+	return rc;
 }
 
 struct rank {
@@ -674,7 +693,7 @@ static void pack_drivers(msgpack_packer *pk, const double *x, const double *cont
 static int m_user(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"user", "targets", "top", NULL};
-	char id[SX_EVENTS_ID_MAX + 1];
+	char cid[SX_EVENTS_ID_MAX + 1], id[SX_EVENTS_ID_MAX + 1];
 	size_t len;
 	uint32_t idx;
 	const msgpack_object *targets = NULL;
@@ -704,7 +723,7 @@ static int m_user(struct sx_req *req, const msgpack_object *args, msgpack_packer
 		for (int i = 0; i < sx__pred_script.ntarget; i++)
 			want[nwant++] = &sx__pred_script.target[i];
 	}
-	if ((rc = user_arg(args, id, &len, &idx)) < 0)
+	if ((rc = user_arg(args, cid, id, &len, &idx)) < 0)
 		return rc;
 	const struct sx_pred_sum *s = sx__pred_user_sum(idx, &rc);
 	if (!s)
@@ -731,7 +750,7 @@ static int m_user(struct sx_req *req, const msgpack_object *args, msgpack_packer
 		nhave++;
 	}
 	msgpack_pack_map(pk, 5);
-	sx_pack_kv_str(pk, "user", id);
+	sx_pack_kv_str(pk, "user", cid);
 	sx_pack_kv_int(pk, "at", now);
 	sx_pack_key(pk, "features");
 	msgpack_pack_map(pk, (size_t)sx__pred_script.nfeat);
@@ -1397,7 +1416,7 @@ static int m_config(struct sx_req *req, const msgpack_object *args, msgpack_pack
 static int m_features(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"user", "at", NULL};
-	char id[SX_EVENTS_ID_MAX + 1];
+	char cid[SX_EVENTS_ID_MAX + 1], id[SX_EVENTS_ID_MAX + 1];
 	size_t len;
 	uint32_t idx;
 	int64_t at = sx_wall_ms();
@@ -1409,7 +1428,7 @@ static int m_features(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		return sx_diag_set(SX_EINVAL, "argument 'at' must be ms since 1970");
 	if (!sx__pred_script.loaded)
 		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
-	if ((rc = user_arg(args, id, &len, &idx)) < 0)
+	if ((rc = user_arg(args, cid, id, &len, &idx)) < 0)
 		return rc;
 	struct sx_pred_sum tmp;
 	const struct sx_pred_sum *s;
@@ -1430,7 +1449,7 @@ static int m_features(struct sx_req *req, const msgpack_object *args, msgpack_pa
 	if (rc < 0)
 		return rc;
 	msgpack_pack_map(pk, 4);
-	sx_pack_kv_str(pk, "user", id);
+	sx_pack_kv_str(pk, "user", cid);
 	sx_pack_kv_int(pk, "at", at);
 	sx_pack_key(pk, "features");
 	msgpack_pack_map(pk, (size_t)sx__pred_script.nfeat);
@@ -1454,6 +1473,8 @@ static int m_features(struct sx_req *req, const msgpack_object *args, msgpack_pa
 }
 
 /* ---- plugin ---- */
+
+static const sx_method_fn m_train_fn = m_train, m_alerts_fn = m_alerts, m_config_fn = m_config;
 
 static int start(struct sx_engine *e)
 {
@@ -1480,10 +1501,10 @@ static int start(struct sx_engine *e)
 		{"predict.user", SX_ROLE_READER, m_user, NULL, "probability per target, band and drivers {user, targets?, top?}"},
 		{"predict.features", SX_ROLE_READER, m_features, NULL, "a user's features and summary {user, at?}"},
 		{"predict.churn_risk", SX_ROLE_READER, m_churn_risk, NULL, "users most at risk {cohort?, min_risk?, limit?, target?}"},
-		{"predict.train", SX_ROLE_WRITER, m_train, NULL, "train a target's model through the registry {target, cutoff?, params?}"},
+		{"predict.train", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_train_fn, "train a target's model through the registry {target, cutoff?, params?}"},
 		{"predict.accuracy", SX_ROLE_READER, m_accuracy, NULL, "rolling accuracy of served predictions {target, window?}"},
-		{"predict.alerts", SX_ROLE_WRITER, m_alerts, NULL, "accuracy alert rule {target, auc_below?, min_samples?}"},
-		{"predict.config", SX_ROLE_WRITER, m_config, NULL, "prediction log sampling and the targets {sample?}"},
+		{"predict.alerts", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_alerts_fn, "accuracy alert rule {target, auc_below?, min_samples?}"},
+		{"predict.config", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_config_fn, "prediction log sampling and the targets {sample?}"},
 	};
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)

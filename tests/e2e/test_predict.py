@@ -291,3 +291,38 @@ def test_bad_inputs(c):
     assert code_of(c.call, "predict.features", user="p1") == "script_error"
     c.call("script.rollback", kind="features", name="default")
     assert c.call("predict.features", user="p1")["features"]["events_7d"] >= 0
+
+
+def test_admin_actions_are_audited(c, server):
+    c.call("predict.alerts", target="churn_60d", auc_below=0.55, min_samples=20)
+    c.call("predict.config", sample=1.0)
+    e = c.call("audit.query", action="predict.alerts")["entries"][-1]
+    assert e["detail"] == {"target": "churn_60d", "auc_below": 0.55, "min_samples": 20}
+    assert c.call("audit.query", action="predict.config")["entries"][-1]["detail"] == {"sample": 1.0}
+    if not any(t["version"] for t in c.call("predict.config")["targets"] if t["name"] == "churn_60d"):
+        train_churn(c)
+    assert c.call("audit.query", action="predict.train")["entries"][-1]["detail"]["target"] == "churn_60d"
+    c.call("notifications.generate", rule="inspiration", limit=5)
+    assert c.call("audit.query", action="notifications.generate")["entries"][-1]["detail"] == \
+        {"rule": "inspiration", "limit": 5}
+    # a refused call leaves no entry
+    n = len(c.call("audit.query", action="predict.alerts", limit=1000)["entries"])
+    assert code_of(c.call, "predict.alerts", target="churn_60d", auc_below=2) == "invalid_argument"
+    assert len(c.call("audit.query", action="predict.alerts", limit=1000)["entries"]) == n
+
+
+def test_predict_takes_client_ids_under_pseudonymization():
+    now = int(time.time() * 1000)
+    with Server(config={"pseudonymize_secret": "pepper-123"}) as s, s.client() as c:
+        c.call("events.track", events=[
+            {"user": "alice@example.com", "name": "search", "time": now - 3 * DAY},
+            {"user": "alice@example.com", "name": "book", "time": now - 2 * DAY, "properties": {"value": 250.0}},
+        ])
+        stored = c.call("users.get", id="alice@example.com")["id"]
+        assert stored != "alice@example.com" and len(stored) == 64
+        f = c.call("predict.features", user="alice@example.com")
+        assert f["user"] == "alice@example.com"
+        assert f["summary"]["searches_total"] == 1 and f["summary"]["bookings_total"] == 1
+        assert f["summary"]["spend_total"] == 250.0
+        # the pseudonym itself is not a client id: mapped again, it names nobody
+        assert code_of(c.call, "predict.features", user=stored) == "not_found"
