@@ -753,3 +753,63 @@ int sx_text_lr_predict_proba(const struct sx_text_lr *m, const struct sx_text_sp
 	lr_scores(m, x, proba);
 	return 0;
 }
+
+/* ---- saving and restoring ---- */
+
+const double *sx_text_tfidf_idf_vec(const struct sx_text_tfidf *t)
+{
+	return t && t->fitted ? t->idf : NULL;
+}
+
+int sx_text_tfidf_set(struct sx_text_tfidf *t, const double *idf)
+{
+	if (!t || !idf)
+		return sx_diag_set(SX_EINVAL, "text: tfidf: NULL argument");
+	for (size_t j = 0; j < t->dim; j++)
+		if (!isfinite(idf[j]) || !(idf[j] > 0))
+			return sx_diag_set(SX_EINVAL, "text: tfidf: idf[%zu] is not a finite positive number", j);
+	memcpy(t->idf, idf, t->dim * sizeof *t->idf);
+	t->fitted = 1;
+	return 0;
+}
+
+const double *sx_text_nb_log_prior(const struct sx_text_nb *m) { return m && m->fitted ? m->log_prior : NULL; }
+const double *sx_text_nb_log_prob(const struct sx_text_nb *m) { return m && m->fitted ? m->log_prob : NULL; }
+
+int sx_text_nb_set(struct sx_text_nb *m, const double *log_prior, const double *log_prob)
+{
+	if (!m || !log_prior || !log_prob)
+		return sx_diag_set(SX_EINVAL, "text: nb: NULL argument");
+	int any = 0;
+	for (int32_t c = 0; c < m->k; c++) {
+		if (isnan(log_prior[c]) || log_prior[c] == INFINITY)
+			return sx_diag_set(SX_EINVAL, "text: nb: log_prior[%d] is not a log-probability", (int)c);
+		any |= log_prior[c] != -INFINITY;
+	}
+	if (!any)
+		return sx_diag_set(SX_EINVAL, "text: nb: every class has prior 0");
+	size_t kd = (size_t)m->k * m->dim;
+	for (size_t i = 0; i < kd; i++)
+		if (!isfinite(log_prob[i]))
+			return sx_diag_set(SX_EINVAL, "text: nb: log_prob[%zu] is not finite", i);
+	memcpy(m->log_prior, log_prior, (size_t)m->k * sizeof(double));
+	memcpy(m->log_prob, log_prob, kd * sizeof(double));
+	m->fitted = 1;
+	return 0;
+}
+
+const double *sx_text_lr_weights(const struct sx_text_lr *m) { return m && m->fitted ? m->w : NULL; }
+
+int sx_text_lr_set(struct sx_text_lr *m, const double *w)
+{
+	if (!m || !w)
+		return sx_diag_set(SX_EINVAL, "text: lr: NULL argument");
+	size_t sz = (m->dim + 1) * (size_t)m->k;
+	for (size_t i = 0; i < sz; i++)
+		if (!isfinite(w[i]))
+			return sx_diag_set(SX_EINVAL, "text: lr: weight %zu is not finite", i);
+	memcpy(m->w, w, sz * sizeof(double));
+	memset(m->g2, 0, sz * sizeof(double));
+	m->fitted = 1;
+	return 0;
+}

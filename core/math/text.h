@@ -114,6 +114,13 @@ double sx_text_tfidf_idf(const struct sx_text_tfidf *t, size_t j);
  * stays zero). SX_ESTATE before fit, SX_EINVAL if an index is >= dim. */
 int sx_text_tfidf_transform(const struct sx_text_tfidf *t, struct sx_text_sparse *v);
 
+/* Saving and restoring a fitted transform. The idf vector (dim values,
+ * borrowed, valid until the next fit or set) or NULL before fit. set copies
+ * idf[0..dim) (each finite and > 0) and marks t fitted; SX_EINVAL otherwise
+ * (t unchanged). */
+const double *sx_text_tfidf_idf_vec(const struct sx_text_tfidf *t);
+int sx_text_tfidf_set(struct sx_text_tfidf *t, const double *idf);
+
 /* ---- multinomial naive Bayes ---- */
 
 struct sx_text_nb;
@@ -134,6 +141,15 @@ int sx_text_nb_fit(struct sx_text_nb *m, const struct sx_text_sparse *X, const i
 /* proba[0..n_classes-1] = P(c | x). SX_ESTATE before fit, SX_EINVAL as fit. */
 int sx_text_nb_predict_proba(const struct sx_text_nb *m, const struct sx_text_sparse *x,
 			     double *proba);
+
+/* Saving and restoring a fitted model (borrowed views, NULL before fit):
+ * log_prior[k] (-INFINITY for a class absent from training) and log_prob
+ * (k * dim, class c's row at c * dim). set copies both and marks m fitted;
+ * SX_EINVAL (m unchanged) if a log_prob value is not finite, a log_prior is
+ * NAN or +inf, or every class has prior -INFINITY. */
+const double *sx_text_nb_log_prior(const struct sx_text_nb *m);
+const double *sx_text_nb_log_prob(const struct sx_text_nb *m);
+int sx_text_nb_set(struct sx_text_nb *m, const double *log_prior, const double *log_prob);
 
 /* ---- softmax logistic regression ---- */
 
@@ -168,6 +184,13 @@ int sx_text_lr_fit(struct sx_text_lr *m, const struct sx_text_sparse *X, const i
 /* proba[0..n_classes-1] = softmax(W x + b). SX_ESTATE before fit. */
 int sx_text_lr_predict_proba(const struct sx_text_lr *m, const struct sx_text_sparse *x,
 			     double *proba);
+
+/* Saving and restoring a fitted model: the weights ((dim + 1) * k values; row
+ * j, k values, is feature j's, row dim the biases), borrowed, NULL before
+ * fit. set copies them (all finite, else SX_EINVAL and m unchanged) and
+ * marks m fitted; the Adagrad state is not part of a model. */
+const double *sx_text_lr_weights(const struct sx_text_lr *m);
+int sx_text_lr_set(struct sx_text_lr *m, const double *w);
 
 /* argmax of proba (lowest class on ties). */
 int32_t sx_text_argmax(const double *proba, int32_t n_classes);

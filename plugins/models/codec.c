@@ -12,7 +12,9 @@
 #include <xxhash.h>
 
 #include "core/math/als.h"
+#include "core/math/behaviour.h"
 #include "core/math/logreg.h"
+#include "core/math/text.h"
 #include "core/rpc.h"
 #include "core/sx.h"
 #include "plugins/models/internal.h"
@@ -120,6 +122,7 @@ struct sx_model *sx__model_new(int type, const char *name)
 	msgpack_sbuffer_init(&m->metrics);
 	sx__idmap_init(&m->users);
 	sx__idmap_init(&m->items);
+	sx__idmap_init(&m->names);
 	return m;
 }
 
@@ -138,7 +141,17 @@ static void model_free(struct sx_model *m)
 	sx_als_free(m->als);
 	sx__idmap_close(&m->users);
 	sx__idmap_close(&m->items);
+	sx__idmap_close(&m->names);
 	free(m->weights);
+	if (m->classes)
+		for (int32_t c = 0; c < m->n_classes; c++)
+			free(m->classes[c]);
+	free(m->classes);
+	sx_text_tfidf_free(m->tfidf);
+	sx_text_nb_free(m->nb);
+	sx_text_lr_free(m->tlr);
+	sx_markov_free(m->markov);
+	sx_covisit_free(m->covisit);
 	free(m);
 }
 
@@ -179,17 +192,18 @@ int sx_model_predict_proba(const struct sx_model *m, const double *x, double *co
 	return 0;
 }
 
+static const char *const type_names[] = {NULL, "als", "logistic", "text", "behaviour"};
+
 const char *sx__model_type_name(int type)
 {
-	return type == SX_MODEL_ALS ? "als" : type == SX_MODEL_LOGISTIC ? "logistic" : "unknown";
+	return type >= SX_MODEL_ALS && type <= SX_MODEL_BEHAVIOUR ? type_names[type] : "unknown";
 }
 
 int sx__model_type_parse(const char *s, size_t len)
 {
-	if (len == 3 && memcmp(s, "als", 3) == 0)
-		return SX_MODEL_ALS;
-	if (len == 8 && memcmp(s, "logistic", 8) == 0)
-		return SX_MODEL_LOGISTIC;
+	for (int t = SX_MODEL_ALS; t <= SX_MODEL_BEHAVIOUR; t++)
+		if (strlen(type_names[t]) == len && memcmp(type_names[t], s, len) == 0)
+			return t;
 	return 0;
 }
 
@@ -349,9 +363,175 @@ static void pack_ids(msgpack_packer *pk, const struct sx_idmap *m)
 		sx_pack_strn(pk, m->ids[i], m->lens[i]);
 }
 
+/* Doubles as bin (float64 little-endian) or as an array. */
+static void pack_f64s(msgpack_packer *pk, const double *v, size_t n, int binary)
+{
+	if (!binary) {
+		msgpack_pack_array(pk, n);
+		for (size_t i = 0; i < n; i++)
+			msgpack_pack_double(pk, v[i]);
+		return;
+	}
+	msgpack_pack_bin(pk, n * 8);
+	uint8_t buf[4096];
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t u;
+		memcpy(&u, &v[i], 8);
+		for (int b = 0; b < 8; b++)
+			buf[o++] = (uint8_t)(u >> (8 * b));
+		if (o == sizeof(buf)) {
+			msgpack_pack_bin_body(pk, buf, o);
+			o = 0;
+		}
+	}
+	if (o)
+		msgpack_pack_bin_body(pk, buf, o);
+}
+
+static void pack_u32s(msgpack_packer *pk, const uint32_t *v, size_t n)
+{
+	msgpack_pack_array(pk, n);
+	for (size_t i = 0; i < n; i++)
+		msgpack_pack_uint32(pk, v[i]);
+}
+
+/* Text weights are stored sparse: only the buckets some training document
+ * touched differ from a per-class (or global) default. */
+static void pack_text(msgpack_packer *pk, const struct sx_model *m, int binary)
+{
+	size_t dim = (size_t)1 << m->fo.bits, k = (size_t)m->n_classes, nidx = 0;
+	uint32_t *idx = malloc(dim * sizeof(uint32_t));
+	double *rows = malloc(dim * k * sizeof(double) + 1), *dflt = malloc(k * sizeof(double) + 1);
+	msgpack_pack_map(pk, 10 + 1); /* + reference */
+	sx_pack_key(pk, "classes");
+	msgpack_pack_array(pk, k);
+	for (size_t c = 0; c < k; c++)
+		sx_pack_str(pk, m->classes[c]);
+	sx_pack_kv_str(pk, "algorithm", m->algorithm == SX_TEXT_NB ? "nb" : "logreg");
+	sx_pack_kv_int(pk, "bits", m->fo.bits);
+	sx_pack_kv_int(pk, "word_ngrams", m->fo.word_ngrams);
+	sx_pack_kv_int(pk, "char_min", m->fo.char_min);
+	sx_pack_kv_int(pk, "char_max", m->fo.char_max);
+	sx_pack_kv_bool(pk, "alternate_sign", m->fo.alternate_sign);
+	sx_pack_kv_uint(pk, "seed", m->fo.seed);
+	if (!idx || !rows || !dflt) {
+		/* Out of memory here leaves a bundle that does not decode rather
+		 * than a wrong one. */
+		sx_pack_kv_str(pk, "idf", "out of memory");
+		sx_pack_kv_str(pk, "params", "out of memory");
+		free(idx), free(rows), free(dflt);
+		return;
+	}
+	sx_pack_key(pk, "idf");
+	const double *idf = m->tfidf ? sx_text_tfidf_idf_vec(m->tfidf) : NULL;
+	if (idf) {
+		double d = idf[0];
+		for (size_t j = 1; j < dim; j++)
+			d = idf[j] > d ? idf[j] : d;
+		for (size_t j = 0; j < dim; j++)
+			if (idf[j] != d)
+				idx[nidx] = (uint32_t)j, rows[nidx++] = idf[j];
+		msgpack_pack_map(pk, 3);
+		sx_pack_kv_double(pk, "default", d);
+		sx_pack_key(pk, "idx");
+		pack_u32s(pk, idx, nidx);
+		sx_pack_key(pk, "val");
+		pack_f64s(pk, rows, nidx, binary);
+	} else {
+		msgpack_pack_nil(pk);
+	}
+	sx_pack_key(pk, "params");
+	nidx = 0;
+	if (m->algorithm == SX_TEXT_NB) {
+		const double *lp = sx_text_nb_log_prob(m->nb), *prior = sx_text_nb_log_prior(m->nb);
+		for (size_t c = 0; c < k; c++) {
+			dflt[c] = lp[c * dim];
+			for (size_t j = 1; j < dim; j++)
+				dflt[c] = lp[c * dim + j] < dflt[c] ? lp[c * dim + j] : dflt[c];
+		}
+		for (size_t j = 0; j < dim; j++) {
+			int keep = 0;
+			for (size_t c = 0; c < k && !keep; c++)
+				keep = lp[c * dim + j] != dflt[c];
+			if (!keep)
+				continue;
+			for (size_t c = 0; c < k; c++)
+				rows[nidx * k + c] = lp[c * dim + j];
+			idx[nidx++] = (uint32_t)j;
+		}
+		msgpack_pack_map(pk, 4);
+		sx_pack_key(pk, "log_prior");
+		msgpack_pack_array(pk, k);
+		for (size_t c = 0; c < k; c++)
+			sx__pack_num(pk, prior[c]); /* -inf: nil */
+		sx_pack_key(pk, "default");
+		pack_f64s(pk, dflt, k, 0);
+	} else {
+		const double *w = sx_text_lr_weights(m->tlr);
+		for (size_t j = 0; j < dim; j++) {
+			int keep = 0;
+			for (size_t c = 0; c < k && !keep; c++)
+				keep = w[j * k + c] != 0;
+			if (!keep)
+				continue;
+			memcpy(rows + nidx * k, w + j * k, k * sizeof(double));
+			idx[nidx++] = (uint32_t)j;
+		}
+		msgpack_pack_map(pk, 3);
+		sx_pack_key(pk, "bias");
+		pack_f64s(pk, w + dim * k, k, 0);
+	}
+	sx_pack_key(pk, "idx");
+	pack_u32s(pk, idx, nidx);
+	sx_pack_key(pk, "rows");
+	pack_f64s(pk, rows, nidx * k, binary);
+	free(idx), free(rows), free(dflt);
+}
+
+static void pack_behaviour(msgpack_packer *pk, const struct sx_model *m, int binary)
+{
+	int32_t n = m->names.n, ni = m->items.n;
+	msgpack_pack_map(pk, 12 + 1); /* + reference */
+	sx_pack_key(pk, "names");
+	pack_ids(pk, &m->names);
+	sx_pack_key(pk, "counts");
+	pack_f64s(pk, sx_markov_counts(m->markov), (size_t)n * (size_t)n, binary);
+	sx_pack_key(pk, "marginal");
+	pack_f64s(pk, sx_markov_marginal(m->markov), (size_t)n, 0);
+	sx_pack_key(pk, "items");
+	pack_ids(pk, &m->items);
+	/* A model without item events still has a (one-row, empty) list. */
+	int32_t nc = sx_covisit_n_items(m->covisit);
+	const int64_t *ip = sx_covisit_indptr(m->covisit);
+	SX_UNUSED(ni);
+	sx_pack_key(pk, "indptr");
+	msgpack_pack_array(pk, (size_t)nc + 1);
+	for (int32_t i = 0; i <= nc; i++)
+		msgpack_pack_int64(pk, ip[i]);
+	size_t nnz = (size_t)ip[nc];
+	const int32_t *ids = sx_covisit_ids(m->covisit);
+	const float *w = sx_covisit_weights(m->covisit);
+	sx_pack_key(pk, "neighbors");
+	msgpack_pack_array(pk, nnz);
+	for (size_t i = 0; i < nnz; i++)
+		msgpack_pack_int32(pk, ids[i]);
+	sx_pack_key(pk, "weights");
+	pack_factors(pk, w, 1, (int)nnz, binary);
+	sx_pack_kv_double(pk, "smoothing", m->smoothing);
+	sx_pack_kv_double(pk, "decay", m->decay);
+	sx_pack_kv_double(pk, "item_decay", m->item_decay);
+	sx_pack_kv_int(pk, "order", m->order);
+	sx_pack_kv_int(pk, "recent_items", m->recent_items);
+}
+
 void sx__models_pack_weights(msgpack_packer *pk, const struct sx_model *m, int binary)
 {
-	if (m->type == SX_MODEL_LOGISTIC) {
+	if (m->type == SX_MODEL_TEXT) {
+		pack_text(pk, m, binary);
+	} else if (m->type == SX_MODEL_BEHAVIOUR) {
+		pack_behaviour(pk, m, binary);
+	} else if (m->type == SX_MODEL_LOGISTIC) {
 		msgpack_pack_map(pk, 6);
 		sx_pack_key(pk, "features");
 		msgpack_pack_array(pk, m->d);
@@ -540,6 +720,229 @@ static int ids(const msgpack_object *o, struct sx_idmap *m, int32_t n)
 
 #define BAD(what) do { sx_diag_set(code, "model record: bad '%s'", what); goto fail; } while (0)
 
+/* Doubles from bin (float64 little-endian) or an array of numbers; with
+ * nil_ok, nil reads as -INFINITY. */
+static int f64s(const msgpack_object *o, double *out, size_t n, int nil_ok)
+{
+	if (!o)
+		return -1;
+	if (o->type == MSGPACK_OBJECT_BIN) {
+		if (o->via.bin.size != n * 8)
+			return -1;
+		const uint8_t *p = (const uint8_t *)o->via.bin.ptr;
+		for (size_t i = 0; i < n; i++, p += 8) {
+			uint64_t u = 0;
+			for (int b = 0; b < 8; b++)
+				u |= (uint64_t)p[b] << (8 * b);
+			memcpy(&out[i], &u, 8);
+			if (!isfinite(out[i]))
+				return -1;
+		}
+		return 0;
+	}
+	if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (nil_ok && o->via.array.ptr[i].type == MSGPACK_OBJECT_NIL)
+			out[i] = -INFINITY;
+		else if (num(&o->via.array.ptr[i], &out[i]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Strictly ascending indexes below `below`; *n gets the count. */
+static int idx_list(const msgpack_object *o, uint32_t **out, size_t *n, uint64_t below)
+{
+	if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > below)
+		return -1;
+	*n = o->via.array.size;
+	if (!(*out = malloc((*n ? *n : 1) * sizeof(uint32_t))))
+		return -1;
+	for (size_t i = 0; i < *n; i++) {
+		int64_t v;
+		if (int64_of(&o->via.array.ptr[i], &v) < 0 || v < 0 || (uint64_t)v >= below ||
+		    (i && (uint32_t)v <= (*out)[i - 1]))
+			return -1;
+		(*out)[i] = (uint32_t)v;
+	}
+	return 0;
+}
+
+static int int_in(const msgpack_object *o, int64_t lo, int64_t hi, int64_t *v)
+{
+	return int64_of(o, v) == 0 && *v >= lo && *v <= hi ? 0 : -1;
+}
+
+#define TBAD(what) do { sx_diag_set(code, "model record: bad '%s'", what); goto out; } while (0)
+
+static int decode_text(struct sx_model *m, const msgpack_object *w, int code)
+{
+	uint32_t *idx = NULL;
+	double *rows = NULL, *dense = NULL, *small = NULL;
+	size_t nidx = 0;
+	int64_t v;
+	int rc = -1;
+	const msgpack_object *cl = get(w, "classes"), *alg = get(w, "algorithm");
+	if (!cl || cl->type != MSGPACK_OBJECT_ARRAY || cl->via.array.size < 2 || cl->via.array.size > SX_TEXT_CLASSES_MAX)
+		TBAD("weights.classes");
+	m->n_classes = (int32_t)cl->via.array.size;
+	if (!(m->classes = calloc((size_t)m->n_classes, sizeof(char *))))
+		TBAD("weights.classes");
+	for (int32_t c = 0; c < m->n_classes; c++) {
+		const msgpack_object *sc = &cl->via.array.ptr[c];
+		if (sc->type != MSGPACK_OBJECT_STR || !sc->via.str.size || sc->via.str.size > SX_TEXT_LABEL_MAX ||
+		    memchr(sc->via.str.ptr, 0, sc->via.str.size) || !(m->classes[c] = strndup(sc->via.str.ptr, sc->via.str.size)))
+			TBAD("weights.classes");
+		if (c && strcmp(m->classes[c - 1], m->classes[c]) >= 0)
+			TBAD("weights.classes (sorted, distinct)");
+	}
+	if (alg && sx_obj_streq(alg, "nb"))
+		m->algorithm = SX_TEXT_NB;
+	else if (alg && sx_obj_streq(alg, "logreg"))
+		m->algorithm = SX_TEXT_LOGREG;
+	else
+		TBAD("weights.algorithm");
+	sx_text_feat_opts_default(&m->fo);
+	if (int_in(get(w, "bits"), 1, 22, &v) < 0)
+		TBAD("weights.bits");
+	m->fo.bits = (int)v;
+	if (int_in(get(w, "word_ngrams"), 0, 5, &v) < 0)
+		TBAD("weights.word_ngrams");
+	m->fo.word_ngrams = (int)v;
+	if (int_in(get(w, "char_min"), 0, 8, &v) < 0)
+		TBAD("weights.char_min");
+	m->fo.char_min = (int)v;
+	if (int_in(get(w, "char_max"), 0, 8, &v) < 0)
+		TBAD("weights.char_max");
+	m->fo.char_max = (int)v;
+	const msgpack_object *as = get(w, "alternate_sign");
+	if (!as || as->type != MSGPACK_OBJECT_BOOLEAN)
+		TBAD("weights.alternate_sign");
+	m->fo.alternate_sign = as->via.boolean;
+	if (int_in(get(w, "seed"), 0, INT64_MAX, &v) < 0)
+		TBAD("weights.seed");
+	m->fo.seed = (uint64_t)v;
+	if ((m->fo.char_min == 0) != (m->fo.char_max == 0) || m->fo.char_min > m->fo.char_max ||
+	    (!m->fo.word_ngrams && !m->fo.char_min) || (m->algorithm == SX_TEXT_NB && m->fo.alternate_sign))
+		TBAD("weights: feature options");
+	size_t dim = (size_t)1 << m->fo.bits, k = (size_t)m->n_classes;
+	if (k * dim > ((size_t)1 << 23))
+		TBAD("weights: classes x 2^bits above 2^23");
+	const msgpack_object *idf = get(w, "idf");
+	if (!is_nil(idf)) {
+		double d;
+		if (num(get(idf, "default"), &d) < 0 || !(d > 0) || idx_list(get(idf, "idx"), &idx, &nidx, dim) < 0 ||
+		    !(rows = malloc((nidx ? nidx : 1) * sizeof(double))) || f64s(get(idf, "val"), rows, nidx, 0) < 0 ||
+		    !(dense = malloc(dim * sizeof(double))))
+			TBAD("weights.idf");
+		for (size_t j = 0; j < dim; j++)
+			dense[j] = d;
+		for (size_t i = 0; i < nidx; i++)
+			dense[idx[i]] = rows[i];
+		if (!(m->tfidf = sx_text_tfidf_new(dim)) || sx_text_tfidf_set(m->tfidf, dense) < 0)
+			TBAD("weights.idf");
+		free(idx), free(rows), free(dense);
+		idx = NULL, rows = NULL, dense = NULL;
+	}
+	const msgpack_object *p = get(w, "params");
+	if (idx_list(get(p, "idx"), &idx, &nidx, dim) < 0 || !(rows = malloc((nidx * k > 0 ? nidx * k : 1) * sizeof(double))) ||
+	    f64s(get(p, "rows"), rows, nidx * k, 0) < 0 || !(small = malloc(2 * k * sizeof(double))))
+		TBAD("weights.params");
+	if (m->algorithm == SX_TEXT_NB) {
+		if (f64s(get(p, "log_prior"), small, k, 1) < 0 || f64s(get(p, "default"), small + k, k, 0) < 0 ||
+		    !(dense = malloc(k * dim * sizeof(double))))
+			TBAD("weights.params");
+		for (size_t c = 0; c < k; c++)
+			for (size_t j = 0; j < dim; j++)
+				dense[c * dim + j] = small[k + c];
+		for (size_t i = 0; i < nidx; i++)
+			for (size_t c = 0; c < k; c++)
+				dense[c * dim + idx[i]] = rows[i * k + c];
+		if (!(m->nb = sx_text_nb_new((int32_t)k, dim)) || sx_text_nb_set(m->nb, small, dense) < 0)
+			TBAD("weights.params");
+	} else {
+		if (f64s(get(p, "bias"), small, k, 0) < 0 || !(dense = calloc((dim + 1) * k, sizeof(double))))
+			TBAD("weights.params");
+		for (size_t i = 0; i < nidx; i++)
+			memcpy(dense + (size_t)idx[i] * k, rows + i * k, k * sizeof(double));
+		memcpy(dense + dim * k, small, k * sizeof(double));
+		if (!(m->tlr = sx_text_lr_new((int32_t)k, dim)) || sx_text_lr_set(m->tlr, dense) < 0)
+			TBAD("weights.params");
+	}
+	rc = 0;
+out:
+	free(idx), free(rows), free(dense), free(small);
+	return rc;
+}
+
+static int decode_behaviour(struct sx_model *m, const msgpack_object *w, int code)
+{
+	double *c = NULL, *q = NULL;
+	int64_t *ip = NULL, v;
+	int32_t *nb = NULL;
+	float *wt = NULL;
+	int rc = -1;
+	const msgpack_object *names = get(w, "names"), *items = get(w, "items");
+	if (!names || names->type != MSGPACK_OBJECT_ARRAY || names->via.array.size < 1 ||
+	    names->via.array.size > SX_MARKOV_MAX_STATES || ids(names, &m->names, (int32_t)names->via.array.size) < 0)
+		TBAD("weights.names");
+	size_t n = (size_t)m->names.n;
+	if (!(c = malloc(n * n * sizeof(double))) || !(q = malloc(n * sizeof(double))) ||
+	    f64s(get(w, "counts"), c, n * n, 0) < 0 || f64s(get(w, "marginal"), q, n, 0) < 0 ||
+	    !(m->markov = sx_markov_new((int32_t)n)) || sx_markov_set(m->markov, c, q) < 0)
+		TBAD("weights.counts");
+	if (!items || items->type != MSGPACK_OBJECT_ARRAY || items->via.array.size > 50000000 ||
+	    ids(items, &m->items, (int32_t)items->via.array.size) < 0)
+		TBAD("weights.items");
+	int32_t nc = m->items.n > 0 ? m->items.n : 1;
+	const msgpack_object *ipo = get(w, "indptr"), *nbo = get(w, "neighbors");
+	if (!ipo || ipo->type != MSGPACK_OBJECT_ARRAY || ipo->via.array.size != (uint32_t)nc + 1 ||
+	    !(ip = malloc(((size_t)nc + 1) * sizeof(int64_t))))
+		TBAD("weights.indptr");
+	for (int32_t i = 0; i <= nc; i++)
+		if (int_in(&ipo->via.array.ptr[i], 0, INT32_MAX, &ip[i]) < 0)
+			TBAD("weights.indptr");
+	size_t nnz = (size_t)ip[nc];
+	if (!nbo || nbo->type != MSGPACK_OBJECT_ARRAY || nbo->via.array.size != nnz ||
+	    !(nb = malloc((nnz ? nnz : 1) * sizeof(int32_t))) || !(wt = malloc((nnz ? nnz : 1) * sizeof(float))))
+		TBAD("weights.neighbors");
+	size_t top = 1;
+	for (int32_t i = 0; i < nc; i++)
+		if (ip[i + 1] >= ip[i] && (size_t)(ip[i + 1] - ip[i]) > top)
+			top = (size_t)(ip[i + 1] - ip[i]);
+	for (size_t i = 0; i < nnz; i++) {
+		if (int_in(&nbo->via.array.ptr[i], 0, nc - 1, &v) < 0)
+			TBAD("weights.neighbors");
+		nb[i] = (int32_t)v;
+	}
+	if (factors(get(w, "weights"), wt, 1, (int)nnz) < 0)
+		TBAD("weights.weights");
+	struct sx_covisit_opts co = {0, 0, 0, 0, 1, top};
+	if (!(m->covisit = sx_covisit_new(nc, &co)) || sx_covisit_set(m->covisit, ip, nb, wt) < 0)
+		TBAD("weights.neighbors");
+	double d;
+	if (num(get(w, "smoothing"), &d) < 0 || d < 0)
+		TBAD("weights.smoothing");
+	m->smoothing = d;
+	if (num(get(w, "decay"), &d) < 0 || d < 0 || d > 1)
+		TBAD("weights.decay");
+	m->decay = d;
+	if (num(get(w, "item_decay"), &d) < 0 || d < 0 || d > 1)
+		TBAD("weights.item_decay");
+	m->item_decay = d;
+	if (int_in(get(w, "order"), 1, 100, &v) < 0)
+		TBAD("weights.order");
+	m->order = (int)v;
+	if (int_in(get(w, "recent_items"), 1, 1000, &v) < 0)
+		TBAD("weights.recent_items");
+	m->recent_items = (int)v;
+	rc = 0;
+out:
+	free(c), free(q), free(ip), free(nb), free(wt);
+	return rc;
+}
+
 struct sx_model *sx__models_decode(const msgpack_object *meta, const msgpack_object *w, int corrupt)
 {
 	int code = corrupt ? SX_ECORRUPT : SX_EINVAL;
@@ -641,6 +1044,11 @@ struct sx_model *sx__models_decode(const msgpack_object *meta, const msgpack_obj
 			sx_diag_set(SX_ENOMEM, "out of memory");
 			goto fail;
 		}
+		return m;
+	}
+	if (m->type == SX_MODEL_TEXT || m->type == SX_MODEL_BEHAVIOUR) {
+		if ((m->type == SX_MODEL_TEXT ? decode_text(m, w, code) : decode_behaviour(m, w, code)) < 0)
+			goto fail;
 		return m;
 	}
 	if (int64_of(get(w, "k"), &iv) < 0 || iv < 1 || iv > 1024)

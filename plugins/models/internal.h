@@ -17,21 +17,27 @@
 #ifndef SX_MODELS_INTERNAL_H
 #define SX_MODELS_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <msgpack.h>
 
+#include "core/math/logreg.h"
+#include "core/math/text.h"
 #include "plugins/models/models.h"
 
 struct sx_als;
 struct sx_logreg;
+struct sx_markov;
+struct sx_covisit;
 struct sx_engine;
 struct sx_job;
 
 #define SX_MODELS_PSI_BINS 10
 #define SX_MODELS_KEY_MAX (1 + SX_MODELS_NAME_MAX + 1 + SX_MODELS_NAME_MAX)
 #define SX_MODELS_HIST_MAX 100 /* alias history entries kept */
+#define MAX_EVENT_WEIGHTS 64     /* event names of an ALS model */
 
 /* Strings -> dense int32 ids, in order of insertion. */
 struct sx_idmap {
@@ -82,7 +88,25 @@ struct sx_model {
 	struct sx_idmap users, items;
 	struct sx_model_weight *weights; /* event name -> weight, for fold-in */
 	size_t nweights;
+	/* text: classes sorted by label */
+	int32_t n_classes;
+	char **classes;
+	int algorithm; /* SX_TEXT_NB or SX_TEXT_LOGREG */
+	struct sx_text_feat_opts fo;
+	struct sx_text_tfidf *tfidf; /* NULL: raw counts */
+	struct sx_text_nb *nb;
+	struct sx_text_lr *tlr;
+	/* behaviour: event names (states) in `names`, items in `items` */
+	struct sx_idmap names;
+	struct sx_markov *markov;
+	struct sx_covisit *covisit;
+	double smoothing, decay, item_decay;
+	int order, recent_items;
 };
+
+enum { SX_TEXT_NB = 1, SX_TEXT_LOGREG = 2 };
+#define SX_TEXT_CLASSES_MAX 1000
+#define SX_TEXT_LABEL_MAX 128
 
 struct sx_model *sx__model_new(int type, const char *name);
 const char *sx__model_type_name(int type);
@@ -146,8 +170,80 @@ void sx__models_ref_fit(double *scores, size_t n, double *edges, double *expecte
 /* The bin of s. */
 int sx__models_bin(const double *edges, double s);
 
-/* ---- training (train.c) ---- */
-struct sx_train;
+/* ---- consent during training (train.c) ---- */
+/* Users whose personalization consent differs from the default, read on the
+ * loop thread when a training starts, so that a pool thread can tell. */
+struct sx_consent_set {
+	int dflt;
+	uint32_t *idx; /* sorted */
+	size_t n;
+};
+int sx__consent_snapshot(struct sx_consent_set *cs);
+void sx__consent_close(struct sx_consent_set *cs);
+int sx__consent_allows(const struct sx_consent_set *cs, uint32_t idx);
+
+/* ---- training (train.c, text.c, behaviour.c) ---- */
+/* A training request, copied on the loop thread and run on the pool. */
+struct sx_train {
+	int type;
+	char name[SX_MODELS_NAME_MAX + 1];
+	msgpack_sbuffer params;
+	double holdout;
+	int refit, threads;
+	/* als */
+	int64_t from, to;
+	int k, iterations, cg_steps, eval_k;
+	float lambda, alpha;
+	uint64_t seed;
+	struct sx_model_weight weights[MAX_EVENT_WEIGHTS];
+	size_t nweights;
+	/* logistic */
+	size_t n, d, nt;
+	double *X, *Xt;
+	uint8_t *y, *yt;
+	char **names;
+	struct sx_logreg_opts lo;
+	int balanced;
+	/* als and behaviour: users without personalization consent are skipped */
+	struct sx_consent_set consent;
+	/* text */
+	int algorithm, tfidf;
+	struct sx_text_feat_opts fo;
+	struct sx_text_lr_opts tlo;
+	double nb_alpha;
+	char **texts, **labels; /* nrows each; then ntest test rows */
+	size_t nrows, ntest, rows_cap;
+	char *csv, text_col[SX_TEXT_LABEL_MAX + 1], label_col[SX_TEXT_LABEL_MAX + 1];
+	char ev_name[SX_TEXT_LABEL_MAX + 1];
+	int from_events;
+	/* behaviour */
+	char (*bnames)[SX_TEXT_LABEL_MAX + 1]; /* NULL: every name */
+	size_t nbnames;
+	char (*inames)[SX_TEXT_LABEL_MAX + 1]; /* NULL: every name with an item */
+	size_t ninames;
+	double half_life_ms, gap_half_life_ms, age_half_life_ms, smoothing, decay, item_decay;
+	int64_t max_gap_ms, window_ms;
+	int lookback, top_n, order, recent_items;
+	/* comparison */
+	struct sx_model *prod;
+	double cmp_cand, cmp_prod;
+	/* result */
+	struct sx_model *out;
+	struct sx_job *job;
+	atomic_int cancel;
+};
+
+/* Per type: parse and copy params and data (loop thread), run (pool). */
+int sx__text_prepare(struct sx_train *t, const msgpack_object *p, const msgpack_object *data);
+int sx__text_run(struct sx_train *t);
+void sx__text_free(struct sx_train *t);
+int sx__behaviour_prepare(struct sx_train *t, const msgpack_object *p, const msgpack_object *data);
+int sx__behaviour_run(struct sx_train *t);
+/* Helpers shared by the types. */
+int sx__train_check_only(const msgpack_object *o, const char *what, const char *const *known);
+int sx__train_opt_int(const msgpack_object *p, const char *key, int64_t lo, int64_t hi, int64_t *v);
+int sx__train_opt_num(const msgpack_object *p, const char *key, double lo, double hi, double *v);
+int sx__train_window(const msgpack_object *data, int64_t *from, int64_t *to);
 /* Parses and copies the request on the loop thread; NULL (diag). */
 struct sx_train *sx__train_prepare(int type, const char *name, const msgpack_object *params,
 				   const msgpack_object *data);
@@ -162,6 +258,29 @@ struct sx_model *sx__train_result(struct sx_train *t);
 int sx__train_not_worse(const struct sx_train *t, double *cand, double *prod);
 /* The effective params map (defaults filled in), packed. */
 const msgpack_sbuffer *sx__train_params(const struct sx_train *t);
+
+/* ---- text and behaviour serving (serve.c) ---- */
+/* Class probabilities of text s[0..n) into proba[n_classes]. SX_EINVAL for
+ * a model of another type, SX_ENOMEM. */
+int sx__text_predict(const struct sx_model *m, const char *s, size_t n, double *proba);
+/* Next-action distribution out[n_states] after recent name ids (oldest
+ * first; the model's `order` last ones count). */
+int sx__behaviour_next(const struct sx_model *m, const int32_t *names, size_t n, double *out);
+/* Co-visited items for recent item ids (oldest first; the model's
+ * `recent_items` last ones count, the latest weighing most), excluding the
+ * recent ones. Returns the count or an error. */
+int sx__behaviour_items(const struct sx_model *m, const int32_t *items, size_t n, size_t k, int32_t *out,
+			double *scores);
+
+/* ---- recipes (recipe.c, loop thread) ---- */
+int sx__models_recipes_start(struct sx_engine *e);
+/* Runs recipe `name`: packs into sb one map {type, name, params, data,
+ * promote_if, alias} (absent fields nil) with params = the recipe's params
+ * with `over` (may be NULL) on top, and data = what data(ctx, args) returned
+ * (or the recipe's data table). SX_ENOENT (no recipe), SX_ESCRIPT,
+ * SX_EBUDGET, SX_EINVAL. */
+int sx__models_recipe_run(const char *name, const msgpack_object *over, const msgpack_object *args,
+			  msgpack_sbuffer *sb);
 
 /* ---- shared (models.c) ---- */
 extern struct sx_engine *sx__models_eng;

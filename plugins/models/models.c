@@ -10,6 +10,9 @@
 
 #include "core/jobs.h"
 #include "core/math/als.h"
+#include "core/math/behaviour.h"
+#include "core/math/metrics.h"
+#include "core/math/text.h"
 #include "core/plugin.h"
 #include "core/audit.h"
 #include "core/rpc.h"
@@ -29,6 +32,10 @@ static uint64_t alias_generation; /* 0 while stopped */
 #define PREDICT_INPUTS_MAX 1000
 #define RECENT_EVENTS 500
 #define TOPN_MAX 1000
+#define PRED_RING 4096         /* served predictions kept per version for outcomes */
+#define OUTCOME_WINDOW_MAX 10000
+#define HISTORY_MAX 200        /* a behaviour prediction reads this many recent events */
+#define PROBS_MAX 20           /* class probabilities returned per text prediction */
 
 enum { PROMOTE_NONE, PROMOTE_ALWAYS, PROMOTE_NOT_WORSE };
 static const char *const promote_names[] = {"never", "always", "not_worse"};
@@ -50,7 +57,19 @@ struct monitor {
 	double bins[SX_MODELS_PSI_BINS];
 	int has_ref;
 	double expected[SX_MODELS_PSI_BINS];
-	int firing_drift, firing_latency;
+	int firing_drift, firing_latency, firing_accuracy, firing_auc;
+	/* Served predictions by id (slot id % PRED_RING), for joining outcomes. */
+	struct served_pred {
+		uint64_t id;
+		int32_t pred;  /* class; logistic: p >= 0.5 */
+		float p1;      /* P(class 1) for binary models, else NAN */
+		uint8_t joined;
+	} *ring;
+	/* The last outcomes (a circular window). */
+	float *o_score;
+	uint8_t *o_y, *o_right;
+	size_t o_n, o_head;
+	uint64_t o_total;
 	struct monitor *next;
 };
 
@@ -58,8 +77,15 @@ struct rules {
 	char name[SX_MODELS_NAME_MAX + 1];
 	double psi_above, p99_ms_above; /* 0: off */
 	uint64_t min_samples;
+	double accuracy_below, auc_below; /* 0: off */
+	uint64_t min_outcomes, outcome_window;
 	struct rules *next;
 };
+
+static uint64_t pred_seq; /* the last prediction id handed out */
+
+static double monitor_psi(const struct monitor *mo);
+static void pack_rolling(msgpack_packer *pk, const struct monitor *mo);
 
 struct running {
 	char name[SX_MODELS_NAME_MAX + 1];
@@ -583,8 +609,9 @@ static void train_done(struct sx_job *job, int rc, msgpack_packer *pk, void *ud)
 			promoted = 1;
 		} else if (j->promote == PROMOTE_NOT_WORSE) {
 			snprintf(m->status, sizeof(m->status), "candidate");
+			static const char *const metric[] = {"", "ndcg", "auc", "accuracy", "ndcg"};
 			snprintf(m->reason, sizeof(m->reason), "%s %.6g is below version %u's %.6g on the same holdout",
-				 j->type == SX_MODEL_ALS ? "ndcg" : "auc", cand, j->compared, prod);
+				 metric[j->type], cand, j->compared, prod);
 		}
 		int wrc = register_version(m);
 		uint32_t prev = 0;
@@ -859,7 +886,7 @@ int64_t sx_models_train(const char *type, const char *name, const msgpack_object
 {
 	int t = type ? sx__model_type_parse(type, strlen(type)) : 0;
 	if (!t)
-		return sx_diag_set(SX_EINVAL, "type must be \"als\" or \"logistic\"");
+		return sx_diag_set(SX_EINVAL, "type must be \"als\", \"logistic\", \"text\" or \"behaviour\"");
 	if (!name || !sx__models_name_ok(name, strlen(name)))
 		return sx_diag_set(SX_EINVAL, "bad model name");
 	return start_training(t, name, params, data, PROMOTE_NONE, NULL, "manual");
@@ -867,26 +894,108 @@ int64_t sx_models_train(const char *type, const char *name, const msgpack_object
 
 static int m_train(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"type", "name", "params", "data", "promote_if", "alias", NULL};
-	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
-	const char *type;
-	size_t tlen;
+	static const char *const known[] = {"type", "name", "params", "data", "promote_if", "alias", "recipe", "args", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1], recipe[SX_EVENTS_ID_MAX + 1] = "";
+	const char *type = NULL;
+	size_t tlen = 0;
 	int rc, prom;
-	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_str(args, "type", 1, &type, &tlen)) < 0 ||
-	    (rc = name_arg(args, "name", 1, name, NULL)) < 0 || (rc = name_arg(args, "alias", 0, alias, "production")) < 0 ||
-	    (rc = promote_parse(args, "promote_if", PROMOTE_NONE, &prom)) < 0)
+	msgpack_sbuffer rsb;
+	msgpack_zone z;
+	msgpack_object ro;
+	SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_cstr(args, "recipe", 0, recipe, sizeof(recipe))) < 0 ||
+	    (rc = sx_arg_str(args, "type", !recipe[0], &type, &tlen)) < 0)
 		return rc;
+	const msgpack_object *params = sx_arg(args, "params"), *data = sx_arg(args, "data");
+	const msgpack_object *na = sx_arg(args, "name"), *pa = sx_arg(args, "promote_if"), *aa = sx_arg(args, "alias");
+	msgpack_sbuffer_init(&rsb);
+	msgpack_zone_init(&z, 4096);
+	if (recipe[0]) {
+		const msgpack_object *ra = sx_arg(args, "args");
+		size_t off = 0;
+		if (ra && ra->type != MSGPACK_OBJECT_NIL && ra->type != MSGPACK_OBJECT_MAP) {
+			rc = sx_diag_set(SX_EINVAL, "argument 'args' must be a map");
+			goto out;
+		}
+		if (data && data->type != MSGPACK_OBJECT_NIL) {
+			rc = sx_diag_set(SX_EINVAL, "a recipe selects the data: give 'args', not 'data'");
+			goto out;
+		}
+		if (params && params->type != MSGPACK_OBJECT_NIL && params->type != MSGPACK_OBJECT_MAP) {
+			rc = sx_diag_set(SX_EINVAL, "argument 'params' must be a map");
+			goto out;
+		}
+		if ((rc = sx__models_recipe_run(recipe, params && params->type == MSGPACK_OBJECT_MAP ? params : NULL,
+						ra && ra->type == MSGPACK_OBJECT_MAP ? ra : NULL, &rsb)) < 0)
+			goto out;
+		if (msgpack_unpack(rsb.data, rsb.size, &off, &z, &ro) != MSGPACK_UNPACK_SUCCESS) {
+			rc = sx_diag_set(SX_EINTERNAL, "recipe result does not decode");
+			goto out;
+		}
+		const msgpack_object *rt = sx_arg(&ro, "type");
+		if (type && !(rt && rt->type == MSGPACK_OBJECT_STR && rt->via.str.size == tlen && !memcmp(rt->via.str.ptr, type, tlen))) {
+			rc = sx_diag_set(SX_EINVAL, "recipe '%s' trains another type than 'type'", recipe);
+			goto out;
+		}
+		type = rt->via.str.ptr, tlen = rt->via.str.size;
+		params = sx_arg(&ro, "params"), data = sx_arg(&ro, "data");
+		if (!na || na->type == MSGPACK_OBJECT_NIL)
+			na = sx_arg(&ro, "name");
+		if (!pa || pa->type == MSGPACK_OBJECT_NIL)
+			pa = sx_arg(&ro, "promote_if");
+		if (!aa || aa->type == MSGPACK_OBJECT_NIL)
+			aa = sx_arg(&ro, "alias");
+	} else if (sx_arg(args, "args")) {
+		rc = sx_diag_set(SX_EINVAL, "argument 'args' goes with 'recipe'");
+		goto out;
+	}
+	/* name, alias and promote_if from the request, else the recipe */
+	{
+		msgpack_object_kv kv[3];
+		msgpack_object m3;
+		uint32_t nk = 0;
+		msgpack_object ks[3];
+		const char *keys[3] = {"name", "promote_if", "alias"};
+		const msgpack_object *vals[3] = {na, pa, aa};
+		for (int i = 0; i < 3; i++)
+			if (vals[i]) {
+				ks[nk].type = MSGPACK_OBJECT_STR;
+				ks[nk].via.str.ptr = keys[i], ks[nk].via.str.size = (uint32_t)strlen(keys[i]);
+				kv[nk].key = ks[nk], kv[nk].val = *vals[i];
+				nk++;
+			}
+		m3.type = MSGPACK_OBJECT_MAP;
+		m3.via.map.size = nk, m3.via.map.ptr = kv;
+		int dflt_ok = recipe[0] && sx__models_name_ok(recipe, strlen(recipe));
+		if ((rc = name_arg(&m3, "name", !dflt_ok, name, dflt_ok ? recipe : NULL)) < 0 ||
+		    (rc = name_arg(&m3, "alias", 0, alias, "production")) < 0 ||
+		    (rc = promote_parse(&m3, "promote_if", PROMOTE_NONE, &prom)) < 0)
+			goto out;
+	}
 	int t = sx__model_type_parse(type, tlen);
-	if (!t)
-		return sx_diag_set(SX_EINVAL, "argument 'type' must be \"als\" or \"logistic\"");
-	int64_t id = start_training(t, name, sx_arg(args, "params"), sx_arg(args, "data"), prom, alias, "manual");
-	if (id < 0)
-		return (int)id;
+	if (!t) {
+		rc = sx_diag_set(SX_EINVAL, "argument 'type' must be \"als\", \"logistic\", \"text\" or \"behaviour\"");
+		goto out;
+	}
+	/* A CSV file is read on the server: like writing files, an admin's call. */
+	if (t == SX_MODEL_TEXT && data && sx_arg(data, "csv") && sx_arg(data, "csv")->type != MSGPACK_OBJECT_NIL &&
+	    req->role < SX_ROLE_ADMIN) {
+		rc = sx_diag_set(SX_EACCES, "reading files on the server ('data.csv') needs the admin role");
+		goto out;
+	}
+	int64_t id = start_training(t, name, params, data, prom, alias, recipe[0] ? "recipe" : "manual");
+	if (id < 0) {
+		rc = (int)id;
+		goto out;
+	}
 	msgpack_pack_map(pk, 2);
 	sx_pack_kv_int(pk, "job", id);
 	sx_pack_kv_str(pk, "name", name);
-	return 0;
+	rc = 0;
+out:
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&rsb);
+	return rc;
 }
 
 /* ---- aliases ---- */
@@ -1045,10 +1154,11 @@ static void pack_alias_map(msgpack_packer *pk, const struct alias_list *l, uint3
 }
 
 /* Packs a stored metadata map plus `aliases` (those pointing at it). */
-static void pack_meta_with_aliases(msgpack_packer *pk, const msgpack_object *meta, const struct alias_list *al)
+static void pack_meta_with_aliases(msgpack_packer *pk, const msgpack_object *meta, const struct alias_list *al,
+				   uint32_t extra)
 {
 	uint32_t v = (uint32_t)mint(meta, "version", 0);
-	msgpack_pack_map(pk, meta->via.map.size + 1);
+	msgpack_pack_map(pk, meta->via.map.size + 1 + extra);
 	for (uint32_t i = 0; i < meta->via.map.size; i++) {
 		sx_pack_object(pk, &meta->via.map.ptr[i].key);
 		sx_pack_object(pk, &meta->via.map.ptr[i].val);
@@ -1076,7 +1186,7 @@ static int ver_list_cb(const struct sx_val *key, const struct sx_val *val, void 
 	msgpack_zone_clear(l->z);
 	if (unpack(val->data, val->len, l->z, &o) < 0 || o.type != MSGPACK_OBJECT_MAP)
 		return SX_ECORRUPT;
-	pack_meta_with_aliases(l->pk, &o, l->al);
+	pack_meta_with_aliases(l->pk, &o, l->al, 0);
 	return 0;
 }
 
@@ -1215,8 +1325,27 @@ static int m_get(struct sx_req *req, const msgpack_object *args, msgpack_packer 
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = target_args(args, name, alias, &version, 1)) < 0)
 		return rc;
 	msgpack_zone_init(&z, 4096);
-	if ((rc = meta_get(name, version, &z, &o)) == 0 && (rc = aliases_each(name, alias_list_cb, &al)) == 0)
-		pack_meta_with_aliases(pk, &o, &al);
+	if ((rc = meta_get(name, version, &z, &o)) == 0 && (rc = aliases_each(name, alias_list_cb, &al)) == 0) {
+		pack_meta_with_aliases(pk, &o, &al, 1);
+		/* What this server has seen of the version since it started. */
+		const struct monitor *mo = NULL;
+		for (const struct monitor *x = monitors; x && !mo; x = x->next)
+			if (x->version == version && strcmp(x->name, name) == 0)
+				mo = x;
+		sx_pack_key(pk, "monitoring");
+		if (mo) {
+			msgpack_pack_map(pk, 4);
+			sx_pack_kv_uint(pk, "predictions", mo->served);
+			sx_pack_key(pk, "psi");
+			sx__pack_num(pk, monitor_psi(mo));
+			sx_pack_key(pk, "outcomes");
+			pack_rolling(pk, mo);
+			sx_pack_kv_bool(pk, "alerting", mo->firing_drift || mo->firing_latency || mo->firing_accuracy ||
+						       mo->firing_auc);
+		} else {
+			msgpack_pack_nil(pk);
+		}
+	}
 	msgpack_zone_destroy(&z);
 	return rc;
 }
@@ -1318,13 +1447,20 @@ static struct monitor *monitor_of(const struct sx_model *m)
 	return mo;
 }
 
+static void monitor_free(struct monitor *mo)
+{
+	free(mo->ring);
+	free(mo->o_score), free(mo->o_y), free(mo->o_right);
+	free(mo);
+}
+
 static void monitors_drop(const char *name)
 {
 	for (struct monitor **pp = &monitors; *pp;) {
 		struct monitor *mo = *pp;
 		if (strcmp(mo->name, name) == 0) {
 			*pp = mo->next;
-			free(mo);
+			monitor_free(mo);
 		} else {
 			pp = &mo->next;
 		}
@@ -1385,6 +1521,46 @@ static void alert(const char *type, const struct monitor *mo, double value, doub
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* ---- outcomes ---- */
+
+struct rolling {
+	uint64_t count;
+	double accuracy, auc;
+};
+
+static struct rolling rolling_of(const struct monitor *mo)
+{
+	struct rolling r = {mo->o_n, NAN, NAN};
+	if (!mo->o_n)
+		return r;
+	double *sc = malloc(mo->o_n * sizeof(double));
+	uint8_t *y = malloc(mo->o_n);
+	size_t right = 0, nb = 0;
+	for (size_t i = 0; i < mo->o_n; i++) {
+		right += mo->o_right[i];
+		if (sc && y && !isnan(mo->o_score[i]) && mo->o_y[i] <= 1)
+			sc[nb] = mo->o_score[i], y[nb++] = mo->o_y[i];
+	}
+	r.accuracy = (double)right / (double)mo->o_n;
+	double a;
+	if (nb && sx_metrics_auc(sc, y, nb, &a) == 0)
+		r.auc = a;
+	free(sc), free(y);
+	return r;
+}
+
+static void pack_rolling(msgpack_packer *pk, const struct monitor *mo)
+{
+	struct rolling r = rolling_of(mo);
+	msgpack_pack_map(pk, 4);
+	sx_pack_kv_uint(pk, "count", r.count);
+	sx_pack_kv_uint(pk, "total", mo->o_total);
+	sx_pack_key(pk, "accuracy");
+	sx__pack_num(pk, r.accuracy);
+	sx_pack_key(pk, "auc");
+	sx__pack_num(pk, r.auc);
+}
+
 static void check_rules(struct monitor *mo)
 {
 	struct rules *r = rules_find(mo->name);
@@ -1408,9 +1584,32 @@ static void check_rules(struct monitor *mo)
 	}
 }
 
+/* Accuracy and AUC over the outcome window against their floors. */
+static void check_outcome_rules(struct monitor *mo)
+{
+	struct rules *r = rules_find(mo->name);
+	if (!r || mo->o_n < r->min_outcomes)
+		return;
+	struct rolling ro = rolling_of(mo);
+	if (r->accuracy_below > 0) {
+		int f = !isnan(ro.accuracy) && ro.accuracy < r->accuracy_below;
+		if (f != mo->firing_accuracy) {
+			mo->firing_accuracy = f;
+			alert("model.accuracy", mo, isnan(ro.accuracy) ? 0 : ro.accuracy, r->accuracy_below, f);
+		}
+	}
+	if (r->auc_below > 0) {
+		int f = !isnan(ro.auc) && ro.auc < r->auc_below;
+		if (f != mo->firing_auc) {
+			mo->firing_auc = f;
+			alert("model.auc", mo, isnan(ro.auc) ? 0 : ro.auc, r->auc_below, f);
+		}
+	}
+}
+
 static void pack_monitor(msgpack_packer *pk, const struct monitor *mo)
 {
-	msgpack_pack_map(pk, 8);
+	msgpack_pack_map(pk, 11);
 	sx_pack_kv_uint(pk, "version", mo->version);
 	sx_pack_kv_uint(pk, "predictions", mo->served);
 	sx_pack_kv_uint(pk, "errors", mo->errors);
@@ -1437,6 +1636,10 @@ static void pack_monitor(msgpack_packer *pk, const struct monitor *mo)
 		sx__pack_num(pk, mo->expected[b]);
 	sx_pack_kv_bool(pk, "drift_alert", mo->firing_drift);
 	sx_pack_kv_bool(pk, "latency_alert", mo->firing_latency);
+	sx_pack_key(pk, "outcomes");
+	pack_rolling(pk, mo);
+	sx_pack_kv_bool(pk, "accuracy_alert", mo->firing_accuracy);
+	sx_pack_kv_bool(pk, "auc_alert", mo->firing_auc);
 }
 
 static int m_monitor(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
@@ -1457,10 +1660,14 @@ static int m_monitor(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	sx_pack_kv_str(pk, "name", name);
 	sx_pack_key(pk, "rules");
 	if (r) {
-		msgpack_pack_map(pk, 3);
+		msgpack_pack_map(pk, 7);
 		sx_pack_kv_double(pk, "psi_above", r->psi_above);
 		sx_pack_kv_double(pk, "p99_ms_above", r->p99_ms_above);
 		sx_pack_kv_uint(pk, "min_samples", r->min_samples);
+		sx_pack_kv_double(pk, "accuracy_below", r->accuracy_below);
+		sx_pack_kv_double(pk, "auc_below", r->auc_below);
+		sx_pack_kv_uint(pk, "min_outcomes", r->min_outcomes);
+		sx_pack_kv_uint(pk, "outcome_window", r->outcome_window);
 	} else {
 		msgpack_pack_nil(pk);
 	}
@@ -1492,6 +1699,12 @@ static int rules_load_one(const char *name, const void *data, size_t len)
 		r->psi_above = mnum(&o, "psi_above", 0);
 		r->p99_ms_above = mnum(&o, "p99_ms_above", 0);
 		r->min_samples = (uint64_t)mint(&o, "min_samples", 100);
+		r->accuracy_below = mnum(&o, "accuracy_below", 0);
+		r->auc_below = mnum(&o, "auc_below", 0);
+		r->min_outcomes = (uint64_t)mint(&o, "min_outcomes", 50);
+		r->outcome_window = (uint64_t)mint(&o, "outcome_window", 500);
+		if (r->outcome_window < 1 || r->outcome_window > OUTCOME_WINDOW_MAX)
+			r->outcome_window = 500;
 	}
 	msgpack_zone_destroy(&z);
 	return rc;
@@ -1499,19 +1712,26 @@ static int rules_load_one(const char *name, const void *data, size_t len)
 
 static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"name", "psi_above", "p99_ms_above", "min_samples", NULL};
+	static const char *const known[] = {"name", "psi_above", "p99_ms_above", "min_samples", "accuracy_below",
+		"auc_below", "min_outcomes", "outcome_window", NULL};
 	char name[SX_MODELS_NAME_MAX + 1];
 	struct head h;
-	double psi = 0, p99 = 0;
-	int64_t mins = 100;
+	double psi = 0, p99 = 0, acc = 0, auc = 0;
+	int64_t mins = 100, mino = 50, win = 500;
 	int rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0 ||
 	    (rc = sx_arg_num(args, "psi_above", 0, &psi)) < 0 || (rc = sx_arg_num(args, "p99_ms_above", 0, &p99)) < 0 ||
-	    (rc = sx_arg_int(args, "min_samples", 0, &mins)) < 0)
+	    (rc = sx_arg_int(args, "min_samples", 0, &mins)) < 0 || (rc = sx_arg_num(args, "accuracy_below", 0, &acc)) < 0 ||
+	    (rc = sx_arg_num(args, "auc_below", 0, &auc)) < 0 || (rc = sx_arg_int(args, "min_outcomes", 0, &mino)) < 0 ||
+	    (rc = sx_arg_int(args, "outcome_window", 0, &win)) < 0)
 		return rc;
 	if (!isfinite(psi) || psi < 0 || !isfinite(p99) || p99 < 0 || mins < 1 || mins > 1000000000)
 		return sx_diag_set(SX_EINVAL, "thresholds must be >= 0 and min_samples in 1..1e9");
+	if (!(acc >= 0 && acc <= 1) || !(auc >= 0 && auc <= 1) || mino < 1 || win < 1 || win > OUTCOME_WINDOW_MAX ||
+	    mino > win)
+		return sx_diag_set(SX_EINVAL, "accuracy_below and auc_below must be in [0, 1], outcome_window in 1..%d and "
+				   "min_outcomes in 1..outcome_window", OUTCOME_WINDOW_MAX);
 	if ((rc = head_get(name, &h)) < 0)
 		return rc;
 	msgpack_sbuffer sb;
@@ -1519,10 +1739,14 @@ static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	uint8_t k[SX_MODELS_KEY_MAX];
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&p2, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&p2, 3);
+	msgpack_pack_map(&p2, 7);
 	sx_pack_kv_double(&p2, "psi_above", psi);
 	sx_pack_kv_double(&p2, "p99_ms_above", p99);
 	sx_pack_kv_int(&p2, "min_samples", mins);
+	sx_pack_kv_double(&p2, "accuracy_below", acc);
+	sx_pack_kv_double(&p2, "auc_below", auc);
+	sx_pack_kv_int(&p2, "min_outcomes", mino);
+	sx_pack_kv_int(&p2, "outcome_window", win);
 	rc = put_packed(SX_T_MODELS, k, sx__models_rules_key(k, name), &sb);
 	if (rc == 0)
 		rc = rules_load_one(name, sb.data, sb.size);
@@ -1530,6 +1754,57 @@ static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_pack
 		msgpack_sbuffer_write(pk->data, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	return rc;
+}
+
+/* ---- served predictions and outcomes ---- */
+
+/* Records a served prediction of a classifier; returns its id. */
+static uint64_t served_record(struct monitor *mo, int32_t pred, double p1)
+{
+	uint64_t id = ++pred_seq;
+	if (mo && (mo->ring || (mo->ring = calloc(PRED_RING, sizeof(*mo->ring))))) {
+		struct served_pred *sp = &mo->ring[id % PRED_RING];
+		sp->id = id, sp->pred = pred, sp->p1 = (float)p1, sp->joined = 0;
+	}
+	return id;
+}
+
+static void pack_pred_id(msgpack_packer *pk, uint64_t id)
+{
+	char b[24];
+	snprintf(b, sizeof(b), "%016llx", (unsigned long long)id);
+	sx_pack_kv_str(pk, "prediction_id", b);
+}
+
+/* Adds an outcome to the window: the score for AUC (NAN: none), the true
+ * class as 0/1 for AUC (2: not binary) and whether the prediction was right. */
+static int outcome_add(struct monitor *mo, double score, int y, int right)
+{
+	struct rules *r = rules_find(mo->name);
+	size_t w = r ? (size_t)r->outcome_window : 500;
+	if (!mo->o_score) {
+		mo->o_score = malloc(OUTCOME_WINDOW_MAX * sizeof(float));
+		mo->o_y = malloc(OUTCOME_WINDOW_MAX), mo->o_right = malloc(OUTCOME_WINDOW_MAX);
+		if (!mo->o_score || !mo->o_y || !mo->o_right) {
+			free(mo->o_score), free(mo->o_y), free(mo->o_right);
+			mo->o_score = NULL, mo->o_y = mo->o_right = NULL;
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		}
+	}
+	/* A window made smaller since keeps its first entries. */
+	if (mo->o_head >= w)
+		mo->o_head = 0;
+	if (mo->o_n > w)
+		mo->o_n = w;
+	mo->o_score[mo->o_head] = (float)score;
+	mo->o_y[mo->o_head] = (uint8_t)y;
+	mo->o_right[mo->o_head] = (uint8_t)right;
+	mo->o_head = (mo->o_head + 1) % w;
+	if (mo->o_n < w)
+		mo->o_n++;
+	mo->o_total++;
+	check_outcome_rules(mo);
+	return 0;
 }
 
 /* ---- prediction ---- */
@@ -1614,16 +1889,17 @@ static int predict_als(struct sx_model *m, struct monitor *mo, const msgpack_obj
 		sx_arg_bool(in, "exclude_seen", 0, &ex);
 		struct recent r = {m, items, w, 0};
 		uint32_t uidx;
-		char id[SX_EVENTS_ID_MAX + 1];
-		memcpy(id, u, ulen);
-		id[ulen] = 0;
+		char pbuf[SX_PRIVACY_ID_BUF];
+		size_t idlen;
+		/* Ids are stored (and the model keyed) by their pseudonym. */
+		const char *id = sx_privacy_user_id(u, ulen, pbuf, &idlen);
 		/* Without personalization consent neither the user's row nor
 		 * their history is used. */
-		int allowed = sx_privacy_allowed(id, ulen, SX_PURPOSE_PERSONALIZATION);
-		if (allowed && sx_events_user_index(NULL, id, ulen, &uidx) == 0 &&
+		int allowed = sx_privacy_allowed(id, idlen, SX_PURPOSE_PERSONALIZATION);
+		if (allowed && sx_events_user_index(NULL, id, idlen, &uidx) == 0 &&
 		    (rc = sx_events_user_scan(NULL, uidx, 0, SX_EVENTS_TIME_MAX + 1, 1, recent_cb, &r)) < 0)
 			break;
-		int32_t known_u = allowed ? sx__idmap_get(&m->users, u, ulen, 0) : -1;
+		int32_t known_u = allowed ? sx__idmap_get(&m->users, id, idlen, 0) : -1;
 		const char *source = "factors";
 		if (!allowed) {
 			source = "no_consent";
@@ -1743,7 +2019,8 @@ static int predict_logistic(struct sx_model *m, struct monitor *mo, const msgpac
 		for (size_t i = 0; i < n; i++) {
 			double p, b;
 			sx_model_predict_proba(m, X + i * m->d, c, &b, &p);
-			msgpack_pack_map(pk, 3);
+			msgpack_pack_map(pk, 4);
+			pack_pred_id(pk, served_record(mo, p >= 0.5, p));
 			sx_pack_kv_double(pk, "probability", p);
 			sx_pack_kv_double(pk, "intercept", b);
 			sx_pack_key(pk, "contributions");
@@ -1757,6 +2034,255 @@ static int predict_logistic(struct sx_model *m, struct monitor *mo, const msgpac
 		}
 	}
 	free(X), free(c);
+	return rc;
+}
+
+/* The text of one text input: "..." or {text = "..."}. */
+static int text_input(const msgpack_object *in, size_t i, const char **s, size_t *n)
+{
+	const msgpack_object *t = in;
+	if (in->type == MSGPACK_OBJECT_MAP) {
+		static const char *const known[] = {"text", NULL};
+		if (sx_arg_only(in, known) < 0)
+			return sx_diag_set(SX_EINVAL, "inputs[%zu] must be {text}", i);
+		t = sx_arg(in, "text");
+	}
+	if (!t || t->type != MSGPACK_OBJECT_STR || t->via.str.size > 65536)
+		return sx_diag_set(SX_EINVAL, "inputs[%zu] must be a string or {text = string} of up to 65536 bytes", i);
+	*s = t->via.str.ptr, *n = t->via.str.size;
+	return 0;
+}
+
+struct prob_ix {
+	double p;
+	int32_t c;
+};
+
+static int prob_cmp(const void *a, const void *b)
+{
+	const struct prob_ix *x = a, *y = b;
+	if (x->p != y->p)
+		return x->p > y->p ? -1 : 1;
+	return x->c < y->c ? -1 : x->c > y->c;
+}
+
+static int predict_text(struct sx_model *m, struct monitor *mo, const msgpack_object *inputs, msgpack_packer *pk)
+{
+	int single = inputs->type != MSGPACK_OBJECT_ARRAY;
+	size_t n = single ? 1 : inputs->via.array.size;
+	if (n == 0 || n > PREDICT_INPUTS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'inputs' must hold 1 to %d texts", PREDICT_INPUTS_MAX);
+	const char *s;
+	size_t len;
+	int rc;
+	for (size_t i = 0; i < n; i++)
+		if ((rc = text_input(single ? inputs : &inputs->via.array.ptr[i], i, &s, &len)) < 0)
+			return rc;
+	size_t k = (size_t)m->n_classes;
+	double *p = malloc(k * sizeof(double));
+	struct prob_ix *ix = malloc(k * sizeof(*ix));
+	if (!p || !ix) {
+		free(p), free(ix);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	sx_pack_key(pk, "predictions");
+	msgpack_pack_array(pk, n);
+	rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		text_input(single ? inputs : &inputs->via.array.ptr[i], i, &s, &len);
+		if ((rc = sx__text_predict(m, s, len, p)) < 0)
+			break;
+		int32_t best = sx_text_argmax(p, m->n_classes);
+		for (size_t c = 0; c < k; c++)
+			ix[c] = (struct prob_ix){p[c], (int32_t)c};
+		size_t shown = k <= PROBS_MAX ? k : PROBS_MAX;
+		if (k > PROBS_MAX)
+			qsort(ix, k, sizeof(*ix), prob_cmp);
+		msgpack_pack_map(pk, 4);
+		sx_pack_kv_str(pk, "label", m->classes[best]);
+		sx_pack_kv_double(pk, "probability", p[best]);
+		sx_pack_key(pk, "probabilities");
+		msgpack_pack_map(pk, shown);
+		for (size_t c = 0; c < shown; c++)
+			sx_pack_kv_double(pk, m->classes[ix[c].c], ix[c].p);
+		pack_pred_id(pk, served_record(mo, best, k == 2 ? p[1] : NAN));
+		if (mo && mo->has_ref) {
+			mo->bins[sx__models_bin(m->ref_edges, p[best])] += 1;
+			mo->scored++;
+		}
+	}
+	free(p), free(ix);
+	return rc;
+}
+
+/* ---- behaviour ---- */
+
+struct history {
+	const struct sx_model *m;
+	int32_t names[HISTORY_MAX], items[HISTORY_MAX];
+	size_t nn, ni, seen;
+};
+
+/* Newest first: kept newest first, reversed by the caller. */
+static int history_cb(const struct sx_event *ev, void *ud)
+{
+	struct history *h = ud;
+	int32_t a = sx__idmap_get((struct sx_idmap *)&h->m->names, ev->name, ev->name_len, 0);
+	if (a >= 0 && h->nn < HISTORY_MAX)
+		h->names[h->nn++] = a;
+	if (ev->item && h->ni < HISTORY_MAX) {
+		int32_t it = sx__idmap_get((struct sx_idmap *)&h->m->items, ev->item, ev->item_len, 0);
+		if (it >= 0)
+			h->items[h->ni++] = it;
+	}
+	return ++h->seen >= HISTORY_MAX ? 1 : 0;
+}
+
+static void reverse_i32(int32_t *a, size_t n)
+{
+	for (size_t i = 0; i < n / 2; i++) {
+		int32_t t = a[i];
+		a[i] = a[n - 1 - i], a[n - 1 - i] = t;
+	}
+}
+
+static int behaviour_input_check(const msgpack_object *in, size_t i)
+{
+	static const char *const known[] = {"user", "events", "n", "actions", NULL};
+	const char *u;
+	size_t ulen;
+	int64_t topn = 10, na = 5;
+	int rc;
+	char what[32];
+	snprintf(what, sizeof(what), "inputs[%zu]", i);
+	if (in->type != MSGPACK_OBJECT_MAP)
+		return sx_diag_set(SX_EINVAL, "%s must be a map {user | events, n?, actions?}", what);
+	if ((rc = sx_arg_only(in, known)) < 0 || (rc = sx_arg_str(in, "user", 0, &u, &ulen)) < 0 ||
+	    (rc = sx_arg_int(in, "n", 0, &topn)) < 0 || (rc = sx_arg_int(in, "actions", 0, &na)) < 0)
+		return sx__diag_prefix(rc, what);
+	const msgpack_object *us = sx_arg(in, "user"), *ev = sx_arg(in, "events");
+	int has_u = us && us->type != MSGPACK_OBJECT_NIL, has_e = ev && ev->type != MSGPACK_OBJECT_NIL;
+	if (has_u == has_e)
+		return sx_diag_set(SX_EINVAL, "%s: give 'user' or 'events' (one of them)", what);
+	if (has_u && (ulen == 0 || ulen > SX_EVENTS_ID_MAX))
+		return sx_diag_set(SX_EINVAL, "%s: 'user' must be 1 to %d bytes", what, SX_EVENTS_ID_MAX);
+	if (topn < 0 || topn > TOPN_MAX || na < 0 || na > TOPN_MAX)
+		return sx_diag_set(SX_EINVAL, "%s: 'n' and 'actions' must be in 0..%d", what, TOPN_MAX);
+	if (has_e) {
+		if (ev->type != MSGPACK_OBJECT_ARRAY || ev->via.array.size > HISTORY_MAX)
+			return sx_diag_set(SX_EINVAL, "%s: 'events' must be a list of up to %d {name, item?} (oldest first)",
+					   what, HISTORY_MAX);
+		for (uint32_t j = 0; j < ev->via.array.size; j++) {
+			const msgpack_object *e = &ev->via.array.ptr[j], *nm = sx_arg(e, "name"), *it = sx_arg(e, "item");
+			if (e->type != MSGPACK_OBJECT_MAP || !nm || nm->type != MSGPACK_OBJECT_STR ||
+			    (it && it->type != MSGPACK_OBJECT_STR && it->type != MSGPACK_OBJECT_NIL))
+				return sx_diag_set(SX_EINVAL, "%s: events[%u] must be {name = string, item? = string}", what, j);
+		}
+	}
+	return 0;
+}
+
+static int predict_behaviour(struct sx_model *m, struct monitor *mo, const msgpack_object *inputs, msgpack_packer *pk)
+{
+	int single = inputs->type == MSGPACK_OBJECT_MAP;
+	size_t n = single ? 1 : inputs->type == MSGPACK_OBJECT_ARRAY ? inputs->via.array.size : 0;
+	if (!single && inputs->type != MSGPACK_OBJECT_ARRAY)
+		return sx_diag_set(SX_EINVAL, "argument 'inputs' must be {user | events, n?, actions?} or an array of them");
+	if (n == 0 || n > PREDICT_INPUTS_MAX)
+		return sx_diag_set(SX_EINVAL, "argument 'inputs' must hold 1 to %d entries", PREDICT_INPUTS_MAX);
+	int rc;
+	for (size_t i = 0; i < n; i++)
+		if ((rc = behaviour_input_check(single ? inputs : &inputs->via.array.ptr[i], i)) < 0)
+			return rc;
+	size_t ns = (size_t)m->names.n;
+	double *p = malloc(ns * sizeof(double)), *sc = malloc(TOPN_MAX * sizeof(double));
+	struct prob_ix *ix = malloc(ns * sizeof(*ix));
+	int32_t *out = malloc(TOPN_MAX * sizeof(int32_t));
+	struct history *h = malloc(sizeof(*h));
+	if (!p || !sc || !ix || !out || !h) {
+		free(p), free(sc), free(ix), free(out), free(h);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	sx_pack_key(pk, "results");
+	msgpack_pack_array(pk, n);
+	rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const msgpack_object *in = single ? inputs : &inputs->via.array.ptr[i];
+		const msgpack_object *us = sx_arg(in, "user"), *ev = sx_arg(in, "events");
+		int64_t topn = 10, na = 5;
+		sx_arg_int(in, "n", 0, &topn);
+		sx_arg_int(in, "actions", 0, &na);
+		memset(h, 0, sizeof(*h));
+		h->m = m;
+		const char *source = "events";
+		if (us && us->type == MSGPACK_OBJECT_STR) {
+			char pbuf[SX_PRIVACY_ID_BUF];
+			size_t idlen;
+			uint32_t uidx;
+			const char *id = sx_privacy_user_id(us->via.str.ptr, us->via.str.size, pbuf, &idlen);
+			source = "history";
+			if (!sx_privacy_allowed(id, idlen, SX_PURPOSE_PERSONALIZATION))
+				source = "no_consent";
+			else if (sx_events_user_index(NULL, id, idlen, &uidx) < 0)
+				source = "cold";
+			else if ((rc = sx_events_user_scan(NULL, uidx, 0, SX_EVENTS_TIME_MAX + 1, 1, history_cb, h)) < 0)
+				break;
+			else if (!h->nn && !h->ni)
+				source = "cold";
+			reverse_i32(h->names, h->nn);
+			reverse_i32(h->items, h->ni);
+		} else {
+			for (uint32_t j = 0; j < ev->via.array.size; j++) {
+				const msgpack_object *e = &ev->via.array.ptr[j], *nm = sx_arg(e, "name"), *it = sx_arg(e, "item");
+				int32_t a = sx__idmap_get(&m->names, nm->via.str.ptr, nm->via.str.size, 0);
+				if (a >= 0)
+					h->names[h->nn++] = a;
+				if (it && it->type == MSGPACK_OBJECT_STR) {
+					int32_t b = sx__idmap_get(&m->items, it->via.str.ptr, it->via.str.size, 0);
+					if (b >= 0)
+						h->items[h->ni++] = b;
+				}
+			}
+		}
+		if ((rc = sx__behaviour_next(m, h->names, h->nn, p)) < 0)
+			break;
+		for (size_t c = 0; c < ns; c++)
+			ix[c] = (struct prob_ix){p[c], (int32_t)c};
+		qsort(ix, ns, sizeof(*ix), prob_cmp);
+		size_t shown = (size_t)na < ns ? (size_t)na : ns;
+		int got = 0;
+		if (h->ni && topn > 0 && (got = sx__behaviour_items(m, h->items, h->ni, (size_t)topn, out, sc)) < 0) {
+			rc = got;
+			break;
+		}
+		msgpack_pack_map(pk, 4 - !(us && us->type == MSGPACK_OBJECT_STR));
+		if (us && us->type == MSGPACK_OBJECT_STR) {
+			sx_pack_key(pk, "user");
+			sx_pack_strn(pk, us->via.str.ptr, us->via.str.size);
+		}
+		sx_pack_kv_str(pk, "source", source);
+		sx_pack_key(pk, "next_actions");
+		msgpack_pack_array(pk, shown);
+		for (size_t c = 0; c < shown; c++) {
+			msgpack_pack_map(pk, 2);
+			sx_pack_key(pk, "action");
+			sx_pack_strn(pk, m->names.ids[ix[c].c], m->names.lens[ix[c].c]);
+			sx_pack_kv_double(pk, "probability", ix[c].p);
+		}
+		sx_pack_key(pk, "items");
+		msgpack_pack_array(pk, (size_t)got);
+		for (int j = 0; j < got; j++) {
+			msgpack_pack_map(pk, 2);
+			sx_pack_key(pk, "item");
+			sx_pack_strn(pk, m->items.ids[out[j]], m->items.lens[out[j]]);
+			sx_pack_kv_double(pk, "score", sc[j]);
+		}
+		if (mo && mo->has_ref) {
+			mo->bins[sx__models_bin(m->ref_edges, ix[0].p)] += 1;
+			mo->scored++;
+		}
+	}
+	free(p), free(sc), free(ix), free(out), free(h);
 	return rc;
 }
 
@@ -1785,7 +2311,12 @@ static int m_predict(struct sx_req *req, const msgpack_object *args, msgpack_pac
 		sx_pack_str(pk, alias[0] ? alias : "production");
 	else
 		msgpack_pack_nil(pk);
-	rc = m->type == SX_MODEL_ALS ? predict_als(m, mo, inputs, pk) : predict_logistic(m, mo, inputs, pk);
+	switch (m->type) {
+	case SX_MODEL_ALS: rc = predict_als(m, mo, inputs, pk); break;
+	case SX_MODEL_LOGISTIC: rc = predict_logistic(m, mo, inputs, pk); break;
+	case SX_MODEL_TEXT: rc = predict_text(m, mo, inputs, pk); break;
+	default: rc = predict_behaviour(m, mo, inputs, pk); break;
+	}
 	if (mo) {
 		if (rc < 0) {
 			mo->errors++;
@@ -1799,6 +2330,165 @@ static int m_predict(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	}
 	sx_model_unref(m);
 	SX_UNUSED(req);
+	return rc;
+}
+
+/* ---- outcomes ---- */
+
+static int parse_pred_id(const msgpack_object *o, uint64_t *id)
+{
+	char b[17];
+	if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size != 16)
+		return sx_diag_set(SX_EINVAL, "argument 'prediction_id' must be the 16-character id a prediction returned");
+	memcpy(b, o->via.str.ptr, 16);
+	b[16] = 0;
+	for (int i = 0; i < 16; i++)
+		if (!((b[i] >= '0' && b[i] <= '9') || (b[i] >= 'a' && b[i] <= 'f')))
+			return sx_diag_set(SX_EINVAL, "argument 'prediction_id' must be the 16-character id a prediction returned");
+	*id = strtoull(b, NULL, 16);
+	return 0;
+}
+
+/* The class of an outcome label: logistic 0/1 (or a boolean); text one of
+ * the model's labels (-1: a label the model does not know). */
+static int outcome_class(const struct sx_model *m, const msgpack_object *o, int32_t *y)
+{
+	if (!o || o->type == MSGPACK_OBJECT_NIL)
+		return sx_diag_set(SX_EINVAL, "argument 'label' is required");
+	if (m->type == SX_MODEL_LOGISTIC) {
+		if (o->type == MSGPACK_OBJECT_BOOLEAN)
+			*y = o->via.boolean;
+		else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= 1)
+			*y = (int32_t)o->via.u64;
+		else
+			return sx_diag_set(SX_EINVAL, "argument 'label' must be 0, 1, true or false for a logistic model");
+		return 0;
+	}
+	char buf[32];
+	const char *s;
+	size_t n;
+	switch (o->type) {
+	case MSGPACK_OBJECT_STR: s = o->via.str.ptr, n = o->via.str.size; break;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: n = (size_t)snprintf(buf, sizeof(buf), "%llu", (unsigned long long)o->via.u64), s = buf; break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: n = (size_t)snprintf(buf, sizeof(buf), "%lld", (long long)o->via.i64), s = buf; break;
+	case MSGPACK_OBJECT_BOOLEAN: s = o->via.boolean ? "true" : "false", n = strlen(s); break;
+	default: return sx_diag_set(SX_EINVAL, "argument 'label' must be a string, an integer or a boolean");
+	}
+	*y = -1;
+	for (int32_t c = 0; c < m->n_classes; c++)
+		if (strlen(m->classes[c]) == n && memcmp(m->classes[c], s, n) == 0)
+			*y = c;
+	return 0;
+}
+
+static int m_outcome(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	static const char *const known[] = {"name", "alias", "version", "prediction_id", "inputs", "label", NULL};
+	char name[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
+	uint32_t version = 0;
+	uint64_t id = 0;
+	int rc;
+	SX_UNUSED(req), SX_UNUSED(ud);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, "name", 1, name, NULL)) < 0)
+		return rc;
+	const msgpack_object *pid = sx_arg(args, "prediction_id"), *inputs = sx_arg(args, "inputs");
+	int by_id = pid && pid->type != MSGPACK_OBJECT_NIL, by_inputs = inputs && inputs->type != MSGPACK_OBJECT_NIL;
+	if (by_id == by_inputs)
+		return sx_diag_set(SX_EINVAL, "give 'prediction_id' or 'inputs' (one of them)");
+	if (!sx_arg(args, "label") || sx_arg(args, "label")->type == MSGPACK_OBJECT_NIL)
+		return sx_diag_set(SX_EINVAL, "argument 'label' is required");
+	struct monitor *mo = NULL;
+	struct served_pred *sp = NULL;
+	struct sx_model *m;
+	if (by_id) {
+		if ((rc = parse_pred_id(pid, &id)) < 0)
+			return rc;
+		if (sx_arg(args, "version") || sx_arg(args, "alias"))
+			return sx_diag_set(SX_EINVAL, "'prediction_id' names its version: no 'version' or 'alias'");
+		for (struct monitor *x = monitors; x && !sp; x = x->next)
+			if (x->ring && strcmp(x->name, name) == 0 && x->ring[id % PRED_RING].id == id)
+				mo = x, sp = &x->ring[id % PRED_RING];
+		if (!sp)
+			return sx_diag_set(SX_ENOENT, "model '%s' served no prediction '%.16s' since the start, or it is older "
+					   "than the last %d of its version", name, pid->via.str.ptr, PRED_RING);
+		if (sp->joined)
+			return sx_diag_set(SX_EEXIST, "prediction '%.16s' has its outcome already", pid->via.str.ptr);
+		version = mo->version;
+		if (!(m = load(name, version)))
+			return sx_diag_last_code();
+	} else {
+		if ((rc = target_args(args, name, alias, &version, 0)) < 0)
+			return rc;
+		if (!(m = load(name, version)))
+			return sx_diag_last_code();
+	}
+	int32_t y = -1, pred = 0;
+	double p1 = NAN;
+	if (m->type != SX_MODEL_LOGISTIC && m->type != SX_MODEL_TEXT) {
+		rc = sx_diag_set(SX_ESTATE, "model '%s' is %s: outcomes are for logistic and text models", name,
+				 sx__model_type_name(m->type));
+		goto out;
+	}
+	if ((rc = outcome_class(m, sx_arg(args, "label"), &y)) < 0)
+		goto out;
+	if (by_id) {
+		pred = sp->pred, p1 = sp->p1;
+	} else if (m->type == SX_MODEL_LOGISTIC) {
+		double *x = malloc(m->d * sizeof(double));
+		const msgpack_object *row = inputs;
+		/* [[x...]] or [{...}]: one row, as model.predict takes it */
+		if (row->type == MSGPACK_OBJECT_ARRAY && row->via.array.size == 1 &&
+		    (row->via.array.ptr[0].type == MSGPACK_OBJECT_ARRAY || row->via.array.ptr[0].type == MSGPACK_OBJECT_MAP))
+			row = &row->via.array.ptr[0];
+		rc = x ? row_of(m, row, 0, x) : sx_diag_set(SX_ENOMEM, "out of memory");
+		if (rc == 0)
+			rc = sx_model_predict_proba(m, x, NULL, NULL, &p1);
+		free(x);
+		if (rc < 0)
+			goto out;
+		pred = p1 >= 0.5;
+	} else {
+		const char *s;
+		size_t len;
+		double *p = malloc((size_t)m->n_classes * sizeof(double));
+		rc = p ? text_input(inputs, 0, &s, &len) : sx_diag_set(SX_ENOMEM, "out of memory");
+		if (rc == 0)
+			rc = sx__text_predict(m, s, len, p);
+		if (rc == 0) {
+			pred = sx_text_argmax(p, m->n_classes);
+			p1 = m->n_classes == 2 ? p[1] : NAN;
+		}
+		free(p);
+		if (rc < 0)
+			goto out;
+	}
+	if (!mo && !(mo = monitor_of(m))) {
+		rc = sx_diag_set(SX_ENOMEM, "out of memory");
+		goto out;
+	}
+	int binary = m->type == SX_MODEL_LOGISTIC || m->n_classes == 2;
+	if ((rc = outcome_add(mo, binary ? p1 : NAN, binary && y >= 0 ? y : 2, pred == y)) < 0)
+		goto out;
+	if (sp)
+		sp->joined = 1;
+	msgpack_pack_map(pk, 6);
+	sx_pack_kv_str(pk, "name", name);
+	sx_pack_kv_uint(pk, "version", m->version);
+	sx_pack_key(pk, "prediction_id");
+	if (by_id)
+		sx_pack_strn(pk, pid->via.str.ptr, pid->via.str.size);
+	else
+		msgpack_pack_nil(pk);
+	sx_pack_key(pk, "predicted");
+	if (m->type == SX_MODEL_LOGISTIC)
+		msgpack_pack_int32(pk, pred);
+	else
+		sx_pack_str(pk, m->classes[pred]);
+	sx_pack_kv_bool(pk, "correct", pred == y);
+	sx_pack_key(pk, "outcomes");
+	pack_rolling(pk, mo);
+out:
+	sx_model_unref(m);
 	return rc;
 }
 
@@ -1880,6 +2570,10 @@ static int m_export(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	struct sx_model *m = load(name, version);
 	if (!m)
 		return sx_diag_last_code();
+	if (fmt == 2 && m->type != SX_MODEL_ALS && m->type != SX_MODEL_LOGISTIC) {
+		sx_model_unref(m);
+		return sx_diag_set(SX_EINVAL, "format \"npy\" is for als and logistic models");
+	}
 	if (fmt == 2) {
 		rc = export_npy(m, path, pk);
 	} else {
@@ -2137,8 +2831,8 @@ static int64_t retrain(const char *name, struct policy *p, const msgpack_sbuffer
 	int rc;
 	if ((rc = head_get(name, &h)) < 0)
 		return rc;
-	if (h.type != SX_MODEL_ALS)
-		return sx_diag_set(SX_ESTATE, "model '%s' is %s: only als models retrain from events", name,
+	if (h.type != SX_MODEL_ALS && h.type != SX_MODEL_BEHAVIOUR)
+		return sx_diag_set(SX_ESTATE, "model '%s' is %s: only als and behaviour models retrain from events", name,
 				   sx__model_type_name(h.type));
 	if (running_has(name))
 		return sx_diag_set(SX_EBUSY, "model '%s' is training already", name);
@@ -2182,7 +2876,7 @@ static int64_t retrain(const char *name, struct policy *p, const msgpack_sbuffer
 		id = rc;
 		goto out;
 	}
-	id = start_training(SX_MODEL_ALS, name, &po, &data, p->promote_if, p->alias, trigger);
+	id = start_training(h.type, name, &po, &data, p->promote_if, p->alias, trigger);
 out:
 	msgpack_sbuffer_destroy(&params);
 	msgpack_sbuffer_destroy(&dsb);
@@ -2237,7 +2931,7 @@ static int m_policy(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	if (po) {
 		/* Checked now so that a bad override fails here, not at every tick. */
 		struct sx_train *t = sx__train_prepare(h.type, name, po, NULL);
-		if (!t && h.type == SX_MODEL_ALS) {
+		if (!t && (h.type == SX_MODEL_ALS || h.type == SX_MODEL_BEHAVIOUR)) {
 			rc = sx_diag_last_code();
 			goto out;
 		}
@@ -2429,13 +3123,16 @@ static int start(struct sx_engine *e)
 {
 	sx__models_eng = e;
 	alias_generation = 1;
+	/* Ids grow across restarts, so an id from before one never joins a
+	 * prediction made after it. */
+	pred_seq = (uint64_t)sx_wall_ms() << 10;
 	uint8_t lo = 'r', hi = 's';
 	int rc = sx_store_scan(e->store, SX_T_MODELS, &lo, 1, &hi, 1, 0, rules_scan_cb, NULL);
 	sx_store_read_end(e->store);
 	if (rc < 0)
 		return rc;
 	const struct sx_method methods[] = {
-		{"model.train", SX_ROLE_WRITER, m_train, NULL, "train a model on the thread pool {type, name, params?, data?, promote_if?, alias?}"},
+		{"model.train", SX_ROLE_WRITER, m_train, NULL, "train a model on the thread pool {type, name, params?, data?, promote_if?, alias?} or {recipe, args?, name?, params?, ...}"},
 		{"model.list", SX_ROLE_READER, m_list, NULL, "models, or one model's versions {name?}"},
 		{"model.get", SX_ROLE_READER, m_get, NULL, "a version's metadata {name, version|alias}"},
 		{"model.promote", SX_ROLE_WRITER, m_audited, (void *)&m_promote_fn, "point an alias at a version {name, version, alias?}"},
@@ -2444,8 +3141,9 @@ static int start(struct sx_engine *e)
 		{"model.archive", SX_ROLE_WRITER, m_audited, (void *)&m_archive_fn, "archive a version {name, version}"},
 		{"model.delete", SX_ROLE_WRITER, m_audited, (void *)&m_delete_fn, "delete a version no alias points to {name, version}"},
 		{"model.predict", SX_ROLE_READER, m_predict, NULL, "serve a version {name, alias?|version?, inputs}"},
-		{"model.monitor", SX_ROLE_READER, m_monitor, NULL, "predictions, latency, drift per version {name}"},
-		{"model.alerts", SX_ROLE_WRITER, m_alerts, NULL, "alert thresholds {name, psi_above?, p99_ms_above?, min_samples?}"},
+		{"model.monitor", SX_ROLE_READER, m_monitor, NULL, "predictions, latency, drift, outcomes per version {name}"},
+		{"model.alerts", SX_ROLE_WRITER, m_alerts, NULL, "alert thresholds {name, psi_above?, p99_ms_above?, min_samples?, accuracy_below?, auc_below?, min_outcomes?, outcome_window?}"},
+		{"model.outcome", SX_ROLE_WRITER, m_outcome, NULL, "the true label of a served prediction {name, prediction_id | inputs, label, alias?|version?}"},
 		{"model.export", SX_ROLE_READER, m_export, NULL, "a bundle {name, version|alias, format?, path?}"},
 		{"model.import", SX_ROLE_WRITER, m_import, NULL, "register a bundle as a new version {bundle, name?}"},
 		{"model.policy", SX_ROLE_WRITER, m_policy, NULL, "retraining policy {name, every_hours?, after_events?, drift_above?, promote_if?, params?}"},
@@ -2454,6 +3152,8 @@ static int start(struct sx_engine *e)
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
+	if ((rc = sx__models_recipes_start(e)) < 0)
+		return rc;
 	if ((rc = sx_privacy_register_eraser("models", erase_user, NULL)) < 0 ||
 	    (rc = sx_privacy_register_exporter("models", export_user, NULL)) < 0)
 		return rc;
@@ -2485,7 +3185,7 @@ static void stop(struct sx_engine *e)
 	while (monitors) {
 		struct monitor *mo = monitors;
 		monitors = mo->next;
-		free(mo);
+		monitor_free(mo);
 	}
 	while (rules) {
 		struct rules *r = rules;

@@ -27,14 +27,15 @@
 
 #define SX_MODELS_NAME_MAX 64
 
-enum sx_model_type { SX_MODEL_ALS = 1, SX_MODEL_LOGISTIC = 2 };
+enum sx_model_type { SX_MODEL_ALS = 1, SX_MODEL_LOGISTIC = 2, SX_MODEL_TEXT = 3, SX_MODEL_BEHAVIOUR = 4 };
 
 struct sx_model;
 
 /* ---- training (loop) ----
  * Starts a training job exactly as the RPC method model.train does: type
- * "als" or "logistic", params and data as documented in docs/notes-models.md
- * (either may be NULL). Inputs are checked and copied before the call
+ * "als", "logistic", "text" or "behaviour", params and data as documented in
+ * docs/API.md (Models; either may be NULL). No role check: a text model's
+ * data.csv is read from the server's disk for any caller of this function. Inputs are checked and copied before the call
  * returns; the job registers a new version when it succeeds. Returns the job
  * id (> 0) or a negative error. */
 int64_t sx_models_train(const char *type, const char *name, const msgpack_object *params,

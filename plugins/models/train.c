@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/jobs.h"
 #include "core/math/als.h"
+#include "core/math/behaviour.h"
 #include "core/math/logreg.h"
 #include "core/math/metrics.h"
 #include "core/plugin.h"
@@ -15,44 +17,17 @@
 #include "core/sx.h"
 #include "plugins/events/events.h"
 #include "plugins/models/internal.h"
+#include "plugins/privacy/privacy.h"
 #include "store/store.h"
 
-#define MAX_EVENT_WEIGHTS 64
+
 #define MAX_FEATURES 10000
 #define REF_USERS 2000
 
-struct sx_train {
-	int type;
-	char name[SX_MODELS_NAME_MAX + 1];
-	msgpack_sbuffer params;
-	double holdout;
-	int refit, threads;
-	/* als */
-	int64_t from, to;
-	int k, iterations, cg_steps, eval_k;
-	float lambda, alpha;
-	uint64_t seed;
-	struct sx_model_weight weights[MAX_EVENT_WEIGHTS];
-	size_t nweights;
-	/* logistic */
-	size_t n, d, nt;
-	double *X, *Xt;
-	uint8_t *y, *yt;
-	char **names;
-	struct sx_logreg_opts lo;
-	int balanced;
-	/* comparison */
-	struct sx_model *prod;
-	double cmp_cand, cmp_prod;
-	/* result */
-	struct sx_model *out;
-	struct sx_job *job;
-	atomic_int cancel;
-};
 
 /* ---- preparation (loop thread) ---- */
 
-static int check_only(const msgpack_object *o, const char *what, const char *const *known)
+int sx__train_check_only(const msgpack_object *o, const char *what, const char *const *known)
 {
 	if (!o || o->type == MSGPACK_OBJECT_NIL)
 		return 0;
@@ -64,7 +39,7 @@ static int check_only(const msgpack_object *o, const char *what, const char *con
 	return 0;
 }
 
-static int opt_int(const msgpack_object *p, const char *key, int64_t lo, int64_t hi, int64_t *v)
+int sx__train_opt_int(const msgpack_object *p, const char *key, int64_t lo, int64_t hi, int64_t *v)
 {
 	int rc = sx_arg_int(p, key, 0, v);
 	if (rc < 0)
@@ -74,7 +49,7 @@ static int opt_int(const msgpack_object *p, const char *key, int64_t lo, int64_t
 	return 0;
 }
 
-static int opt_num(const msgpack_object *p, const char *key, double lo, double hi, double *v)
+int sx__train_opt_num(const msgpack_object *p, const char *key, double lo, double hi, double *v)
 {
 	int rc = sx_arg_num(p, key, 0, v);
 	if (rc < 0)
@@ -83,6 +58,10 @@ static int opt_num(const msgpack_object *p, const char *key, double lo, double h
 		return sx_diag_set(SX_EINVAL, "params: '%s' must be in [%g, %g]", key, lo, hi);
 	return 0;
 }
+
+#define check_only sx__train_check_only
+#define opt_int sx__train_opt_int
+#define opt_num sx__train_opt_num
 
 static int num_of(const msgpack_object *o, double *out)
 {
@@ -109,6 +88,92 @@ static int time_of(const msgpack_object *data, const char *key, int64_t *out)
 		*out = v;
 	}
 	return 0;
+}
+
+int sx__train_window(const msgpack_object *data, int64_t *from, int64_t *to)
+{
+	int rc;
+	*from = *to = -1;
+	if ((rc = time_of(data, "from", from)) < 0 || (rc = time_of(data, "to", to)) < 0)
+		return rc;
+	if (*from >= 0 && *to >= 0 && *from >= *to)
+		return sx_diag_set(SX_EINVAL, "data: 'from' must be before 'to'");
+	return 0;
+}
+
+/* ---- consent ---- */
+
+struct id_list {
+	char (*ids)[SX_EVENTS_ID_MAX + 1];
+	size_t *lens;
+	size_t n, cap;
+};
+
+static int consent_key_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct id_list *l = ud;
+	SX_UNUSED(val);
+	if (key->len == 0 || key->len > SX_EVENTS_ID_MAX)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		void *a = realloc(l->ids, cap * sizeof(*l->ids)), *b = a ? realloc(l->lens, cap * sizeof(size_t)) : NULL;
+		if (a)
+			l->ids = a;
+		if (!a || !b)
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		l->lens = b, l->cap = cap;
+	}
+	memcpy(l->ids[l->n], key->data, key->len);
+	l->lens[l->n++] = key->len;
+	return 0;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Only users with a consent record can differ from the default, so the
+ * snapshot costs one lookup per record, not per user. The ids are
+ * collected first: the lookups must not run inside the scan. */
+int sx__consent_snapshot(struct sx_consent_set *cs)
+{
+	struct id_list l = {0};
+	memset(cs, 0, sizeof(*cs));
+	cs->dflt = sx__models_eng->cfg->consent_default ? 1 : 0;
+	int rc = sx_store_scan(sx__models_eng->store, SX_T_CONSENT, NULL, 0, NULL, 0, 0, consent_key_cb, &l);
+	if (rc == 0 && l.n && !(cs->idx = malloc(l.n * sizeof(uint32_t))))
+		rc = sx_diag_set(SX_ENOMEM, "out of memory");
+	for (size_t i = 0; rc == 0 && i < l.n; i++) {
+		uint32_t idx;
+		if (sx_events_user_index(NULL, l.ids[i], l.lens[i], &idx) < 0)
+			continue;
+		if (sx_privacy_allowed_index(idx, SX_PURPOSE_PERSONALIZATION) != cs->dflt)
+			cs->idx[cs->n++] = idx;
+	}
+	free(l.ids), free(l.lens);
+	if (rc < 0) {
+		sx__consent_close(cs);
+		return rc;
+	}
+	if (cs->n)
+		qsort(cs->idx, cs->n, sizeof(uint32_t), u32_cmp);
+	return 0;
+}
+
+void sx__consent_close(struct sx_consent_set *cs)
+{
+	free(cs->idx);
+	cs->idx = NULL;
+	cs->n = 0;
+}
+
+int sx__consent_allows(const struct sx_consent_set *cs, uint32_t idx)
+{
+	int listed = cs->n && bsearch(&idx, cs->idx, cs->n, sizeof(uint32_t), u32_cmp) != NULL;
+	return listed ? !cs->dflt : cs->dflt;
 }
 
 static int prepare_als(struct sx_train *t, const msgpack_object *p, const msgpack_object *data)
@@ -342,7 +407,16 @@ struct sx_train *sx__train_prepare(int type, const char *name, const msgpack_obj
 		params = NULL;
 	if (data && data->type == MSGPACK_OBJECT_NIL)
 		data = NULL;
-	if ((type == SX_MODEL_ALS ? prepare_als(t, params, data) : prepare_logistic(t, params, data)) < 0)
+	int rc;
+	switch (type) {
+	case SX_MODEL_ALS: rc = prepare_als(t, params, data); break;
+	case SX_MODEL_LOGISTIC: rc = prepare_logistic(t, params, data); break;
+	case SX_MODEL_TEXT: rc = sx__text_prepare(t, params, data); break;
+	default: rc = sx__behaviour_prepare(t, params, data); break;
+	}
+	if (rc < 0)
+		goto fail;
+	if ((type == SX_MODEL_ALS || type == SX_MODEL_BEHAVIOUR) && sx__consent_snapshot(&t->consent) < 0)
 		goto fail;
 	return t;
 fail:
@@ -355,6 +429,9 @@ void sx__train_free(struct sx_train *t)
 	if (!t)
 		return;
 	msgpack_sbuffer_destroy(&t->params);
+	sx__consent_close(&t->consent);
+	sx__text_free(t);
+	free(t->bnames), free(t->inames);
 	free(t->X), free(t->Xt), free(t->y), free(t->yt);
 	if (t->names)
 		for (size_t j = 0; j < t->d; j++)
@@ -405,7 +482,7 @@ struct collect {
 	struct rec *r;
 	size_t n, cap;
 	struct sx_idmap *items;
-	size_t seen;
+	size_t seen, skipped;
 };
 
 static int collect_cb(const struct sx_event *ev, void *ud)
@@ -415,6 +492,10 @@ static int collect_cb(const struct sx_event *ev, void *ud)
 		return sx_diag_set(SX_ECANCELED, "cancelled");
 	if (!ev->item)
 		return 0;
+	if (!sx__consent_allows(&c->t->consent, ev->user)) {
+		c->skipped++;
+		return 0;
+	}
 	float w = 0;
 	for (size_t i = 0; i < c->t->nweights; i++)
 		if (strlen(c->t->weights[i].name) == ev->name_len && !memcmp(c->t->weights[i].name, ev->name, ev->name_len)) {
@@ -661,7 +742,7 @@ static double foldin_ndcg(const struct sx_model *m, const struct sx_idmap *items
 static int als_run(struct sx_train *t)
 {
 	struct sx_model *m = sx__model_new(SX_MODEL_ALS, t->name);
-	struct collect c = {t, NULL, 0, 0, NULL, 0};
+	struct collect c = {t, NULL, 0, 0, NULL, 0, 0};
 	struct csr train = {0}, full = {0};
 	size_t *ustart = NULL, *ucnt = NULL, *utrain = NULL;
 	struct eval_user *ev = NULL;
@@ -856,8 +937,9 @@ static int als_run(struct sx_train *t)
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &m->metrics, msgpack_sbuffer_write);
 	int has_cmp = !isnan(t->cmp_prod);
-	msgpack_pack_map(&pk, 13 + has_cmp);
+	msgpack_pack_map(&pk, 14 + has_cmp);
 	sx_pack_kv_int(&pk, "k", (int64_t)K);
+	sx_pack_kv_uint(&pk, "skipped_events_no_consent", c.skipped);
 	sx_pack_kv_uint(&pk, "users", nu);
 	sx_pack_kv_uint(&pk, "items", (uint64_t)ni);
 	sx_pack_kv_uint(&pk, "interactions", c.n);
@@ -1156,13 +1238,20 @@ int sx__train_run(struct sx_train *t, struct sx_job *job)
 {
 	t->job = job;
 	int64_t t0 = (int64_t)sx_now_ms();
-	int rc = t->type == SX_MODEL_ALS ? als_run(t) : logistic_run(t);
+	int rc;
+	switch (t->type) {
+	case SX_MODEL_ALS: rc = als_run(t); break;
+	case SX_MODEL_LOGISTIC: rc = logistic_run(t); break;
+	case SX_MODEL_TEXT: rc = sx__text_run(t); break;
+	default: rc = sx__behaviour_run(t); break;
+	}
 	if (rc < 0)
 		return rc;
 	struct sx_model *m = t->out;
 	m->train_ms = (int64_t)sx_now_ms() - t0;
-	m->data_from = t->type == SX_MODEL_ALS ? t->from : -1;
-	m->data_to = t->type == SX_MODEL_ALS ? t->to : -1;
+	int windowed = t->type == SX_MODEL_ALS || t->type == SX_MODEL_BEHAVIOUR || (t->type == SX_MODEL_TEXT && t->from_events);
+	m->data_from = windowed ? t->from : -1;
+	m->data_to = windowed ? t->to : -1;
 	msgpack_sbuffer_write(&m->params, t->params.data, t->params.size);
 	return 0;
 }

@@ -13,6 +13,8 @@
 #include <cmocka.h>
 
 #include "core/math/als.h"
+#include "core/math/behaviour.h"
+#include "core/math/text.h"
 #include "core/rpc.h"
 #include "core/sx.h"
 #include "plugins/models/internal.h"
@@ -365,6 +367,148 @@ static void test_logistic_api_and_bundle(void **state)
 	assert_int_equal(sx_diag_last_code(), SX_EINVAL);
 }
 
+
+/* ---- behaviour and text bundles ---- */
+
+static struct sx_model *behaviour_model(void)
+{
+	struct sx_model *m = sx__model_new(SX_MODEL_BEHAVIOUR, "beh");
+	const char *names[] = {"search", "view", "book"}, *items[] = {"a", "b", "c"};
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sx__idmap_get(&m->names, names[i], strlen(names[i]), 1), i);
+		assert_int_equal(sx__idmap_get(&m->items, items[i], 1, 1), i);
+	}
+	m->markov = sx_markov_new(3);
+	struct sx_markov_opts mo = {0, 0, 0};
+	int32_t seq[] = {0, 1, 1, 2};
+	int64_t t[] = {0, 1, 2, 3};
+	assert_int_equal(sx_markov_add(m->markov, seq, t, 4, &mo), 0);
+	struct sx_covisit_opts co = {0, 0, 0, 0, 5, 5};
+	m->covisit = sx_covisit_new(3, &co);
+	int32_t it[] = {0, 1, 2};
+	assert_int_equal(sx_covisit_add(m->covisit, it, t, 3), 0);
+	assert_int_equal(sx_covisit_finish(m->covisit), 0);
+	m->smoothing = 0.5, m->decay = 0.25, m->item_decay = 0.5, m->order = 2, m->recent_items = 4;
+	m->version = 3;
+	return m;
+}
+
+static struct sx_model *round_trip(const struct sx_model *m, int json)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_zone z;
+	msgpack_object o;
+	msgpack_sbuffer_init(&sb);
+	if (json) {
+		char *text = sx__models_bundle_json(m);
+		assert_non_null(text);
+		assert_int_equal(sx__models_json_to_msgpack(text, strlen(text), &sb), 0);
+		free(text);
+	} else {
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		sx__models_pack_bundle(&pk, m, 1);
+	}
+	msgpack_zone_init(&z, 4096);
+	size_t off = 0;
+	assert_int_equal(msgpack_unpack(sb.data, sb.size, &off, &z, &o), MSGPACK_UNPACK_SUCCESS);
+	assert_int_equal(off, sb.size);
+	struct sx_model *b = sx__models_decode_bundle(&o);
+	if (!b)
+		fail_msg("decode: %s", sx_diag_last());
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+	return b;
+}
+
+static void test_behaviour_bundle(void **state)
+{
+	(void)state;
+	struct sx_model *m = behaviour_model();
+	for (int json = 0; json < 2; json++) {
+		struct sx_model *b = round_trip(m, json);
+		assert_int_equal(b->type, SX_MODEL_BEHAVIOUR);
+		assert_int_equal(b->names.n, 3);
+		assert_int_equal(sx__idmap_get(&b->names, "book", 4, 0), 2);
+		assert_memory_equal(sx_markov_counts(m->markov), sx_markov_counts(b->markov), 9 * sizeof(double));
+		assert_int_equal(b->order, 2);
+		assert_true(b->decay == 0.25 && b->item_decay == 0.5 && b->smoothing == 0.5 && b->recent_items == 4);
+		double p[3], q[3];
+		int32_t recent[] = {0, 1};
+		assert_int_equal(sx__behaviour_next(m, recent, 2, p), 0);
+		assert_int_equal(sx__behaviour_next(b, recent, 2, q), 0);
+		assert_memory_equal(p, q, sizeof(p));
+		int32_t out[3], out2[3];
+		double s1[3], s2[3];
+		int32_t seen[] = {0};
+		assert_int_equal(sx__behaviour_items(m, seen, 1, 3, out, s1), 2);
+		assert_int_equal(sx__behaviour_items(b, seen, 1, 3, out2, s2), 2);
+		assert_memory_equal(out, out2, 2 * sizeof(int32_t));
+		assert_memory_equal(s1, s2, 2 * sizeof(double));
+		sx_model_unref(b);
+	}
+	sx_model_unref(m);
+}
+
+static struct sx_model *text_model(int algorithm)
+{
+	static const char *docs[] = {"good great fun", "great value", "bad awful", "awful boring bad", "fun good"};
+	static const int32_t y[] = {1, 1, 0, 0, 1};
+	struct sx_model *m = sx__model_new(SX_MODEL_TEXT, "txt");
+	m->n_classes = 2;
+	m->classes = calloc(2, sizeof(char *));
+	m->classes[0] = strdup("neg"), m->classes[1] = strdup("pos");
+	m->algorithm = algorithm;
+	sx_text_feat_opts_default(&m->fo);
+	m->fo.bits = 10, m->fo.char_min = 2, m->fo.char_max = 3;
+	m->fo.alternate_sign = algorithm != SX_TEXT_NB;
+	struct sx_text_sparse X[5];
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(sx_text_features(&m->fo, docs[i], strlen(docs[i]), &X[i]), 0);
+	size_t dim = (size_t)1 << m->fo.bits;
+	if (algorithm == SX_TEXT_NB) {
+		m->nb = sx_text_nb_new(2, dim);
+		assert_int_equal(sx_text_nb_fit(m->nb, X, y, 5, 0.5), 0);
+	} else {
+		m->tfidf = sx_text_tfidf_new(dim);
+		assert_int_equal(sx_text_tfidf_fit(m->tfidf, X, 5), 0);
+		for (int i = 0; i < 5; i++)
+			assert_int_equal(sx_text_tfidf_transform(m->tfidf, &X[i]), 0);
+		m->tlr = sx_text_lr_new(2, dim);
+		assert_int_equal(sx_text_lr_fit(m->tlr, X, y, 5, NULL), 0);
+	}
+	for (int i = 0; i < 5; i++)
+		sx_text_sparse_close(&X[i]);
+	return m;
+}
+
+static void test_text_bundle(void **state)
+{
+	(void)state;
+	for (int alg = SX_TEXT_NB; alg <= SX_TEXT_LOGREG; alg++) {
+		struct sx_model *m = text_model(alg);
+		for (int json = 0; json < 2; json++) {
+			struct sx_model *b = round_trip(m, json);
+			assert_int_equal(b->type, SX_MODEL_TEXT);
+			assert_string_equal(b->classes[1], "pos");
+			assert_int_equal(b->fo.char_max, 3);
+			assert_int_equal(!!b->tfidf, alg == SX_TEXT_LOGREG);
+			const char *probe[] = {"good fun", "so awful", "unseen words entirely", ""};
+			for (int i = 0; i < 4; i++) {
+				double p[2], q[2];
+				assert_int_equal(sx__text_predict(m, probe[i], strlen(probe[i]), p), 0);
+				assert_int_equal(sx__text_predict(b, probe[i], strlen(probe[i]), q), 0);
+				assert_memory_equal(p, q, sizeof(p)); /* bit for bit */
+			}
+			double p[2];
+			assert_int_equal(sx__text_predict(b, "good fun", 8, p), 0);
+			assert_true(p[1] > 0.5);
+			sx_model_unref(b);
+		}
+		sx_model_unref(m);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -378,6 +522,8 @@ int main(void)
 		cmocka_unit_test(test_bundle_msgpack_round_trip),
 		cmocka_unit_test(test_bundle_json_round_trip),
 		cmocka_unit_test(test_logistic_api_and_bundle),
+		cmocka_unit_test(test_behaviour_bundle),
+		cmocka_unit_test(test_text_bundle),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
