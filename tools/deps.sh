@@ -6,7 +6,7 @@ libuv1-dev libmsgpack-dev liblmdb-dev lmdb-utils libluajit-5.1-dev luajit
 libopenblas-dev liblapacke-dev libroaring-dev libxxhash-dev libjansson-dev
 libxlsxwriter-dev libsodium-dev libcmocka-dev lua-busted
 python3 python3-pytest python3-msgpack python3-numpy python3-scipy python3-sklearn
-python3-statsmodels python3-pandas python3-hnswlib python3-faiss redis-server sqlite3"
+python3-statsmodels python3-pandas python3-hnswlib python3-faiss python3-openpyxl redis-server sqlite3"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

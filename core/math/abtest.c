@@ -678,6 +678,33 @@ int sx_abtest_bayes_beta(const double *n, const double *x, size_t k, double prio
 	return 0;
 }
 
+int sx_abtest_bayes_beta_control(const double *n, const double *x, size_t k, double prior_a,
+				 double prior_b, struct sx_abtest_bayes_arm *out)
+{
+	struct beta_arm *arms = NULL;
+	if (k > SX_ABTEST_MAX_ARMS)
+		return sx_diag_set(SX_EINVAL, "at most %d arms, got %zu", SX_ABTEST_MAX_ARMS, k);
+	int rc = arms_from_counts(n, x, k, prior_a, prior_b, &arms);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < k; i++) {
+		struct sx_abtest_bayes_arm *o = &out[i];
+		o->mean = arms[i].a / (arms[i].a + arms[i].b);
+		o->prob_best = NAN;
+		o->loss_vs_best = NAN;
+		if (i == 0) {
+			o->prob_beat_control = NAN;
+			o->loss_vs_control = 0;
+			continue;
+		}
+		struct beta_arm pair[2] = {arms[i], arms[0]};
+		o->prob_beat_control = prob_best_one(pair, 2, 0);
+		o->loss_vs_control = loss_one(pair, 2, 0);
+	}
+	free(arms);
+	return 0;
+}
+
 int sx_abtest_bayes_normal(const struct sx_abtest_summary *a, const struct sx_abtest_summary *b,
 			   struct sx_abtest_bayes_normal *out)
 {

@@ -193,6 +193,10 @@ struct sx_abtest_bayes_arm {
 
 int sx_abtest_bayes_beta(const double *n, const double *x, size_t k, double prior_a,
 			 double prior_b, struct sx_abtest_bayes_arm *out);
+/* The same but only mean, prob_beat_control and loss_vs_control (prob_best and
+ * loss_vs_best are NaN): 2 (k - 1) integrals, the same values bit for bit. */
+int sx_abtest_bayes_beta_control(const double *n, const double *x, size_t k, double prior_a,
+				 double prior_b, struct sx_abtest_bayes_arm *out);
 
 /* Normal approximation for means: mean_i ~ N(mean, var / n) (flat prior).
  * Closed form with D = mean_b - mean_a ~ N(mu, s^2):

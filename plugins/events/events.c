@@ -68,9 +68,12 @@ static void notify_track(const msgpack_object *ev, int64_t now)
 	const msgpack_object *user = sx_arg(ev, "user"), *name = sx_arg(ev, "name");
 	const msgpack_object *item = sx_arg(ev, "item"), *props = sx_arg(ev, "properties");
 	struct sx_event e = {0};
+	char pbuf[SX_PRIVACY_ID_BUF];
+	size_t ulen;
+	const char *uid = sx_privacy_user_id(user->via.str.ptr, user->via.str.size, pbuf, &ulen);
 	e.time = now;
 	sx_arg_int(ev, "time", 0, &e.time);
-	if (sx_events_user_index(NULL, user->via.str.ptr, user->via.str.size, &e.user) < 0)
+	if (sx_events_user_index(NULL, uid, ulen, &e.user) < 0)
 		return;
 	e.name = name->via.str.ptr, e.name_len = name->via.str.size;
 	if (item)

@@ -10,6 +10,7 @@
 #include <roaring/roaring.h>
 #include <xxhash.h>
 
+#include "core/audit.h"
 #include "core/log.h"
 #include "core/lua/mpack.h"
 #include "core/lua/sandbox.h"
@@ -92,6 +93,7 @@ static void set_def(struct xp *x, struct xp_def *d)
 {
 	sx__xp_def_free(x->def);
 	x->def = d;
+	x->spec = sx__xp_spec(d);
 	x->ms_ready = 0;
 	x->alloc_ready = 0;
 	for (int i = 0; i < d->nv; i++)
@@ -184,14 +186,19 @@ static int save_version(struct xp *x, const struct xp_def *d, uint32_t version, 
 	return rc;
 }
 
+/* Older data dirs kept the trail under this prefix in the audit table. */
 #define AUDIT_PREFIX "experiment/"
 
+/* The change goes to the common audit log (audit.query, action
+ * "experiment.WHAT") and, under 'a' in the experiments table, to the
+ * experiment's own trail (experiment.history); both commit with the change. */
 static int audit(const struct xp *x, const char *who, const char *what, const char *detail)
 {
-	uint8_t k[sizeof(AUDIT_PREFIX) + XP_KEY_MAX + 13];
-	size_t n = sizeof(AUDIT_PREFIX) - 1;
+	uint8_t k[2 + XP_KEY_MAX + 12];
+	size_t n = 1;
 	int64_t now = sx_wall_ms();
-	memcpy(k, AUDIT_PREFIX, n);
+	char action[SX_AUDIT_ACTION_MAX + 1];
+	k[0] = 'a';
 	memcpy(k + n, x->key, x->klen);
 	n += x->klen;
 	k[n++] = 0;
@@ -211,8 +218,11 @@ static int audit(const struct xp *x, const char *who, const char *what, const ch
 	sx_pack_kv_uint(&pk, "version", x->version);
 	sx_pack_key(&pk, "detail");
 	pack_nstr(&pk, detail);
-	int rc = sb.data ? sx_store_put(eng->store, SX_T_AUDIT, k, n, sb.data, sb.size)
+	snprintf(action, sizeof(action), "experiment.%s", what);
+	int rc = sb.data ? sx_store_put(eng->store, SX_T_EXPERIMENTS, k, n, sb.data, sb.size)
 			 : sx_diag_set(SX_ENOMEM, "out of memory");
+	if (rc == 0)
+		rc = sx_audit_record_packed(eng, action, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	return rc;
 }
@@ -334,6 +344,7 @@ static int load_one(const char *key)
 		if (d) {
 			set_def(x, d);
 			x->winner = w && w->type == MSGPACK_OBJECT_STR ? variant_index(d, w->via.str.ptr, w->via.str.size) : -1;
+			rc = sx__xp_counters_check(x);
 		}
 	}
 	msgpack_zone_destroy(&zone);
@@ -423,10 +434,15 @@ static int new_version(struct xp *x, struct xp_def *d, const char *who, const ch
 		return rc;
 	uint32_t old = x->version;
 	int64_t old_updated = x->updated;
+	uint64_t sp = sx_store_savepoint(eng->store);
 	x->version = old + 1;
 	x->updated = sx_wall_ms();
+	/* the version, the state, the audit entries and (for other metrics) the
+	 * rebuilt counters go in one batch, or none of them */
 	if ((rc = save_version(x, d, x->version, who, origin)) < 0 || (rc = save_state(x)) < 0 ||
-	    (rc = audit(x, who, "update", origin)) < 0) {
+	    (rc = audit(x, who, "update", origin)) < 0 ||
+	    (x->started_at && sx__xp_spec(d) != x->spec && (rc = sx__xp_rebuild(x, d)) < 0)) {
+		sx_store_rollback(eng->store, sp);
 		x->version = old;
 		x->updated = old_updated;
 		return rc;
@@ -499,10 +515,12 @@ static int transition(struct xp *x, int to, int winner, char (*reasons)[200], in
 {
 	struct xp saved;
 	int64_t now = sx_wall_ms();
+	int first_start = to == XP_RUNNING && !x->started_at;
+	uint64_t sp = sx_store_savepoint(eng->store);
 	memcpy(&saved, x, offsetof(struct xp, ms));
 	x->state = to;
 	x->updated = now;
-	if (to == XP_RUNNING && !x->started_at)
+	if (first_start)
 		x->started_at = now;
 	if (to == XP_STOPPED)
 		x->stopped_at = now;
@@ -520,7 +538,9 @@ static int transition(struct xp *x, int to, int winner, char (*reasons)[200], in
 	for (int i = 0; i < x->nreasons && reasons; i++)
 		snprintf(detail + strlen(detail), sizeof(detail) - strlen(detail), "%s%s", i ? "; " : "", x->reasons[i]);
 	int rc;
-	if ((rc = save_state(x)) < 0 || (rc = audit(x, who, what, detail[0] ? detail : NULL)) < 0) {
+	if ((rc = save_state(x)) < 0 || (rc = audit(x, who, what, detail[0] ? detail : NULL)) < 0 ||
+	    (first_start && (rc = sx__xp_counters_init(x)) < 0)) {
+		sx_store_rollback(eng->store, sp);
 		memcpy(x, &saved, offsetof(struct xp, ms));
 		return rc;
 	}
@@ -532,12 +552,13 @@ static int transition(struct xp *x, int to, int winner, char (*reasons)[200], in
 /* ---- assignment ---- */
 
 struct user_ctx {
-	const char *id;
+	const char *id; /* as stored: the client's id through sx_privacy_user_id */
 	size_t len;
 	const msgpack_object *context;
 	int loaded;
 	msgpack_object attrs; /* nil type if none */
 	msgpack_zone *zone;
+	char pbuf[SX_PRIVACY_ID_BUF];
 };
 
 static int load_attrs(struct user_ctx *u)
@@ -757,19 +778,7 @@ static int assign(struct xp *x, struct user_ctx *u, struct answer *a)
 		w[i] = d->thompson ? x->alloc[i] : d->v[i].weight;
 	int v = sx__xp_pick(w, d->nv, sx__xp_bucket(d->salt, d->slen, u->id, u->len, XP_SEED_VARIANT));
 	/* first assignment: the exposure, which is also the sticky assignment */
-	uint8_t k[XP_KEY_MAX + 1 + SX_EVENTS_ID_MAX];
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, 3);
-	sx_pack_strn(&pk, d->v[v].name, d->v[v].nlen);
-	msgpack_pack_int64(&pk, sx_wall_ms());
-	msgpack_pack_uint32(&pk, x->version);
-	rc = sb.data ? sx_store_put(eng->store, SX_T_EXPOSURES, k, expkey(k, x, u->id, u->len), sb.data, sb.size)
-		     : sx_diag_set(SX_ENOMEM, "out of memory");
-	msgpack_sbuffer_destroy(&sb);
-	if (rc < 0)
+	if ((rc = sx__xp_expose(x, u->id, u->len, v, sx_wall_ms())) < 0)
 		return rc;
 	x->exposures++;
 	a->variant = v;
@@ -815,6 +824,7 @@ static int user_arg(const msgpack_object *args, struct user_ctx *u, struct sx_re
 	if (u->len < 1 || u->len > SX_EVENTS_ID_MAX || memchr(u->id, 0, u->len) || !sx_utf8_valid(u->id, u->len))
 		return sx_diag_set(SX_EINVAL, "argument 'user' must be a user id of 1 to %d bytes of UTF-8",
 				   SX_EVENTS_ID_MAX);
+	u->id = sx_privacy_user_id(u->id, u->len, u->pbuf, &u->len);
 	const msgpack_object *c = NULL;
 	if ((rc = sx_arg_map(args, "context", 0, &c)) < 0)
 		return rc;
@@ -825,26 +835,22 @@ static int user_arg(const msgpack_object *args, struct user_ctx *u, struct sx_re
 
 /* ---- privacy ---- */
 
-/* The user's exposures (sticky assignments) in every experiment. Results are
- * computed from the exposures table, so they drop the user too. */
+/* The user's exposures (sticky assignments) in every experiment, and their
+ * share of the counters. */
 static int erase_user(const char *id, size_t len, uint32_t idx, int has_idx, struct sx_privacy_receipt *r, void *ud)
 {
 	SX_UNUSED(idx), SX_UNUSED(has_idx), SX_UNUSED(ud);
-	uint8_t k[XP_KEY_MAX + 1 + SX_EVENTS_ID_MAX];
-	struct sx_val v;
 	uint64_t n = 0;
 	if (len > SX_EVENTS_ID_MAX)
 		return 0;
 	for (size_t i = 0; i < nxps; i++) {
-		size_t kl = expkey(k, xps[i], id, len);
-		int rc = sx_store_get(eng->store, SX_T_EXPOSURES, k, kl, &v);
-		if (rc == SX_ENOENT)
-			continue;
-		if (rc < 0 || (rc = sx_store_del(eng->store, SX_T_EXPOSURES, k, kl)) < 0)
+		int found;
+		int rc = sx__xp_unexpose(xps[i], id, len, &found);
+		if (rc < 0)
 			return rc;
-		if (xps[i]->exposures)
+		if (found && xps[i]->exposures)
 			xps[i]->exposures--;
-		n++;
+		n += (uint64_t)found;
 	}
 	if (n)
 		sx_privacy_receipt_add(r, "exposures", n);
@@ -919,10 +925,14 @@ int sx_experiments_assign(const char *key, size_t klen, const char *user, size_t
 			  msgpack_zone *zone, struct sx_experiment_assignment *out)
 {
 	struct xp *x = sx__xp_find(key, klen);
-	struct user_ctx u = {user, ulen, context, 0, {0}, zone};
+	struct user_ctx u;
 	struct answer a;
 	if (!x)
 		return sx_diag_set(SX_ENOENT, "no experiment '%.*s'", (int)klen, key);
+	memset(&u, 0, sizeof(u));
+	u.context = context;
+	u.zone = zone;
+	u.id = sx_privacy_user_id(user, ulen, u.pbuf, &u.len);
 	int rc = assign(x, &u, &a);
 	if (rc < 0)
 		return rc;
@@ -1222,6 +1232,14 @@ static int m_history(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	ahi[an] = 1;
 	if (rc >= 0)
 		rc = sx_store_scan(eng->store, SX_T_AUDIT, alo, an + 1, ahi, an + 1, 0, hist_cb, &h);
+	uint8_t tlo[2 + XP_KEY_MAX], thi[2 + XP_KEY_MAX];
+	tlo[0] = thi[0] = 'a';
+	memcpy(tlo + 1, x->key, x->klen);
+	memcpy(thi + 1, x->key, x->klen);
+	tlo[1 + x->klen] = 0;
+	thi[1 + x->klen] = 1;
+	if (rc >= 0)
+		rc = sx_store_scan(eng->store, SX_T_EXPERIMENTS, tlo, 2 + x->klen, thi, 2 + x->klen, 0, hist_cb, &h);
 	sx_pack_key(pk, "audit");
 	msgpack_pack_array(pk, h.n);
 	pk->callback(pk->data, sb.data ? sb.data : "", sb.size);
@@ -1279,16 +1297,16 @@ static int m_assign_all(struct sx_req *req, const msgpack_object *args, msgpack_
 
 static int m_results(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"key", NULL};
+	static const char *const known[] = {"key", "recompute", NULL};
 	struct xp_results r;
-	int rc;
+	int rc, recompute = 0;
 	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0)
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_bool(args, "recompute", 0, &recompute)) < 0)
 		return rc;
 	struct xp *x = find_arg(args);
 	if (!x)
 		return sx_diag_last_code();
-	if ((rc = sx__xp_results(x, 0, &r)) < 0)
+	if ((rc = sx__xp_results(x, 0, recompute, &r)) < 0)
 		return rc;
 	sx__xp_pack_results(x, &r, pk);
 	free(r.days);
@@ -1297,32 +1315,43 @@ static int m_results(struct sx_req *req, const msgpack_object *args, msgpack_pac
 
 static int m_report(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"key", "format", NULL};
+	static const char *const known[] = {"key", "format", "recompute", NULL};
 	struct xp_results r;
 	const char *f = "json";
 	size_t flen = 4;
-	int rc;
+	int rc, recompute = 0;
 	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_str(args, "format", 0, &f, &flen)) < 0)
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_str(args, "format", 0, &f, &flen)) < 0 ||
+	    (rc = sx_arg_bool(args, "recompute", 0, &recompute)) < 0)
 		return rc;
-	int csv = flen == 3 && memcmp(f, "csv", 3) == 0;
-	if (!csv && !(flen == 4 && memcmp(f, "json", 4) == 0))
-		return sx_diag_set(SX_EINVAL, "argument 'format' must be json or csv");
+	int csv = flen == 3 && memcmp(f, "csv", 3) == 0, xlsx = flen == 4 && memcmp(f, "xlsx", 4) == 0;
+	if (!csv && !xlsx && !(flen == 4 && memcmp(f, "json", 4) == 0))
+		return sx_diag_set(SX_EINVAL, "argument 'format' must be json, csv or xlsx");
 	struct xp *x = find_arg(args);
 	if (!x)
 		return sx_diag_last_code();
-	if ((rc = sx__xp_results(x, 1, &r)) < 0)
+	if ((rc = sx__xp_results(x, 1, recompute, &r)) < 0)
 		return rc;
-	if (csv) {
+	if (csv || xlsx) {
 		msgpack_sbuffer sb;
 		msgpack_sbuffer_init(&sb);
-		sx__xp_report_csv(x, &r, &sb);
-		msgpack_pack_map(pk, 3);
-		sx_pack_key(pk, "key");
-		sx_pack_strn(pk, x->key, x->klen);
-		sx_pack_kv_str(pk, "format", "csv");
-		sx_pack_key(pk, "csv");
-		sx_pack_strn(pk, sb.data ? sb.data : "", sb.size);
+		if (csv)
+			sx__xp_report_csv(x, &r, &sb);
+		else
+			rc = sx__xp_report_xlsx(x, &r, &sb);
+		if (rc == 0) {
+			msgpack_pack_map(pk, 3);
+			sx_pack_key(pk, "key");
+			sx_pack_strn(pk, x->key, x->klen);
+			sx_pack_kv_str(pk, "format", csv ? "csv" : "xlsx");
+			sx_pack_key(pk, csv ? "csv" : "xlsx");
+			if (csv) {
+				sx_pack_strn(pk, sb.data ? sb.data : "", sb.size);
+			} else {
+				msgpack_pack_bin(pk, sb.size);
+				msgpack_pack_bin_body(pk, sb.data ? sb.data : "", sb.size);
+			}
+		}
 		msgpack_sbuffer_destroy(&sb);
 	} else {
 		msgpack_pack_map(pk, 3);
@@ -1333,7 +1362,7 @@ static int m_report(struct sx_req *req, const msgpack_object *args, msgpack_pack
 		sx__xp_pack_timeline(x, &r, pk);
 	}
 	free(r.days);
-	return 0;
+	return rc;
 }
 
 static int m_plan(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
@@ -1445,7 +1474,7 @@ static void monitor_one(struct xp *x, uint64_t now)
 		return;
 	struct xp_results r;
 	uint64_t t0 = sx_now_ms();
-	if (sx__xp_results(x, 0, &r) < 0) {
+	if (sx__xp_results(x, 0, 0, &r) < 0) {
 		sx_log_warn("experiment %s: results failed: %s", x->key, sx_diag_last());
 		x->last_eval_ms = now;
 		return;
@@ -1650,6 +1679,12 @@ static void kind_installed(const char *name, int ref, void *ud)
 
 /* ---- plugin ---- */
 
+static void observe_cb(const struct sx_event *ev, void *ud)
+{
+	SX_UNUSED(ud);
+	sx__xp_observe(xps, nxps, ev);
+}
+
 static int start(struct sx_engine *e)
 {
 	int rc;
@@ -1685,7 +1720,7 @@ static int start(struct sx_engine *e)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
 	struct sx_script_kind k = {"experiments", kind_validate, kind_installed, NULL};
-	if ((rc = sx_scripts_add_kind(e->scripts, &k)) < 0 ||
+	if ((rc = sx_scripts_add_kind(e->scripts, &k)) < 0 || (rc = sx_events_on_track(observe_cb, NULL)) < 0 ||
 	    (rc = sx_privacy_register_eraser("experiments", erase_user, NULL)) < 0 ||
 	    (rc = sx_privacy_register_exporter("experiments", export_user, NULL)) < 0)
 		return rc;
@@ -1704,6 +1739,7 @@ static void stop(struct sx_engine *e)
 		uv_close((uv_handle_t *)&monitor, NULL);
 		monitor_on = 0;
 	}
+	sx__xp_counters_stop();
 	for (size_t i = 0; i < nxps; i++)
 		xp_free(xps[i]);
 	free(xps);

@@ -6,10 +6,21 @@
  *                                                stopped_at, concluded_at, winner, reasons, rollout,
  *                                                script, lua_targeting}
  *               'v' key \0 u32 version       -> {definition, created, by, origin}
- *   exposures   key \0 user id               -> [variant name, time, version]
- *               (the first assignment: exposure log and sticky assignment at once)
- *   audit       "experiment/" key \0 u64 time u32 seq -> {when, who, what, key, version, detail?}
- * Integers big-endian.
+ *               'a' key \0 u64 time u32 seq  -> {when, who, what, key, version, detail?}
+ *               'A' key                      -> the counters (counters.c)
+ *               'T' key \0 u32 day           -> one UTC day's counters (counters.c)
+ *   exposures   key \0 user id               -> [variant name, time, version, state?]
+ *               (the first assignment: exposure log and sticky assignment at once;
+ *               state: the user's metric state, bin, absent while empty)
+ *   audit       the common log (core/audit.h), action "experiment.WHAT"; older data
+ *               dirs also hold "experiment/" key \0 u64 time u32 seq, read by history
+ * Integers big-endian. Counters are host-order doubles behind a 12-byte header
+ * {u32 magic, u32 metric spec hash, u16 variants, u16 metrics}:
+ *   A: other_users, then per (metric, variant) n, conversions, sum, sum of
+ *      squares, covariate sum, its squares, cross products (n: mean metrics only;
+ *      the other kinds have one unit per exposed user);
+ *   T: exposures per variant that day, then per (metric, variant) first post-window
+ *      conversions, the total of values and (mean metrics) the events with one.
  */
 #ifndef SX_EXPERIMENTS_INTERNAL_H
 #define SX_EXPERIMENTS_INTERNAL_H
@@ -22,6 +33,7 @@
 #include "core/math/abtest.h"
 
 struct sx_engine;
+struct sx_event;
 
 #define XP_BUCKETS 10000
 #define XP_KEY_MAX 64
@@ -155,6 +167,7 @@ struct xp {
 	int ms_ready;
 	double alloc[XP_VARIANTS_MAX]; /* Thompson allocation; weights until data */
 	int alloc_ready;
+	uint32_t spec;      /* sx__xp_spec(def) */
 	uint64_t exposures; /* new exposures since start (drives the monitor) */
 	uint64_t exposures_seen;
 	int subscribed;
@@ -219,13 +232,55 @@ struct xp_results {
 	int64_t day0;
 };
 
-/* Scans the experiment's exposures and each exposed user's events and fills
- * *r (caller frees r->days with free()). Loop thread. Updates the
- * experiment's sequential-test state (a look). */
-int sx__xp_results(struct xp *x, int with_timeline, struct xp_results *r);
+/* Fills *r from the counters, or with recompute set by scanning the
+ * experiment's exposures and each exposed user's events (the reference the
+ * counters must equal; O(exposures)). Caller frees r->days with free(). Loop
+ * thread. Updates the experiment's sequential-test state (a look). */
+int sx__xp_results(struct xp *x, int with_timeline, int recompute, struct xp_results *r);
 void sx__xp_pack_results(struct xp *x, const struct xp_results *r, msgpack_packer *pk);
 /* The report as CSV text into sb. */
 void sx__xp_report_csv(struct xp *x, const struct xp_results *r, msgpack_sbuffer *sb);
 void sx__xp_pack_timeline(struct xp *x, const struct xp_results *r, msgpack_packer *pk);
+/* The report as an XLSX workbook (the dashboards plugin's table writer: one
+ * sheet "data", the CSV report's rows under the union of its columns) into sb.
+ * SX_EIO (temporary file), SX_ENOMEM. */
+int sx__xp_report_xlsx(struct xp *x, const struct xp_results *r, msgpack_sbuffer *sb);
+
+/* ---- counters (counters.c) ----
+ * Per experiment, kept current as users are exposed, events arrive and users
+ * are erased, so that results cost O(variants × metrics + days). Each call
+ * writes through the store's filling batch (a rolled-back request takes its
+ * counter updates with it). */
+
+/* Hash of what the counters depend on: each metric's kind, event, property
+ * and window, in order. A new version with another spec rebuilds. */
+uint32_t sx__xp_spec(const struct xp_def *d);
+/* Logs the first exposure of user to variant v at t0 (the sticky
+ * assignment), folding in the user's events already stored. */
+int sx__xp_expose(struct xp *x, const char *user, size_t ulen, int v, int64_t t0);
+/* Removes user's exposure and its share of the counters; *found 0/1. */
+int sx__xp_unexpose(struct xp *x, const char *user, size_t ulen, int *found);
+/* The events plugin's track observer over the experiments xs[0..n). ev NULL
+ * (the end of a call) writes the pending counter updates. */
+void sx__xp_observe(struct xp **xs, size_t n, const struct sx_event *ev);
+/* Recomputes x's counters and users' states for definition d (the one about
+ * to become current) from the exposures and events. O(exposures). */
+int sx__xp_rebuild(struct xp *x, const struct xp_def *d);
+/* At load: sets x->spec, rebuilds when a started experiment's counters are
+ * missing or of another spec. */
+int sx__xp_counters_check(struct xp *x);
+/* Writes empty counters (at the first start). */
+int sx__xp_counters_init(struct xp *x);
+
+struct xp_day_rec {
+	uint32_t day; /* UTC days since the epoch */
+	double *v;    /* T layout */
+};
+/* The A record (*a, calloc'ed) and every T record (*days, each v malloc'ed)
+ * in day order. */
+int sx__xp_counters_read(struct xp *x, struct xp_day_rec **days, size_t *ndays, double **a);
+size_t sx__xp_a_at(const struct xp_def *d, int m, int v, int f);
+size_t sx__xp_t_at(const struct xp_def *d, int m, int v, int f);
+void sx__xp_counters_stop(void);
 
 #endif

@@ -1,14 +1,17 @@
 /* Experiment results: attribution of events to exposures, statistics,
  * the decision rule, the report and its timeline. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/plugin.h"
 #include "core/rpc.h"
 #include "core/sx.h"
+#include "plugins/dashboards/export.h"
 #include "plugins/events/events.h"
 #include "plugins/experiments/internal.h"
 #include "store/store.h"
@@ -254,10 +257,10 @@ static void stats(struct xp *x, struct xp_results *r)
 			all_n &= n[i] >= 2;
 		}
 		struct sx_abtest_bayes_arm bayes[XP_VARIANTS_MAX];
-		int have_bayes = m->kind == XP_CONVERSION && sx_abtest_bayes_beta(n, conv, (size_t)k, 1, 1, bayes) == 0;
+		int have_bayes = m->kind == XP_CONVERSION && sx_abtest_bayes_beta_control(n, conv, (size_t)k, 1, 1, bayes) == 0;
 		struct sx_abtest_summary adj[XP_VARIANTS_MAX];
 		int have_cuped = 0;
-		if (m->kind != XP_MEAN && all_n) {
+		if (all_n) {
 			struct sx_abtest_cuped_sums cs[XP_VARIANTS_MAX];
 			for (int i = 0; i < k; i++) {
 				const struct xp_arm *a = &ms->arm[i];
@@ -429,14 +432,11 @@ static void decide(struct xp *x, struct xp_results *r)
 		       (long long)d->min_sample, (long long)d->min_duration_ms);
 }
 
-int sx__xp_results(struct xp *x, int with_timeline, struct xp_results *r)
+static int gather_scan(struct xp *x, int with_timeline, struct xp_results *r)
 {
 	const struct xp_def *d = x->def;
 	struct collect c = {0};
 	int rc;
-	memset(r, 0, sizeof(*r));
-	r->computed_at = sx_wall_ms();
-	r->winner = -1;
 	c.d = d;
 	c.klen = x->klen;
 	if (!msgpack_zone_init(&c.zone, 4096))
@@ -494,6 +494,92 @@ int sx__xp_results(struct xp *x, int with_timeline, struct xp_results *r)
 	msgpack_zone_destroy(&c.zone);
 	free(c.e);
 	free(c.ids);
+	if (rc < 0) {
+		free(r->days);
+		r->days = NULL;
+		return rc;
+	}
+	return 0;
+}
+
+static void timeline_span(struct xp *x, struct xp_results *r, int64_t first)
+{
+	if (x->started_at && x->started_at < first)
+		first = x->started_at;
+	r->day0 = first - first % DAY_MS;
+	int64_t nd = (r->computed_at - r->day0) / DAY_MS + 1;
+	if (nd > TIMELINE_DAYS_MAX) {
+		r->day0 = r->computed_at - r->computed_at % DAY_MS - (TIMELINE_DAYS_MAX - 1) * DAY_MS;
+		nd = TIMELINE_DAYS_MAX;
+	}
+	r->ndays = (int)nd;
+}
+
+static int gather_counters(struct xp *x, int with_timeline, struct xp_results *r)
+{
+	const struct xp_def *d = x->def;
+	struct xp_day_rec *days;
+	size_t nd;
+	double *a;
+	int rc = sx__xp_counters_read(x, &days, &nd, &a);
+	if (rc < 0)
+		return rc;
+	int64_t first = r->computed_at;
+	for (size_t i = 0; i < nd; i++) {
+		int any = 0;
+		for (int v = 0; v < d->nv; v++) {
+			r->users[v] += days[i].v[v];
+			any |= days[i].v[v] > 0;
+		}
+		if (any && (int64_t)days[i].day * DAY_MS < first)
+			first = (int64_t)days[i].day * DAY_MS;
+	}
+	r->other_users = a[0];
+	for (int m = 0; m < d->nm; m++)
+		for (int v = 0; v < d->nv; v++) {
+			struct xp_arm *arm = &r->ms[m].arm[v];
+			const double *c = a + sx__xp_a_at(d, m, v, 0);
+			arm->n = d->m[m].kind == XP_MEAN ? c[0] : r->users[v];
+			arm->conv = c[1];
+			arm->sum = c[2];
+			arm->sumsq = c[3];
+			arm->sx = c[4];
+			arm->sxx = c[5];
+			arm->sxy = c[6];
+		}
+	if (with_timeline) {
+		timeline_span(x, r, first);
+		r->days = calloc((size_t)r->ndays, sizeof(*r->days));
+		if (!r->days)
+			rc = sx_diag_set(SX_ENOMEM, "out of memory");
+		for (size_t i = 0; rc >= 0 && i < nd; i++) {
+			int64_t di = (int64_t)days[i].day - r->day0 / DAY_MS;
+			struct xp_day *day = &r->days[di < 0 ? 0 : di >= r->ndays ? r->ndays - 1 : di];
+			const double *t = days[i].v;
+			for (int v = 0; v < d->nv; v++) {
+				day->users[v] += t[v];
+				for (int m = 0; m < d->nm; m++) {
+					day->conv[m][v] += t[sx__xp_t_at(d, m, v, 0)];
+					day->total[m][v] += t[sx__xp_t_at(d, m, v, 1)];
+					day->nev[m][v] += t[sx__xp_t_at(d, m, v, 2)];
+				}
+			}
+		}
+	}
+	for (size_t i = 0; i < nd; i++)
+		free(days[i].v);
+	free(days);
+	free(a);
+	return rc < 0 ? rc : 0;
+}
+
+int sx__xp_results(struct xp *x, int with_timeline, int recompute, struct xp_results *r)
+{
+	const struct xp_def *d = x->def;
+	memset(r, 0, sizeof(*r));
+	r->computed_at = sx_wall_ms();
+	r->winner = -1;
+	int rc = recompute ? gather_scan(x, with_timeline, r) : gather_counters(x, with_timeline, r);
 	if (rc < 0) {
 		free(r->days);
 		r->days = NULL;
@@ -771,4 +857,118 @@ void sx__xp_report_csv(struct xp *x, const struct xp_results *r, msgpack_sbuffer
 				csv_num(sb, day_value(d->m[mi].kind, day, mi, v));
 				msgpack_sbuffer_write(sb, "\n", 1);
 			}
+}
+
+/* ---- XLSX ---- */
+
+static msgpack_object cell_num(double v)
+{
+	msgpack_object o = {.type = MSGPACK_OBJECT_NIL};
+	if (isfinite(v)) {
+		o.type = MSGPACK_OBJECT_FLOAT64;
+		o.via.f64 = v;
+	}
+	return o;
+}
+
+static msgpack_object cell_str(const char *s, size_t n)
+{
+	msgpack_object o = {.type = MSGPACK_OBJECT_STR};
+	o.via.str.ptr = s;
+	o.via.str.size = (uint32_t)n;
+	return o;
+}
+
+enum {
+	C_SECTION, C_DAY, C_METRIC, C_VARIANT, C_USERS, C_CONV, C_SUM, C_TOTAL, C_VALUE, C_ABS, C_ABS_LO, C_ABS_HI,
+	C_REL, C_REL_LO, C_REL_HI, C_P, C_P_HOLM, C_MSPRT_P, C_PROB, C_LOSS, C_CUPED_MEAN, C_CUPED_P, C_SRM_P, C_COUNT
+};
+
+int sx__xp_report_xlsx(struct xp *x, const struct xp_results *r, msgpack_sbuffer *sb)
+{
+	static const char *const cols[C_COUNT] = {
+		"section", "day", "metric", "variant", "users", "conversions", "sum", "total", "value", "abs_lift",
+		"abs_lo", "abs_hi", "rel_lift", "rel_lo", "rel_hi", "p_value", "p_holm", "msprt_p", "prob_better",
+		"expected_loss", "cuped_mean", "cuped_p_value", "srm_p_value"};
+	const struct xp_def *d = x->def;
+	const char *dir = getenv("TMPDIR");
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/sx-xp-report-XXXXXX.xlsx", dir && dir[0] ? dir : "/tmp");
+	int fd = mkstemps(path, 5);
+	if (fd < 0)
+		return sx_diag_set(SX_EIO, "report: cannot create a temporary file in %s: %s", dir && dir[0] ? dir : "/tmp",
+				   strerror(errno));
+	close(fd);
+	struct sx_tabw *w = sx_tabw_new(SX_FMT_XLSX, path);
+	int rc = w ? sx_tabw_columns(w, cols, C_COUNT) : sx_diag_last_code();
+	msgpack_object c[C_COUNT];
+	for (int mi = 0; rc == 0 && mi < d->nm; mi++) {
+		const struct xp_metric_stats *ms = &r->ms[mi];
+		for (int i = 0; rc == 0 && i < d->nv; i++) {
+			const struct xp_arm *a = &ms->arm[i];
+			const struct xp_arm_stats *s = &ms->st[i];
+			int l = i > 0 && s->have_lift, cu = i > 0 && s->have_cuped;
+			for (int j = 0; j < C_COUNT; j++)
+				c[j].type = MSGPACK_OBJECT_NIL;
+			c[C_SECTION] = cell_str("results", 7);
+			c[C_METRIC] = cell_str(d->m[mi].name, d->m[mi].nlen);
+			c[C_VARIANT] = cell_str(d->v[i].name, d->v[i].nlen);
+			c[C_USERS] = cell_num(a->n);
+			c[C_CONV] = cell_num(a->conv);
+			c[C_SUM] = cell_num(a->sum);
+			c[C_VALUE] = cell_num(value_of(d->m[mi].kind, a));
+			c[C_ABS] = cell_num(l ? s->lift.diff : NAN);
+			c[C_ABS_LO] = cell_num(l ? s->lift.diff_lo : NAN);
+			c[C_ABS_HI] = cell_num(l ? s->lift.diff_hi : NAN);
+			c[C_REL] = cell_num(l ? s->lift.rel : NAN);
+			c[C_REL_LO] = cell_num(l ? s->lift.rel_lo : NAN);
+			c[C_REL_HI] = cell_num(l ? s->lift.rel_hi : NAN);
+			c[C_P] = cell_num(l ? s->lift.p_value : NAN);
+			c[C_P_HOLM] = cell_num(i > 0 ? s->p_holm : NAN);
+			c[C_MSPRT_P] = cell_num(i > 0 ? s->msprt_p : NAN);
+			c[C_PROB] = cell_num(i > 0 ? s->prob_better : NAN);
+			c[C_LOSS] = cell_num(i > 0 ? s->expected_loss : NAN);
+			c[C_CUPED_MEAN] = cell_num(cu ? s->cuped_mean : NAN);
+			c[C_CUPED_P] = cell_num(cu ? s->cuped.p_value : NAN);
+			c[C_SRM_P] = cell_num(r->have_srm ? r->srm.p_value : NAN);
+			rc = sx_tabw_row(w, c);
+		}
+	}
+	for (int i = 0; rc == 0 && i < r->ndays; i++) {
+		char day[32];
+		size_t dl = sx_iso8601(r->day0 + i * DAY_MS, day, sizeof(day));
+		for (int mi = 0; rc == 0 && mi < d->nm; mi++)
+			for (int v = 0; rc == 0 && v < d->nv; v++) {
+				const struct xp_day *dy = &r->days[i];
+				for (int j = 0; j < C_COUNT; j++)
+					c[j].type = MSGPACK_OBJECT_NIL;
+				c[C_SECTION] = cell_str("timeline", 8);
+				c[C_DAY] = cell_str(day, dl > 10 ? 10 : dl);
+				c[C_METRIC] = cell_str(d->m[mi].name, d->m[mi].nlen);
+				c[C_VARIANT] = cell_str(d->v[v].name, d->v[v].nlen);
+				c[C_USERS] = cell_num(dy->users[v]);
+				c[C_CONV] = cell_num(dy->conv[mi][v]);
+				c[C_TOTAL] = cell_num(d->m[mi].kind == XP_CONVERSION ? dy->conv[mi][v] : dy->total[mi][v]);
+				c[C_VALUE] = cell_num(day_value(d->m[mi].kind, dy, mi, v));
+				rc = sx_tabw_row(w, c);
+			}
+	}
+	if (rc == 0)
+		rc = sx_tabw_end(w);
+	sx_tabw_free(w);
+	if (rc == 0) {
+		FILE *f = fopen(path, "rb");
+		char buf[65536];
+		size_t n;
+		if (!f)
+			rc = sx_diag_set(SX_EIO, "report: cannot read %s: %s", path, strerror(errno));
+		while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+			msgpack_sbuffer_write(sb, buf, n);
+		if (f && ferror(f))
+			rc = sx_diag_set(SX_EIO, "report: cannot read %s", path);
+		if (f)
+			fclose(f);
+	}
+	unlink(path);
+	return rc;
 }

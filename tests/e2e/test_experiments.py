@@ -572,7 +572,7 @@ def test_bad_inputs(c):
     assert code_of(c.call, "experiment.conclude", key="b1", winner="control") == "failed_precondition"
     assert code_of(c.call, "experiment.conclude", key="b1", winner="zzz") == "invalid_argument"
     assert code_of(c.call, "experiment.update", key="b1", traffic=-1) == "invalid_argument"
-    assert code_of(c.call, "experiment.report", key="b1", format="xlsx") == "invalid_argument"
+    assert code_of(c.call, "experiment.report", key="b1", format="pdf") == "invalid_argument"
     assert code_of(c.call, "experiment.list", state="gone") == "invalid_argument"
     assert code_of(c.call, "experiment.plan", baseline=0.1) == "invalid_argument"
     assert code_of(c.call, "experiment.plan", baseline=2, mde=0.1) == "invalid_argument"

@@ -590,8 +590,15 @@ static void test_bayes_beta(void **state)
 		n[i] = best_s[i] + best_f[i];
 		x[i] = best_s[i];
 	}
-	struct sx_abtest_bayes_arm o[4];
+	struct sx_abtest_bayes_arm o[4], oc[4];
 	assert_int_equal(sx_abtest_bayes_beta(n, x, 4, 1, 1, o), 0);
+	/* the control-only variant gives the same figures, and no others */
+	assert_int_equal(sx_abtest_bayes_beta_control(n, x, 4, 1, 1, oc), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_true(oc[i].mean == o[i].mean && oc[i].loss_vs_control == o[i].loss_vs_control);
+		assert_true(i == 0 ? isnan(oc[i].prob_beat_control) : oc[i].prob_beat_control == o[i].prob_beat_control);
+		assert_true(isnan(oc[i].prob_best) && isnan(oc[i].loss_vs_best));
+	}
 	double sum = 0;
 	for (int i = 0; i < 4; i++) {
 		abs_near(o[i].prob_best, best_ref[i], 1e-9, "4 arms P(best %d)", i);
