@@ -13,6 +13,12 @@
  * {key = "x<i mod E>", user, context = {country = "FR"}} (bench/run_experiments.sh); with
  * --users 0 every request is a new user (its first assignment writes an exposure), with
  * --users N users come from a pool of N (after the first pass, sticky reads only).
+ *
+ * sextant only: --op track [--batch 1000] [--users 100000] [--method events.track] sends
+ * events.track batches as bench/events_ingest.py does (names, items, times over the last
+ * 24 h, properties {value, device}); each connection packs 16 batches once and replays them.
+ * --method ping sends the same frames to `ping`: the ceiling of client, transport and
+ * frame decoding. Prints events/s (accepted events; with ping, events sent).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,13 +41,19 @@ struct conn {
 	char key[32];
 	msgpack_sbuffer req;
 	char sha[41];
+	msgpack_sbuffer *batches; /* OP_TRACK: packed params, TRACK_BATCHES of them */
+	uint64_t nsent;
 };
 
-enum { OP_PING, OP_COUNTER, OP_ASSIGN };
+enum { OP_PING, OP_COUNTER, OP_ASSIGN, OP_TRACK };
+
+#define TRACK_BATCHES 16
 
 static struct {
-	int redis, op, conns, depth, experiments;
+	int redis, op, conns, depth, experiments, batch;
 	long users;
+	const char *method;
+	uint64_t accepted;
 	uint64_t next_user, next_key;
 	double seconds;
 	const char *host;
@@ -102,6 +114,10 @@ static void pack_one(struct conn *c, msgpack_sbuffer *buf)
 			msgpack_pack_map(&pk, 1);
 			sx_pack_str(&pk, "key");
 			sx_pack_str(&pk, c->key);
+		} else if (B.op == OP_TRACK) {
+			sx_pack_str(&pk, B.method);
+			const msgpack_sbuffer *p = &c->batches[c->nsent++ % TRACK_BATCHES];
+			msgpack_sbuffer_write(buf, p->data, p->size);
 		} else if (B.op == OP_ASSIGN) {
 			char user[32], key[16];
 			uint64_t n = B.next_user++;
@@ -168,6 +184,63 @@ static size_t sextant_reply(const char *p, size_t n, int *err)
 	return (size_t)len;
 }
 
+/* Adds the reply's "accepted" (events.track) or the batch size (ping) to B.accepted. */
+static void count_accepted(const char *p, size_t len)
+{
+	msgpack_unpacked u;
+	msgpack_unpacked_init(&u);
+	if (msgpack_unpack_next(&u, p, len, NULL) == MSGPACK_UNPACK_SUCCESS && u.data.type == MSGPACK_OBJECT_ARRAY &&
+	    u.data.via.array.size == 4) {
+		const msgpack_object *r = &u.data.via.array.ptr[3];
+		if (r->type == MSGPACK_OBJECT_STR)
+			B.accepted += (uint64_t)B.batch;
+		for (uint32_t i = 0; r->type == MSGPACK_OBJECT_MAP && i < r->via.map.size; i++) {
+			const msgpack_object_kv *kv = &r->via.map.ptr[i];
+			if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 8 &&
+			    !memcmp(kv->key.via.str.ptr, "accepted", 8) && kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+				B.accepted += kv->val.via.u64;
+		}
+	}
+	msgpack_unpacked_destroy(&u);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+	*s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+	return *s;
+}
+
+/* TRACK_BATCHES packed params [{events = [...]}] for connection c. */
+static void make_batches(struct conn *c)
+{
+	static const char *const names[] = {"search", "view", "click", "create_trip", "book", "rate"};
+	uint64_t rs = 0x9E3779B97F4A7C15ull * (uint64_t)(c->idx + 1), now = (uint64_t)sx_wall_ms();
+	c->batches = calloc(TRACK_BATCHES, sizeof(*c->batches));
+	for (int b = 0; b < TRACK_BATCHES; b++) {
+		msgpack_packer pk;
+		char s[32];
+		msgpack_sbuffer_init(&c->batches[b]);
+		msgpack_packer_init(&pk, &c->batches[b], msgpack_sbuffer_write);
+		msgpack_pack_array(&pk, 1);
+		msgpack_pack_map(&pk, 1);
+		sx_pack_str(&pk, "events");
+		msgpack_pack_array(&pk, (size_t)B.batch);
+		for (int i = 0; i < B.batch; i++) {
+			msgpack_pack_map(&pk, 5);
+			snprintf(s, sizeof(s), "u%llu", (unsigned long long)(rng_next(&rs) % (uint64_t)B.users));
+			sx_pack_kv_str(&pk, "user", s);
+			sx_pack_kv_str(&pk, "name", names[rng_next(&rs) % 6]);
+			snprintf(s, sizeof(s), "i%llu", (unsigned long long)(rng_next(&rs) % 1000));
+			sx_pack_kv_str(&pk, "item", s);
+			sx_pack_kv_int(&pk, "time", (int64_t)(now - rng_next(&rs) % 86400000u));
+			sx_pack_str(&pk, "properties");
+			msgpack_pack_map(&pk, 2);
+			sx_pack_kv_int(&pk, "value", (int64_t)(rng_next(&rs) % 500));
+			sx_pack_kv_str(&pk, "device", rng_next(&rs) % 2 ? "ios" : "web");
+		}
+	}
+}
+
 static void alloc_cb(uv_handle_t *h, size_t sz, uv_buf_t *b)
 {
 	struct conn *c = h->data;
@@ -199,6 +272,8 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 				     : sextant_reply(c->rbuf + off, c->rlen - off, &err);
 		if (!len)
 			break;
+		if (B.op == OP_TRACK && !err && sx_now_ns() <= B.stop_ns)
+			count_accepted(c->rbuf + off, len);
 		off += len;
 		if (err)
 			B.errors++;
@@ -261,6 +336,8 @@ int main(int argc, char **argv)
 	B.host = "127.0.0.1";
 	B.port = 7878;
 	B.experiments = 20;
+	B.batch = 1000;
+	B.method = "events.track";
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--proto"))
 			B.redis = !strcmp(argv[i + 1], "redis");
@@ -273,14 +350,25 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--seconds"))
 			B.seconds = atof(argv[i + 1]);
 		else if (!strcmp(argv[i], "--op"))
-			B.op = !strcmp(argv[i + 1], "counter") ? OP_COUNTER : !strcmp(argv[i + 1], "assign") ? OP_ASSIGN : OP_PING;
+			B.op = !strcmp(argv[i + 1], "counter")  ? OP_COUNTER
+			       : !strcmp(argv[i + 1], "assign") ? OP_ASSIGN
+			       : !strcmp(argv[i + 1], "track")  ? OP_TRACK
+								: OP_PING;
 		else if (!strcmp(argv[i], "--experiments"))
 			B.experiments = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--users"))
 			B.users = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--batch"))
+			B.batch = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--method"))
+			B.method = argv[i + 1];
 	}
-	if (B.redis && B.op == OP_ASSIGN) {
-		fprintf(stderr, "bench_rpc: --op assign is for sextant\n");
+	if (B.op == OP_TRACK && B.users <= 0)
+		B.users = 100000;
+	if (B.batch < 1)
+		B.batch = 1;
+	if (B.redis && (B.op == OP_ASSIGN || B.op == OP_TRACK)) {
+		fprintf(stderr, "bench_rpc: --op assign and track are for sextant\n");
 		return 2;
 	}
 	if (B.redis && B.op == OP_COUNTER)
@@ -296,6 +384,8 @@ int main(int argc, char **argv)
 		c->idx = i;
 		c->sent_at = calloc((size_t)B.depth, sizeof(uint64_t));
 		snprintf(c->key, sizeof(c->key), "bench:%d", i);
+		if (B.op == OP_TRACK)
+			make_batches(c);
 		uv_tcp_init(B.loop, &c->tcp);
 		uv_tcp_nodelay(&c->tcp, 1);
 		c->tcp.data = c;
@@ -306,12 +396,19 @@ int main(int argc, char **argv)
 	double secs = (double)(B.stop_ns - B.start_ns) / 1e9;
 	qsort(B.lat_us, B.nlat, sizeof(*B.lat_us), cmp_u32);
 	uint32_t p50 = B.nlat ? B.lat_us[B.nlat / 2] : 0, p99 = B.nlat ? B.lat_us[B.nlat * 99 / 100] : 0;
-	static const char *const ops[] = {"ping", "counter", "assign"};
+	static const char *const ops[] = {"ping", "counter", "assign", "track"};
 	printf("{\"proto\":\"%s\",\"op\":\"%s\",\"conns\":%d,\"depth\":%d,\"users\":%ld,\"rps\":%.0f,"
-	       "\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu}\n",
+	       "\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu",
 	       B.redis ? "redis" : "sextant", ops[B.op], B.conns, B.depth, B.users, (double)B.done / secs, p50, p99,
 	       (unsigned long long)B.errors);
+	if (B.op == OP_TRACK)
+		printf(",\"method\":\"%s\",\"batch\":%d,\"events_per_s\":%.0f", B.method, B.batch,
+		       (double)B.accepted / secs);
+	printf("}\n");
 	for (int i = 0; i < B.conns; i++) {
+		for (int b = 0; cs[i].batches && b < TRACK_BATCHES; b++)
+			msgpack_sbuffer_destroy(&cs[i].batches[b]);
+		free(cs[i].batches);
 		free(cs[i].sent_at);
 		free(cs[i].rbuf);
 	}

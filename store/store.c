@@ -50,6 +50,7 @@ struct entry {
 	struct entry *shadow;  /* the older entry for the same key in this batch */
 	uint32_t table, klen, vlen;
 	int del;
+	int stale; /* writer thread only: a newer entry of this batch has the same key */
 	unsigned char data[];
 };
 
@@ -112,6 +113,12 @@ struct sx_store {
 	pthread_mutex_t readers_mu;
 	struct { MDB_txn *txn; uint64_t start_ms; } readers[SX_STORE_MAX_OFFLOOP];
 	uint32_t max_reader_age_ms;
+
+	struct {
+		sx_store_undo_cb cb;
+		void *ud;
+	} undo[SX_STORE_UNDO_MAX];
+	int nundo;
 };
 
 /* Set by the writer when a batch needs a bigger map; not an SX_E* code. */
@@ -252,10 +259,13 @@ static struct entry *batch_find(struct batch *b, uint32_t table, const void *key
 	return b ? *batch_slot(b, table, key, klen) : NULL;
 }
 
-static void batch_undo_to(struct batch *b, size_t n)
+/* Returns the tables it undid writes of, as bits 1 << table. */
+static uint64_t batch_undo_to(struct batch *b, size_t n)
 {
+	uint64_t tables = 0;
 	while (b->n > n) {
 		struct entry *e = b->log[--b->n];
+		tables |= (uint64_t)1 << e->table;
 		b->tn[e->table]--; /* undone last, so also the last of its table */
 		struct entry **pp = batch_slot(b, e->table, e->data, e->klen);
 		if (e->shadow) {
@@ -267,6 +277,7 @@ static void batch_undo_to(struct batch *b, size_t n)
 		b->bytes -= sizeof(*e) + e->klen + e->vlen;
 		/* The entry's memory goes back with the whole batch. */
 	}
+	return tables;
 }
 
 /* ---- writer thread ---- */
@@ -296,26 +307,75 @@ static int mdb_to_sx(int rc)
 	}
 }
 
+/* LMDB's default order: memcmp over the common length, then shorter first. */
+static int keycmp(const void *a, size_t al, const void *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+	if (c)
+		return c;
+	return al < bl ? -1 : al > bl;
+}
+
+static int tabkeycmp(const void *pa, const void *pb)
+{
+	const struct entry *a = *(struct entry *const *)pa, *b = *(struct entry *const *)pb;
+	if (a->table != b->table)
+		return a->table < b->table ? -1 : 1;
+	return keycmp(a->data, a->klen, b->data, b->klen);
+}
+
+/* Applies the newest entry of each key in key order, through one cursor per
+ * table: LMDB then finds most keys on the page the cursor is on instead of
+ * searching from the root, and a key written many times is written once. */
 static int apply_batch(struct sx_store *st, struct batch *b)
 {
 	MDB_txn *txn;
+	MDB_cursor *cur = NULL;
+	uint32_t cur_table = UINT32_MAX;
+	struct entry **v = malloc((b->n ? b->n : 1) * sizeof(*v));
+	size_t n = 0;
+	if (!v)
+		return sx_diag_set(SX_ENOMEM, "store: out of memory");
+	for (size_t i = 0; i < b->n; i++)
+		b->log[i]->stale = 0;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->log[i]->shadow)
+			b->log[i]->shadow->stale = 1;
+	for (size_t i = 0; i < b->n; i++)
+		if (!b->log[i]->stale)
+			v[n++] = b->log[i];
+	qsort(v, n, sizeof(*v), tabkeycmp);
 	int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-	if (rc)
+	if (rc) {
+		free(v);
 		return sx_diag_set(mdb_to_sx(rc), "store: begin: %s", mdb_strerror(rc));
-	for (size_t i = 0; i < b->n; i++) {
-		struct entry *e = b->log[i];
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct entry *e = v[i];
+		if (e->table != cur_table) {
+			if (cur)
+				mdb_cursor_close(cur);
+			cur = NULL;
+			cur_table = e->table;
+			if ((rc = mdb_cursor_open(txn, st->dbi[e->table], &cur)))
+				break;
+		}
 		MDB_val k = {e->klen, e->data};
 		if (e->del) {
-			rc = mdb_del(txn, st->dbi[e->table], &k, NULL);
-			if (rc == MDB_NOTFOUND)
+			MDB_val dv;
+			rc = mdb_cursor_get(cur, &k, &dv, MDB_SET);
+			if (rc == 0)
+				rc = mdb_cursor_del(cur, 0);
+			else if (rc == MDB_NOTFOUND)
 				rc = 0;
 		} else {
-			MDB_val v = {e->vlen, e->data + e->klen};
-			rc = mdb_put(txn, st->dbi[e->table], &k, &v, 0);
+			MDB_val dv = {e->vlen, e->data + e->klen};
+			rc = mdb_cursor_put(cur, &k, &dv, 0);
 		}
-		if (rc)
-			break;
 	}
+	if (cur)
+		mdb_cursor_close(cur);
+	free(v);
 	if (rc) {
 		mdb_txn_abort(txn);
 	} else {
@@ -428,13 +488,19 @@ static void retry_grow_cb(uv_timer_t *t)
 	finish_batch(st, st->committing, NEED_GROW);
 }
 
+static void notify_undo(struct sx_store *st, uint64_t tables)
+{
+	for (int i = 0; i < st->nundo && tables; i++)
+		st->undo[i].cb(tables, st->undo[i].ud);
+}
+
 static void fail_filling(struct sx_store *st, int rc)
 {
 	struct batch *f = st->filling;
 	if (!f || f->n == 0)
 		return;
 	uint64_t seq = f->seq;
-	batch_undo_to(f, 0);
+	notify_undo(st, batch_undo_to(f, 0));
 	st->failed++;
 	if (st->commit_cb)
 		st->commit_cb(seq, rc, st->ud);
@@ -469,6 +535,8 @@ static void finish_batch(struct sx_store *st, struct batch *b, int rc)
 	}
 	uint64_t seq = b->seq;
 	batch_free(b);
+	if (rc)
+		notify_undo(st, ~(uint64_t)0);
 	if (st->commit_cb)
 		st->commit_cb(seq, rc, st->ud);
 	if (rc)
@@ -821,7 +889,19 @@ int sx_store_del(struct sx_store *st, int table, const void *key, size_t klen)
 
 uint64_t sx_store_savepoint(struct sx_store *st) { return st->filling->n; }
 
-void sx_store_rollback(struct sx_store *st, uint64_t sp) { batch_undo_to(st->filling, (size_t)sp); }
+void sx_store_rollback(struct sx_store *st, uint64_t sp) { notify_undo(st, batch_undo_to(st->filling, (size_t)sp)); }
+
+int sx_store_on_undo(struct sx_store *st, sx_store_undo_cb cb, void *ud)
+{
+	for (int i = 0; i < st->nundo; i++)
+		if (st->undo[i].cb == cb && st->undo[i].ud == ud)
+			return 0;
+	if (st->nundo == SX_STORE_UNDO_MAX)
+		return sx_diag_set(SX_ELIMIT, "store: too many undo listeners");
+	st->undo[st->nundo].cb = cb;
+	st->undo[st->nundo++].ud = ud;
+	return 0;
+}
 
 void sx_store_req_begin(struct sx_store *st) { st->req_seq = 0; }
 
@@ -837,15 +917,6 @@ uint64_t sx_store_durable_seq(const struct sx_store *st) { return st->durable_se
 uint64_t sx_store_filling_seq(const struct sx_store *st) { return st->filling->seq; }
 size_t sx_store_pending_bytes(const struct sx_store *st) { return st->filling->bytes; }
 int sx_store_idle(const struct sx_store *st) { return !st->committing && st->filling->n == 0; }
-
-/* LMDB's default order: memcmp over the common length, then shorter first. */
-static int keycmp(const void *a, size_t al, const void *b, size_t bl)
-{
-	int c = memcmp(a, b, al < bl ? al : bl);
-	if (c)
-		return c;
-	return al < bl ? -1 : al > bl;
-}
 
 static int entcmp(const void *pa, const void *pb)
 {

@@ -124,6 +124,17 @@ int sx_store_scan(struct sx_store *st, int table, const void *lo, size_t lolen,
 uint64_t sx_store_savepoint(struct sx_store *st);
 void sx_store_rollback(struct sx_store *st, uint64_t savepoint);
 
+/* Writes discarded on the loop thread: by sx_store_rollback() (`tables` has
+ * bit 1 << table set for each table it undid writes of; not called when it
+ * undid nothing) or with a failed batch (all bits set; called before the
+ * commit callback). A cache of what the loop thread read or wrote drops what
+ * it derived from those tables, since reads no longer see those writes. */
+typedef void (*sx_store_undo_cb)(uint64_t tables, void *ud);
+#define SX_STORE_UNDO_MAX 8
+/* Registers cb (again with the same cb and ud: no-op); SX_ELIMIT past
+ * SX_STORE_UNDO_MAX. Listeners live as long as the store. */
+int sx_store_on_undo(struct sx_store *st, sx_store_undo_cb cb, void *ud);
+
 void sx_store_req_begin(struct sx_store *st);
 /* Ends the request's reads; returns the batch sequence to wait for (or 0). */
 uint64_t sx_store_req_end(struct sx_store *st);

@@ -23,6 +23,7 @@ static uint64_t boot_epoch, seq_counter;
 #define SEQ_BITS 40
 /* The user of an event counted without analytics consent: in totals, in no bitmap. */
 #define NO_USER UINT32_MAX
+#define NOT_ACCEPTED UINT64_MAX
 
 #define OBSERVERS_MAX 8
 static struct {
@@ -62,19 +63,23 @@ static void notify_item(const char *id, size_t len, int deleted)
 		item_obs[i].fn(id, len, deleted ? NULL : &it, item_obs[i].ud);
 }
 
-/* ev: an accepted event map as events.track took it. */
-static void notify_track(const msgpack_object *ev, int64_t now)
+/* ev: an accepted event map as events.track took it; idx its user's index,
+ * or NO_USER to look it up. */
+static void notify_track(const msgpack_object *ev, int64_t now, uint32_t idx)
 {
 	const msgpack_object *user = sx_arg(ev, "user"), *name = sx_arg(ev, "name");
 	const msgpack_object *item = sx_arg(ev, "item"), *props = sx_arg(ev, "properties");
 	struct sx_event e = {0};
-	char pbuf[SX_PRIVACY_ID_BUF];
-	size_t ulen;
-	const char *uid = sx_privacy_user_id(user->via.str.ptr, user->via.str.size, pbuf, &ulen);
 	e.time = now;
 	sx_arg_int(ev, "time", 0, &e.time);
-	if (sx_events_user_index(NULL, uid, ulen, &e.user) < 0)
-		return;
+	e.user = idx;
+	if (idx == NO_USER) {
+		char pbuf[SX_PRIVACY_ID_BUF];
+		size_t ulen;
+		const char *uid = sx_privacy_user_id(user->via.str.ptr, user->via.str.size, pbuf, &ulen);
+		if (sx_events_user_index(NULL, uid, ulen, &e.user) < 0)
+			return;
+	}
 	e.name = name->via.str.ptr, e.name_len = name->via.str.size;
 	if (item)
 		e.item = item->via.str.ptr, e.item_len = item->via.str.size;
@@ -101,6 +106,92 @@ static uint64_t next_seq(void)
 		sx_store_put(sx__ev_eng->store, SX_T_COUNTERS, "B", 1, v, 8);
 	}
 	return boot_epoch << SEQ_BITS | seq_counter++;
+}
+
+/* ---- users seen before: id -> index and first-seen time ----
+ * What the store (LMDB under the overlay) says, without a lookup and a decode
+ * per user per batch. Entries change only together with the store writes they
+ * mirror (a user's creation, its 'U' record), and the whole cache is dropped
+ * when writes to users or counters are undone (a request rolled back, a batch
+ * failed: see sx_store_on_undo) or a user is erased. Loop thread only. */
+
+struct uent {
+	struct uent *next;
+	uint64_t h;
+	int64_t first; /* -1: no event yet */
+	uint32_t idx;
+	uint8_t len;
+	char id[];
+};
+
+#define UCACHE_MAX ((size_t)1 << 21) /* entries; past it the cache starts over */
+
+static struct {
+	struct uent **b;
+	size_t nb, n;
+} ucache;
+
+static void ccache_clear(void);
+
+void sx__ev_user_cache_clear(void)
+{
+	ccache_clear();
+	for (size_t i = 0; i < ucache.nb; i++)
+		for (struct uent *e = ucache.b[i], *n; e; e = n)
+			n = e->next, free(e);
+	free(ucache.b);
+	ucache.b = NULL;
+	ucache.nb = ucache.n = 0;
+}
+
+static struct uent *ucache_find(const char *id, size_t len, uint64_t h)
+{
+	if (!ucache.nb)
+		return NULL;
+	for (struct uent *e = ucache.b[h & (ucache.nb - 1)]; e; e = e->next)
+		if (e->h == h && e->len == len && memcmp(e->id, id, len) == 0)
+			return e;
+	return NULL;
+}
+
+/* Best effort: on no memory the user is simply not cached. */
+static void ucache_set(const char *id, size_t len, uint64_t h, uint32_t idx, int64_t first)
+{
+	struct uent *e = ucache_find(id, len, h);
+	if (e) {
+		e->idx = idx, e->first = first;
+		return;
+	}
+	if (ucache.n >= UCACHE_MAX)
+		sx__ev_user_cache_clear();
+	if (ucache.n >= ucache.nb) {
+		size_t nb = ucache.nb ? ucache.nb * 2 : 4096;
+		struct uent **b = calloc(nb, sizeof(*b));
+		if (!b)
+			return;
+		for (size_t i = 0; i < ucache.nb; i++)
+			for (struct uent *x = ucache.b[i], *n; x; x = n) {
+				n = x->next;
+				x->next = b[x->h & (nb - 1)];
+				b[x->h & (nb - 1)] = x;
+			}
+		free(ucache.b);
+		ucache.b = b, ucache.nb = nb;
+	}
+	if (!(e = malloc(sizeof(*e) + len)))
+		return;
+	e->h = h, e->idx = idx, e->first = first, e->len = (uint8_t)len;
+	memcpy(e->id, id, len);
+	e->next = ucache.b[h & (ucache.nb - 1)];
+	ucache.b[h & (ucache.nb - 1)] = e;
+	ucache.n++;
+}
+
+static void ucache_undo_cb(uint64_t tables, void *ud)
+{
+	SX_UNUSED(ud);
+	if (tables & ((uint64_t)1 << SX_T_USERS | (uint64_t)1 << SX_T_USER_IDX | (uint64_t)1 << SX_T_COUNTERS))
+		sx__ev_user_cache_clear();
 }
 
 /* ---- tiny readers for our own fixed-shape records ---- */
@@ -562,6 +653,8 @@ int sx__ev_user_put(const char *id, size_t len, const msgpack_object *attrs, int
 		uint8_t k[4];
 		sx_be32(k, *idx);
 		rc = put(SX_T_USER_IDX, k, 4, id, len);
+		if (rc == 0)
+			ucache_set(id, len, XXH3_64bits(id, len), *idx, -1);
 	}
 	return rc;
 }
@@ -639,8 +732,10 @@ struct ucache {
 struct acc {
 	uint8_t *key;
 	size_t klen;
-	struct sx_ev_counter c;
+	struct sx_ev_counter c; /* 'M' entries: users in uv instead of c.users */
 	roaring_bitmap_t *del; /* 'F' entries: users to remove before adding */
+	uint32_t *uv, nu, cu;   /* 'M' entries: the users, with repeats */
+	uint32_t inl[2];
 	struct acc *next;
 };
 
@@ -661,6 +756,7 @@ struct sx_ev_batch {
 	struct sx_ev_dims *dims;
 	struct icache *items;
 	msgpack_sbuffer sb;
+	uint32_t last_user; /* of the last accepted event; NO_USER if anonymous */
 };
 
 struct sx_ev_batch *sx__ev_batch_new(void)
@@ -689,6 +785,8 @@ void sx__ev_batch_free(struct sx_ev_batch *b)
 				roaring_bitmap_free(a->c.users);
 			if (a->del)
 				roaring_bitmap_free(a->del);
+			if (a->uv != a->inl)
+				free(a->uv);
 			free(a);
 		}
 	for (struct sx_ev_dims *d = b->dims, *n; d; d = n)
@@ -722,13 +820,25 @@ static int acc_add(struct sx_ev_batch *b, const uint8_t *key, size_t klen, uint3
 		   double val)
 {
 	struct acc *a = acc_get(b, key, klen);
-	if (!a || (!a->c.users && !(a->c.users = roaring_bitmap_create())))
+	if (!a)
 		return sx_diag_set(SX_ENOMEM, "out of memory");
+	if (user != NO_USER) {
+		if (!a->uv)
+			a->uv = a->inl, a->cu = SX_ARRAY_SIZE(a->inl);
+		if (a->nu == a->cu) {
+			uint32_t cu = a->cu * 2, *uv = malloc(cu * sizeof(*uv));
+			if (!uv)
+				return sx_diag_set(SX_ENOMEM, "out of memory");
+			memcpy(uv, a->uv, a->nu * sizeof(*uv));
+			if (a->uv != a->inl)
+				free(a->uv);
+			a->uv = uv, a->cu = cu;
+		}
+		a->uv[a->nu++] = user;
+	}
 	a->c.count++;
 	if (has_val)
 		a->c.sum += val, a->c.nsum++;
-	if (user != NO_USER)
-		roaring_bitmap_add(a->c.users, user);
 	return 0;
 }
 
@@ -779,6 +889,15 @@ static struct ucache *user_lookup(struct sx_ev_batch *b, const char *id, size_t 
 		*rc = 0;
 		return u;
 	}
+	struct uent *g = ucache_find(id, len, h);
+	if (g) {
+		u->idx = g->idx;
+		u->first = u->orig_first = g->first;
+		u->next = *pp;
+		*pp = u;
+		*rc = 0;
+		return u;
+	}
 	*rc = sx_events_user_index(NULL, id, len, &u->idx);
 	if (*rc == SX_ENOENT) {
 		int created;
@@ -800,6 +919,7 @@ static struct ucache *user_lookup(struct sx_ev_batch *b, const char *id, size_t 
 		return NULL;
 	}
 	u->orig_first = u->first;
+	ucache_set(id, len, h, u->idx, u->first);
 	u->next = *pp;
 	*pp = u;
 	return u;
@@ -992,6 +1112,7 @@ int sx__ev_batch_add(struct sx_ev_batch *b, const msgpack_object *ev, int64_t no
 	struct ucache *u = user_lookup(b, uid, ulen, &rc);
 	if (!u)
 		return rc == SX_EINVAL ? SX_EINTERNAL : rc;
+	b->last_user = u->idx;
 	if (u->anon)
 		return count_anonymous(b, dc, nm, nl, item, props, t);
 
@@ -1065,32 +1186,150 @@ int sx__ev_batch_add(struct sx_ev_batch *b, const msgpack_object *ev, int64_t no
 	return 0;
 }
 
+/* ---- counters written before: metric key -> the record as last written ----
+ * Saves a read and a decode per touched counter per batch. Exact for the same
+ * reasons as the user cache above, which it is cleared with. */
+
+struct cent {
+	struct cent *next;
+	uint64_t h;
+	struct sx_ev_counter c;
+	size_t bytes; /* of its bitmap, as last encoded */
+	uint16_t klen;
+	uint8_t key[];
+};
+
+#define CCACHE_MAX_ENTRIES ((size_t)1 << 19)
+#define CCACHE_MAX_BYTES ((size_t)256 << 20) /* of bitmaps; past either the cache starts over */
+
+static struct {
+	struct cent **b;
+	size_t nb, n, bytes;
+} ccache;
+
+static void ccache_clear(void)
+{
+	for (size_t i = 0; i < ccache.nb; i++)
+		for (struct cent *e = ccache.b[i], *n; e; e = n) {
+			n = e->next;
+			if (e->c.users)
+				roaring_bitmap_free(e->c.users);
+			free(e);
+		}
+	free(ccache.b);
+	ccache.b = NULL;
+	ccache.nb = ccache.n = ccache.bytes = 0;
+}
+
+static struct cent *ccache_find(const uint8_t *key, size_t klen, uint64_t h)
+{
+	if (!ccache.nb)
+		return NULL;
+	for (struct cent *e = ccache.b[h & (ccache.nb - 1)]; e; e = e->next)
+		if (e->h == h && e->klen == klen && memcmp(e->key, key, klen) == 0)
+			return e;
+	return NULL;
+}
+
+/* A new empty entry for key (absent), or NULL without memory. */
+static struct cent *ccache_add(const uint8_t *key, size_t klen, uint64_t h)
+{
+	if (ccache.n >= CCACHE_MAX_ENTRIES || ccache.bytes >= CCACHE_MAX_BYTES)
+		ccache_clear();
+	if (ccache.n >= ccache.nb) {
+		size_t nb = ccache.nb ? ccache.nb * 2 : 4096;
+		struct cent **b = calloc(nb, sizeof(*b));
+		if (!b)
+			return NULL;
+		for (size_t i = 0; i < ccache.nb; i++)
+			for (struct cent *x = ccache.b[i], *n; x; x = n) {
+				n = x->next;
+				x->next = b[x->h & (nb - 1)];
+				b[x->h & (nb - 1)] = x;
+			}
+		free(ccache.b);
+		ccache.b = b, ccache.nb = nb;
+	}
+	struct cent *e = calloc(1, sizeof(*e) + klen);
+	if (!e)
+		return NULL;
+	e->h = h, e->klen = (uint16_t)klen;
+	memcpy(e->key, key, klen);
+	e->next = ccache.b[h & (ccache.nb - 1)];
+	ccache.b[h & (ccache.nb - 1)] = e;
+	ccache.n++;
+	return e;
+}
+
+static void ccache_drop(struct cent *e)
+{
+	struct cent **pp = &ccache.b[e->h & (ccache.nb - 1)];
+	while (*pp != e)
+		pp = &(*pp)->next;
+	*pp = e->next;
+	ccache.n--;
+	ccache.bytes -= e->bytes;
+	if (e->c.users)
+		roaring_bitmap_free(e->c.users);
+	free(e);
+}
+
+/* Adds the batch's part of an 'M' counter to the record and writes it. */
+static int acc_flush_metric(struct sx_ev_batch *b, struct acc *a)
+{
+	uint64_t h = XXH3_64bits(a->key, a->klen);
+	struct cent *e = ccache_find(a->key, a->klen, h);
+	int rc;
+	if (!e) {
+		struct sx_val v;
+		rc = sx_store_get(sx__ev_eng->store, SX_T_COUNTERS, a->key, a->klen, &v);
+		if (rc < 0 && rc != SX_ENOENT)
+			return rc;
+		if (!(e = ccache_add(a->key, a->klen, h)))
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		if (rc == 0 && (rc = sx__ev_counter_merge(&e->c, v.data, v.len)) < 0) {
+			ccache_drop(e);
+			return rc;
+		}
+	}
+	e->c.count += a->c.count;
+	e->c.sum += a->c.sum;
+	e->c.nsum += a->c.nsum;
+	if (a->nu) {
+		if (!e->c.users && !(e->c.users = roaring_bitmap_create()))
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		roaring_bitmap_add_many(e->c.users, a->nu, a->uv);
+	}
+	if ((rc = sx__ev_counter_encode(&e->c, &b->sb)) < 0)
+		return rc;
+	ccache.bytes -= e->bytes;
+	e->bytes = b->sb.size;
+	ccache.bytes += e->bytes;
+	return put(SX_T_COUNTERS, a->key, a->klen, b->sb.data, b->sb.size);
+}
+
 static int acc_flush(struct sx_ev_batch *b, struct acc *a)
 {
 	struct sx_val v;
+	if (a->key[0] != 'F')
+		return acc_flush_metric(b, a);
 	int rc = sx_store_get(sx__ev_eng->store, SX_T_COUNTERS, a->key, a->klen, &v);
 	if (rc < 0 && rc != SX_ENOENT)
 		return rc;
-	if (a->key[0] == 'F') {
-		roaring_bitmap_t *old = rc == 0 ? sx__ev_bitmap_decode(v.data, v.len) : roaring_bitmap_create();
-		if (!old)
-			return SX_ECORRUPT;
-		if (a->del)
-			roaring_bitmap_andnot_inplace(old, a->del);
-		if (a->c.users)
-			roaring_bitmap_or_inplace(old, a->c.users);
-		if (roaring_bitmap_is_empty(old)) {
-			roaring_bitmap_free(old);
-			return rc == 0 ? sx_store_del(sx__ev_eng->store, SX_T_COUNTERS, a->key, a->klen) : 0;
-		}
-		roaring_bitmap_run_optimize(old);
-		rc = sx__ev_bitmap_encode(old, &b->sb);
+	roaring_bitmap_t *old = rc == 0 ? sx__ev_bitmap_decode(v.data, v.len) : roaring_bitmap_create();
+	if (!old)
+		return SX_ECORRUPT;
+	if (a->del)
+		roaring_bitmap_andnot_inplace(old, a->del);
+	if (a->c.users)
+		roaring_bitmap_or_inplace(old, a->c.users);
+	if (roaring_bitmap_is_empty(old)) {
 		roaring_bitmap_free(old);
-	} else {
-		if (rc == 0 && (rc = sx__ev_counter_merge(&a->c, v.data, v.len)) < 0)
-			return rc;
-		rc = sx__ev_counter_encode(&a->c, &b->sb);
+		return rc == 0 ? sx_store_del(sx__ev_eng->store, SX_T_COUNTERS, a->key, a->klen) : 0;
 	}
+	roaring_bitmap_run_optimize(old);
+	rc = sx__ev_bitmap_encode(old, &b->sb);
+	roaring_bitmap_free(old);
 	return rc < 0 ? rc : put(SX_T_COUNTERS, a->key, a->klen, b->sb.data, b->sb.size);
 }
 
@@ -1104,10 +1343,15 @@ int sx__ev_batch_finish(struct sx_ev_batch *b)
 				sx_be32(k + 1, u->idx);
 				sx_be64(v, (uint64_t)u->first);
 				rc = put(SX_T_COUNTERS, k, 5, v, 8);
+				if (rc == 0)
+					ucache_set(u->id, u->len, XXH3_64bits(u->id, u->len), u->idx, u->first);
 			}
 	for (int i = 0; i < ACC_BUCKETS && rc == 0; i++)
 		for (struct acc *a = b->acc[i]; a && rc == 0; a = a->next)
 			rc = acc_flush(b, a);
+	/* The request will be rolled back: the caches may already hold some of it. */
+	if (rc < 0)
+		sx__ev_user_cache_clear();
 	sx__ev_batch_free(b);
 	return rc;
 }
@@ -1607,7 +1851,8 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 	/* rejected entries are kept as (index, rc, message) in a side buffer */
 	msgpack_sbuffer rej;
 	msgpack_packer rpk;
-	uint8_t *ok = n_track_obs ? calloc(n, 1) : NULL;
+	/* per event: its user's index, NO_USER if anonymous, NOT_ACCEPTED */
+	uint64_t *ok = n_track_obs ? malloc(n * sizeof(*ok)) : NULL;
 	if (n_track_obs && !ok) {
 		sx__ev_batch_free(b);
 		return sx_diag_set(SX_ENOMEM, "out of memory");
@@ -1617,6 +1862,8 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *ev = events ? &events->via.array.ptr[i] : &single;
 		rc = sx__ev_batch_add(b, ev, now);
+		if (ok)
+			ok[i] = NOT_ACCEPTED;
 		if (rc == SX_EINVAL) {
 			if (!events) {
 				sx__ev_batch_free(b);
@@ -1638,7 +1885,7 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 			return rc;
 		}
 		if (ok)
-			ok[i] = 1;
+			ok[i] = b->last_user;
 		accepted++;
 	}
 	if ((rc = sx__ev_batch_finish(b)) < 0) {
@@ -1670,8 +1917,8 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 	}
 	if (ok) {
 		for (uint32_t i = 0; i < n; i++)
-			if (ok[i])
-				notify_track(events ? &events->via.array.ptr[i] : &single, now);
+			if (ok[i] != NOT_ACCEPTED)
+				notify_track(events ? &events->via.array.ptr[i] : &single, now, (uint32_t)ok[i]);
 		for (int i = 0; i < n_track_obs; i++)
 			track_obs[i].fn(NULL, track_obs[i].ud);
 		free(ok);
@@ -1701,6 +1948,9 @@ static int start(struct sx_engine *e)
 	int rc;
 	sx__ev_eng = e;
 	next_uidx = 0;
+	sx__ev_user_cache_clear();
+	if ((rc = sx_store_on_undo(e->store, ucache_undo_cb, NULL)) < 0)
+		return rc;
 	n_track_obs = n_item_obs = 0;
 	if ((rc = sx_store_scan(e->store, SX_T_USER_IDX, NULL, 0, NULL, 0, 1, last_index_cb, &next_uidx)) < 0)
 		return rc;
@@ -1741,6 +1991,7 @@ static int start(struct sx_engine *e)
 static void stop(struct sx_engine *e)
 {
 	sx__ev_demo_stop(e);
+	sx__ev_user_cache_clear();
 }
 
 static void info(struct sx_engine *e, msgpack_packer *pk)

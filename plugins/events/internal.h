@@ -152,5 +152,9 @@ int sx__ev_user_put(const char *id, size_t len, const msgpack_object *attrs, int
 		    int has_signup, uint32_t *idx, int *created);
 int sx__ev_item_put(const char *id, size_t len, int kind, const msgpack_object *attrs,
 		    const float *vec, uint32_t dim);
+/* Forgets what events.c keeps across batches: every user's index and
+ * first-seen time, and the 'M' counter records it last wrote. A writer that
+ * deletes users or changes 'U' or 'M' records outside events.c calls it. */
+void sx__ev_user_cache_clear(void);
 
 #endif

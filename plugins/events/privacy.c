@@ -167,6 +167,7 @@ int sx_events_user_erase(const char *id, size_t len, uint32_t *idx_out, struct s
 		goto out;
 	if ((rc = del(SX_T_USERS, id, len)) < 0 || (rc = del(SX_T_USER_IDX, ik, 4)) < 0)
 		goto out;
+	sx__ev_user_cache_clear();
 	out->users = 1;
 	struct sx_val v;
 	if ((rc = sx_store_get(sx__ev_eng->store, SX_T_COUNTERS, uk, 5, &v)) == 0) {

@@ -512,6 +512,249 @@ static void test_first_seen_moves_back_and_bitmaps_persist(void **state)
 	roaring_bitmap_free(c.users);
 }
 
+
+/* ---- the caches kept across batches (users' indexes, counter records) ---- */
+
+/* The day counter of `name` holding t: count and distinct users (0, 0 if absent). */
+static void day_counter(struct fx *f, const char *name, int64_t t, uint64_t *count, uint64_t *users)
+{
+	uint8_t k[512];
+	struct sx_val v;
+	size_t n = sx__ev_metric_key(k, SX_EV_DAY, name, strlen(name), "", 0, sx__ev_floor(t, DAY), "", 0);
+	*count = *users = 0;
+	int rc = sx_store_get(f->e.store, SX_T_COUNTERS, k, n, &v);
+	if (rc == SX_ENOENT)
+		return;
+	assert_int_equal(rc, 0);
+	struct sx_ev_counter c = {0};
+	assert_int_equal(sx__ev_counter_merge(&c, v.data, v.len), 0);
+	*count = c.count;
+	*users = c.users ? roaring_bitmap_get_cardinality(c.users) : 0;
+	if (c.users)
+		roaring_bitmap_free(c.users);
+}
+
+/* The index of user id, checked against the index -> id table. */
+static uint32_t user_index_checked(const char *id)
+{
+	uint32_t idx;
+	char back[SX_EVENTS_ID_MAX + 1];
+	assert_int_equal(sx_events_user_index(NULL, id, strlen(id), &idx), 0);
+	assert_int_equal(sx_events_user_id(NULL, idx, back, sizeof(back), NULL), 0);
+	assert_string_equal(back, id);
+	return idx;
+}
+
+/* What the batch that new users and an older event of "a" were in leaves
+ * behind once it is undone: nothing. */
+static void check_undone(struct fx *f)
+{
+	uint32_t idx;
+	int64_t first;
+	uint64_t count, users;
+	assert_int_equal(sx_events_user_index(NULL, "b", 1, &idx), SX_ENOENT);
+	assert_int_equal(sx_events_user_first_seen(NULL, user_index_checked("a"), &first), 0);
+	assert_int_equal(first, T0);
+	day_counter(f, "view", T0, &count, &users);
+	assert_true(count == 1 && users == 1);
+	day_counter(f, "view", T0 - DAY, &count, &users);
+	assert_true(count == 0 && users == 0);
+
+	/* the same users again: "b" is new once more, counts are exact */
+	struct sx_ev_batch *b = sx__ev_batch_new();
+	track(b, "b", "view", T0 + 1, NULL, 1);
+	track(b, "a", "view", T0 + 2, NULL, 1);
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	sync_all(f);
+	uint32_t bi = user_index_checked("b");
+	assert_int_equal(sx_events_user_first_seen(NULL, bi, &first), 0);
+	assert_int_equal(first, T0 + 1);
+	assert_int_equal(sx_events_user_first_seen(NULL, user_index_checked("a"), &first), 0);
+	assert_int_equal(first, T0);
+	day_counter(f, "view", T0, &count, &users);
+	assert_true(count == 3 && users == 2);
+	struct seen s = {0};
+	assert_int_equal(sx_events_user_scan(NULL, bi, 0, SX_EVENTS_TIME_MAX, 0, seen_cb, &s), 0);
+	assert_int_equal(s.n, 1);
+	roaring_bitmap_t *fs = sx_events_users_first_seen(NULL, T0 - DAY, T0 + DAY);
+	assert_int_equal(roaring_bitmap_get_cardinality(fs), 2);
+	roaring_bitmap_free(fs);
+}
+
+/* The batch of "b" (new) and an older event of "a": new user, first seen moved,
+ * counters of two days touched. */
+static void track_then_undo_batch(void)
+{
+	struct sx_ev_batch *b = sx__ev_batch_new();
+	track(b, "b", "view", T0 + 5, NULL, 1);
+	track(b, "a", "view", T0 - DAY, NULL, 1);
+	track(b, "a", "view", T0 + 6, NULL, 1);
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	uint32_t idx;
+	assert_int_equal(sx_events_user_index(NULL, "b", 1, &idx), 0); /* visible until undone */
+}
+
+static void test_rollback_forgets_cached_users_and_counters(void **state)
+{
+	struct fx *f = *state;
+	struct sx_ev_batch *b = sx__ev_batch_new();
+	track(b, "a", "view", T0, NULL, 1);
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	sync_all(f);
+	uint64_t sp = sx_store_savepoint(f->e.store);
+	track_then_undo_batch();
+	sx_store_rollback(f->e.store, sp); /* as the server does when the request fails */
+	check_undone(f);
+}
+
+static int fails;
+
+static void count_fail_cb(uint64_t seq, int rc, void *ud)
+{
+	(void)seq, (void)ud;
+	fails += rc < 0;
+}
+
+static int setup_small_store(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/sx-test-events-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	uv_loop_init(&f->loop);
+	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .map_size = 1 << 20, .max_map_size = 1 << 20,
+				  .commit_cb = count_fail_cb, .ud = f};
+	f->e.loop = &f->loop;
+	f->e.store = sx_store_open(&f->loop, &o);
+	assert_non_null(f->e.store);
+	f->e.rpc = sx_rpc_new();
+	assert_int_equal(sx_plugin_events.start(&f->e), 0);
+	fails = 0;
+	*state = f;
+	return 0;
+}
+
+static void test_failed_batch_forgets_cached_users_and_counters(void **state)
+{
+	struct fx *f = *state;
+	struct sx_ev_batch *b = sx__ev_batch_new();
+	track(b, "a", "view", T0, NULL, 1);
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	sync_all(f);
+	assert_int_equal(fails, 0);
+	track_then_undo_batch();
+	/* more than the map may ever hold: the writer fails the whole batch */
+	size_t big = 2 << 20;
+	char *v = calloc(1, big);
+	assert_int_equal(sx_store_put(f->e.store, SX_T_KV, "big", 3, v, big), 0);
+	free(v);
+	sync_all(f);
+	assert_int_equal(fails, 1);
+	check_undone(f);
+	assert_int_equal(fails, 1);
+}
+
+static void restart(struct fx *f, const char *dir)
+{
+	sx_plugin_events.stop(&f->e);
+	sx_store_read_end(f->e.store);
+	sx_store_close(f->e.store);
+	sx_rpc_free(f->e.rpc);
+	struct sx_store_opts o = {.dir = dir, .relaxed = 1, .commit_cb = commit_cb, .ud = f};
+	f->e.store = sx_store_open(&f->loop, &o);
+	assert_non_null(f->e.store);
+	f->e.rpc = sx_rpc_new();
+	assert_int_equal(sx_plugin_events.start(&f->e), 0);
+}
+
+static void test_restart_keeps_indexes_and_counts(void **state)
+{
+	struct fx *f = *state;
+	uint64_t count, users;
+	int64_t first;
+	struct sx_ev_batch *b = sx__ev_batch_new();
+	track(b, "r1", "view", T0, NULL, 1);
+	track(b, "r2", "view", T0 + 1, NULL, 1);
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	sync_all(f);
+
+	/* another store first: nothing of the first may leak into it */
+	char other[160];
+	snprintf(other, sizeof(other), "%s/other", f->dir);
+	restart(f, other);
+	b = sx__ev_batch_new();
+	track(b, "r2", "view", T0 + 2, NULL, 1);
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	sync_all(f);
+	assert_int_equal(user_index_checked("r2"), 0);
+	assert_int_equal(sx_events_user_first_seen(NULL, 0, &first), 0);
+	assert_int_equal(first, T0 + 2);
+	day_counter(f, "view", T0, &count, &users);
+	assert_true(count == 1 && users == 1);
+
+	restart(f, f->dir);
+	b = sx__ev_batch_new();
+	track(b, "r3", "view", T0 + 3, NULL, 1);
+	track(b, "r1", "view", T0 - 1, NULL, 1);
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	sync_all(f);
+	assert_int_equal(user_index_checked("r1"), 0);
+	assert_int_equal(user_index_checked("r2"), 1);
+	assert_int_equal(user_index_checked("r3"), 2);
+	assert_int_equal(sx_events_user_first_seen(NULL, 0, &first), 0);
+	assert_int_equal(first, T0 - 1);
+	day_counter(f, "view", T0, &count, &users);
+	assert_true(count == 3 && users == 3);
+	day_counter(f, "view", T0 - 1, &count, &users);
+	assert_true(count == 1 && users == 1);
+}
+
+/* Many batches over the same counters: the cached records and the stored ones agree. */
+static void test_cached_counters_match_the_store(void **state)
+{
+	struct fx *f = *state;
+	char id[16];
+	for (int round = 0; round < 5; round++) {
+		struct sx_ev_batch *b = sx__ev_batch_new();
+		for (int i = 0; i < 200; i++) {
+			snprintf(id, sizeof(id), "c%d", (i * 7 + round * 13) % 150);
+			track(b, id, i % 2 ? "view" : "book", T0 + (int64_t)(i % 5) * HOUR, NULL, 1);
+		}
+		assert_int_equal(sx__ev_batch_finish(b), 0);
+		if (round % 2)
+			sync_all(f);
+	}
+	sync_all(f);
+	uint64_t count, users;
+	day_counter(f, "view", T0, &count, &users);
+	assert_int_equal(count, 500);
+	day_counter(f, "*", T0, &count, &users);
+	assert_int_equal(count, 1000);
+	assert_int_equal(users, 150);
+	MDB_txn *txn;
+	assert_int_equal(sx_store_rtxn_begin(f->e.store, &txn), 0);
+	roaring_bitmap_t *v = sx_events_users_did(txn, "view", T0, T0 + DAY);
+	roaring_bitmap_t *bk = sx_events_users_did(txn, "book", T0, T0 + HOUR);
+	sx_store_rtxn_end(f->e.store, txn);
+	/* view: odd i, (7i + 13r) mod 150 over r in 0..4 */
+	roaring_bitmap_t *want = roaring_bitmap_create(), *want_bk = roaring_bitmap_create();
+	for (int round = 0; round < 5; round++)
+		for (int i = 0; i < 200; i++) {
+			snprintf(id, sizeof(id), "c%d", (i * 7 + round * 13) % 150);
+			uint32_t idx;
+			assert_int_equal(sx_events_user_index(NULL, id, strlen(id), &idx), 0);
+			if (i % 2)
+				roaring_bitmap_add(want, idx);
+			else if (i % 5 == 0)
+				roaring_bitmap_add(want_bk, idx);
+		}
+	assert_true(roaring_bitmap_equals(v, want));
+	assert_true(roaring_bitmap_equals(bk, want_bk));
+	roaring_bitmap_free(v);
+	roaring_bitmap_free(bk);
+	roaring_bitmap_free(want);
+	roaring_bitmap_free(want_bk);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -525,6 +768,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_api_in_a_read_transaction, setup_store, teardown_store),
 		cmocka_unit_test_setup_teardown(test_first_seen_moves_back_and_bitmaps_persist, setup_store,
 						teardown_store),
+		cmocka_unit_test_setup_teardown(test_rollback_forgets_cached_users_and_counters, setup_store,
+						teardown_store),
+		cmocka_unit_test_setup_teardown(test_failed_batch_forgets_cached_users_and_counters,
+						setup_small_store, teardown_store),
+		cmocka_unit_test_setup_teardown(test_restart_keeps_indexes_and_counts, setup_store, teardown_store),
+		cmocka_unit_test_setup_teardown(test_cached_counters_match_the_store, setup_store, teardown_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -387,6 +387,90 @@ static void test_many_batches_in_order(void **state)
 	sx_store_read_end(f->st);
 }
 
+
+/* A batch applies the newest change of each key, whatever the order of its log. */
+static void test_batch_applies_newest_change_per_key(void **state)
+{
+	struct fx *f = *state;
+	put_s(f->st, SX_T_KV, "gone", "0");
+	put_s(f->st, SX_T_KV, "kept", "0");
+	sync_all(f);
+	put_s(f->st, SX_T_KV, "z", "1");
+	put_s(f->st, SX_T_KV, "a", "1");
+	assert_int_equal(sx_store_del(f->st, SX_T_KV, "a", 1), 0);
+	put_s(f->st, SX_T_KV, "a", "2");
+	put_s(f->st, SX_T_KV, "gone", "1");
+	assert_int_equal(sx_store_del(f->st, SX_T_KV, "gone", 4), 0);
+	assert_int_equal(sx_store_del(f->st, SX_T_KV, "never", 5), 0);
+	put_s(f->st, SX_T_USERS, "a", "u");
+	put_s(f->st, SX_T_KV, "z", "3");
+	put_s(f->st, SX_T_KV, "m", "1");
+	uint64_t sp = sx_store_savepoint(f->st);
+	put_s(f->st, SX_T_KV, "m", "undone");
+	assert_int_equal(sx_store_del(f->st, SX_T_KV, "kept", 4), 0);
+	sx_store_rollback(f->st, sp);
+	sync_all(f);
+	assert_int_equal(f->last_rc, 0);
+	sx_store_close(f->st);
+	f->st = open_store(f, 0, 0);
+	assert_non_null(f->st);
+	assert_get(f->st, SX_T_KV, "a", "2");
+	assert_get(f->st, SX_T_KV, "z", "3");
+	assert_get(f->st, SX_T_KV, "m", "1");
+	assert_get(f->st, SX_T_KV, "kept", "0");
+	assert_get(f->st, SX_T_KV, "gone", NULL);
+	assert_get(f->st, SX_T_KV, "never", NULL);
+	assert_get(f->st, SX_T_USERS, "a", "u");
+	assert_get(f->st, SX_T_USERS, "z", NULL);
+	sx_store_read_end(f->st);
+}
+
+struct undo_log {
+	int calls;
+	uint64_t tables;
+};
+
+static void undo_cb(uint64_t tables, void *ud)
+{
+	struct undo_log *u = ud;
+	u->calls++;
+	u->tables |= tables;
+}
+
+static void test_undo_listeners(void **state)
+{
+	struct fx *f = *state;
+	struct undo_log u = {0};
+	assert_int_equal(sx_store_on_undo(f->st, undo_cb, &u), 0);
+	assert_int_equal(sx_store_on_undo(f->st, undo_cb, &u), 0); /* once only */
+	uint64_t sp = sx_store_savepoint(f->st);
+	sx_store_rollback(f->st, sp); /* nothing undone: not called */
+	assert_int_equal(u.calls, 0);
+	put_s(f->st, SX_T_KV, "a", "1");
+	put_s(f->st, SX_T_USERS, "b", "1");
+	put_s(f->st, SX_T_KV, "c", "1");
+	sx_store_rollback(f->st, sp);
+	assert_int_equal(u.calls, 1);
+	assert_true(u.tables == ((uint64_t)1 << SX_T_KV | (uint64_t)1 << SX_T_USERS));
+	sync_all(f);
+	assert_int_equal(u.calls, 1);
+
+	/* a failed batch: every table */
+	sx_store_close(f->st);
+	f->st = open_store(f, 1 << 20, 1 << 20);
+	assert_non_null(f->st);
+	memset(&u, 0, sizeof(u));
+	assert_int_equal(sx_store_on_undo(f->st, undo_cb, &u), 0);
+	size_t big = 2 << 20;
+	char *v = calloc(1, big);
+	assert_int_equal(sx_store_put(f->st, SX_T_KV, "big", 3, v, big), 0);
+	free(v);
+	sync_all(f);
+	assert_int_equal(f->failures, 1);
+	assert_int_equal(u.calls, 1);
+	assert_true(u.tables == ~(uint64_t)0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -403,6 +487,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_batches_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_applies_newest_change_per_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undo_listeners, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
