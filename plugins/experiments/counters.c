@@ -266,29 +266,6 @@ static void contrib(int kind, const struct ust *s, double c[AF])
 	c[6] = x * y;
 }
 
-static int prop_value(const struct sx_event *ev, const struct xp_metric *m, msgpack_zone *zone, double *out)
-{
-	msgpack_object o;
-	if (!ev->props)
-		return 0;
-	msgpack_zone_clear(zone);
-	if (sx_frame_decode(ev->props, ev->props_len, zone, &o) < 0 || o.type != MSGPACK_OBJECT_MAP)
-		return 0;
-	for (uint32_t i = 0; i < o.via.map.size; i++) {
-		const msgpack_object *k = &o.via.map.ptr[i].key, *v = &o.via.map.ptr[i].val;
-		if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != m->plen || memcmp(k->via.str.ptr, m->prop, m->plen) != 0)
-			continue;
-		switch (v->type) {
-		case MSGPACK_OBJECT_POSITIVE_INTEGER: *out = (double)v->via.u64; return 1;
-		case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = (double)v->via.i64; return 1;
-		case MSGPACK_OBJECT_FLOAT32:
-		case MSGPACK_OBJECT_FLOAT64: *out = v->via.f64; return isfinite(v->via.f64);
-		default: return 0;
-		}
-	}
-	return 0;
-}
-
 /* Where a step's day deltas go. */
 struct sink {
 	void (*day)(struct sink *k, uint32_t day, size_t at, double delta);
@@ -312,7 +289,7 @@ static int apply(const struct xp_def *d, int v, int64_t t0, struct ust *s, const
 		double val = 1;
 		int has = 1;
 		if (m->kind == XP_SUM || m->kind == XP_MEAN)
-			has = prop_value(ev, m, zone, &val);
+			has = sx__xp_prop_value(ev, m, zone, &val);
 		double before[AF], after[AF];
 		contrib(m->kind, &s[i], before);
 		if (post) {

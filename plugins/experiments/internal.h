@@ -283,4 +283,8 @@ size_t sx__xp_a_at(const struct xp_def *d, int m, int v, int f);
 size_t sx__xp_t_at(const struct xp_def *d, int m, int v, int f);
 void sx__xp_counters_stop(void);
 
+/* The metric's numeric property of an event (1 and *out), or 0 when the event has
+ * none, it is not a finite number, or its properties do not decode. */
+int sx__xp_prop_value(const struct sx_event *ev, const struct xp_metric *m, msgpack_zone *zone, double *out);
+
 #endif

@@ -94,7 +94,7 @@ struct unit {
 	double pre_cnt[XP_METRICS_MAX], pre_sum[XP_METRICS_MAX], pre_nval[XP_METRICS_MAX];
 };
 
-static int prop_value(const struct sx_event *ev, const struct xp_metric *m, msgpack_zone *zone, double *out)
+int sx__xp_prop_value(const struct sx_event *ev, const struct xp_metric *m, msgpack_zone *zone, double *out)
 {
 	msgpack_object o;
 	if (!ev->props)
@@ -132,7 +132,7 @@ static int event_cb(const struct sx_event *ev, void *ud)
 		double val = 1;
 		int has = 1;
 		if (m->kind == XP_SUM || m->kind == XP_MEAN)
-			has = prop_value(ev, m, u->zone, &val);
+			has = sx__xp_prop_value(ev, m, u->zone, &val);
 		if (post) {
 			if (u->r->days) {
 				int64_t di = (ev->time - u->r->day0) / DAY_MS;

@@ -653,16 +653,8 @@ eval_done:
 	msgpack_pack_map(&pk, 6);
 	sx_pack_kv_str(&pk, "name", "marginal");
 	pack_actions(&pk, &ab, KA);
-	if (has_cmp) {
-		sx_pack_key(&pk, "comparison");
-		msgpack_pack_map(&pk, 4);
-		sx_pack_kv_str(&pk, "metric", "ndcg");
-		sx_pack_kv_uint(&pk, "against", t->prod->version);
-		sx_pack_key(&pk, "candidate");
-		sx__pack_num(&pk, t->cmp_cand);
-		sx_pack_key(&pk, "production");
-		sx__pack_num(&pk, t->cmp_prod);
-	}
+	if (has_cmp)
+		sx__pack_comparison(&pk, t, "ndcg");
 	rc = 0;
 out:
 	free(c.r), free(c.skipped), free(ustart), free(times), free(p), free(pop), free(refs), free(lists), free(out);

@@ -234,6 +234,8 @@ struct sx_train {
 };
 
 /* Per type: parse and copy params and data (loop thread), run (pool). */
+/* The metrics' "comparison" entry: the candidate against production on `metric`. */
+void sx__pack_comparison(msgpack_packer *pk, const struct sx_train *t, const char *metric);
 int sx__text_prepare(struct sx_train *t, const msgpack_object *p, const msgpack_object *data);
 int sx__text_run(struct sx_train *t);
 void sx__text_free(struct sx_train *t);

@@ -703,16 +703,8 @@ int sx__text_run(struct sx_train *t)
 	sx__pack_num(&pk, bacc);
 	sx_pack_key(&pk, "macro_f1");
 	sx__pack_num(&pk, bf1);
-	if (has_cmp) {
-		sx_pack_key(&pk, "comparison");
-		msgpack_pack_map(&pk, 4);
-		sx_pack_kv_str(&pk, "metric", "accuracy");
-		sx_pack_kv_uint(&pk, "against", t->prod->version);
-		sx_pack_key(&pk, "candidate");
-		sx__pack_num(&pk, t->cmp_cand);
-		sx_pack_key(&pk, "production");
-		sx__pack_num(&pk, t->cmp_prod);
-	}
+	if (has_cmp)
+		sx__pack_comparison(&pk, t, "accuracy");
 	rc = 0;
 out:
 	if (raw)

@@ -63,6 +63,18 @@ int sx__train_opt_num(const msgpack_object *p, const char *key, double lo, doubl
 #define opt_int sx__train_opt_int
 #define opt_num sx__train_opt_num
 
+void sx__pack_comparison(msgpack_packer *pk, const struct sx_train *t, const char *metric)
+{
+	sx_pack_key(pk, "comparison");
+	msgpack_pack_map(pk, 4);
+	sx_pack_kv_str(pk, "metric", metric);
+	sx_pack_kv_uint(pk, "against", t->prod->version);
+	sx_pack_key(pk, "candidate");
+	sx__pack_num(pk, t->cmp_cand);
+	sx_pack_key(pk, "production");
+	sx__pack_num(pk, t->cmp_prod);
+}
+
 static int num_of(const msgpack_object *o, double *out)
 {
 	switch (o->type) {
@@ -957,16 +969,8 @@ static int als_run(struct sx_train *t)
 	sx_pack_kv_str(&pk, "name", "popularity");
 	sx_pack_key(&pk, "precision");
 	pack_ranking(&pk, &rb);
-	if (has_cmp) {
-		sx_pack_key(&pk, "comparison");
-		msgpack_pack_map(&pk, 4);
-		sx_pack_kv_str(&pk, "metric", "ndcg_foldin");
-		sx_pack_kv_uint(&pk, "against", t->prod->version);
-		sx_pack_key(&pk, "candidate");
-		sx__pack_num(&pk, t->cmp_cand);
-		sx_pack_key(&pk, "production");
-		sx__pack_num(&pk, t->cmp_prod);
-	}
+	if (has_cmp)
+		sx__pack_comparison(&pk, t, "ndcg_foldin");
 	rc = 0;
 out:
 	if (txn)
@@ -1214,16 +1218,8 @@ static int logistic_run(struct sx_train *t)
 	msgpack_pack_array(&pk, d);
 	for (size_t j = 0; j < d; j++)
 		sx_pack_str(&pk, m->features[j]);
-	if (has_cmp) {
-		sx_pack_key(&pk, "comparison");
-		msgpack_pack_map(&pk, 4);
-		sx_pack_kv_str(&pk, "metric", "auc");
-		sx_pack_kv_uint(&pk, "against", t->prod->version);
-		sx_pack_key(&pk, "candidate");
-		sx__pack_num(&pk, t->cmp_cand);
-		sx_pack_key(&pk, "production");
-		sx__pack_num(&pk, t->cmp_prod);
-	}
+	if (has_cmp)
+		sx__pack_comparison(&pk, t, "auc");
 	rc = 0;
 out:
 	free(Xall), free(yall), free(p), free(ref);
