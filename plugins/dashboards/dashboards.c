@@ -19,6 +19,7 @@
 #include "core/server.h"
 #include "core/sx.h"
 #include "plugins/dashboards/dashboards.h"
+#include "plugins/predict/predict.h"
 #include "store/store.h"
 
 #define KIND "dashboards"
@@ -151,6 +152,8 @@ static int set_analytics(lua_State *L)
 		return 0;
 	sx__dash_push_analytics(L);
 	lua_setfield(L, -2, "analytics");
+	sx_predict_lua_open(L);
+	lua_setfield(L, -2, "predict");
 	return 0;
 }
 

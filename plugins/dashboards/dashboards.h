@@ -6,8 +6,9 @@
  *    panels = {{id, title?, kind, query = function(ctx, vars) ... end}, ...}}
  * kind: number | timeseries | table | retention | funnel | forecast |
  * distribution | experiment. Each query gets the script's ctx, which has an
- * `analytics` table of C bindings over plugins/events (docs/notes-dashboards.md),
- * and a fresh copy of the variables. Everything here runs on the loop thread.
+ * `analytics` table of C bindings over plugins/events (docs/notes-dashboards.md)
+ * and a `predict` table (sx_predict_lua_open), and a fresh copy of the
+ * variables. Everything here runs on the loop thread.
  */
 #ifndef SX_DASHBOARDS_H
 #define SX_DASHBOARDS_H

@@ -4,9 +4,16 @@
  * Store layout (integers big-endian):
  *   series         'T' target                   -> {version, job, cutoff, trained_at, rows, positives}
  *                  'L' u64 time | u32 user | target
- *                                               -> f64 probability (8 bytes): the prediction log
- *                  'R' target                   -> {auc_below, min_samples}: accuracy alert rule
- *                  'C'                          -> {sample}: logging configuration
+ *                                               -> f64 probability, u8 band (9 bytes; 8 in older
+ *                                                  stores): the prediction log, until joined
+ *                  'A' target \0 segment \0 u32 day
+ *                                               -> histogram (sx__pred_acc_encode) of the
+ *                                                  predictions whose label window closed that day
+ *                  'G' target                   -> [segment]: attribute segments seen (capped)
+ *                  'R' target                   -> {auc_below, min_samples, drop, window, baseline}
+ *                  'S' target                   -> {state, rule, value, threshold, baseline,
+ *                                                  samples, since, at}: alert state
+ *                  'C'                          -> {sample, sweep_ms, segment_attribute}
  *   notifications  'n' u64 id                   -> {id, user, rule, message, content, created, state}
  *                  'q' u64 id                   -> "" (pending, in id order)
  *                  'c' u32 user                 -> [times]: sends, newest last (frequency cap)
@@ -135,6 +142,71 @@ void sx__pred_push_view(lua_State *L, const struct sx_pred_view *v);
  * in the audit log (action = method name, detail = its arguments). */
 struct sx_req;
 int sx__pred_audited(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud);
+
+/* Flushes the in-memory prediction log into the store's filling batch. */
+void sx__pred_log_flush(void);
+/* Scores of every user with an event for target t now (not logged), cached
+ * for a minute per target and model version: *scores stays valid until the
+ * next call. SX_ESTATE without a model. */
+int sx__pred_scores(const struct sx_pred_target *t, const double **scores, size_t *n, uint32_t *version);
+
+/* ---- accuracy.c ----
+ * Histograms of served predictions by label: SX_PRED_ACC_BINS bins of width
+ * 1/SX_PRED_ACC_BINS over [0, 1] (bin floor(p * 100), p = 1 in the last).
+ * AUC from them counts a positive and a negative in the same bin as half a
+ * correctly ordered pair: it is the exact AUC of the scores rounded down to
+ * the bin, and differs from the AUC of the raw scores only by the ordering
+ * of pairs inside one bin. */
+#define SX_PRED_ACC_BINS 100
+#define SX_PRED_ACC_BYTES (2 + SX_PRED_ACC_BINS * 24 + 16)
+#define SX_PRED_SEG_MAX 100 /* bytes of a segment name */
+struct sx_pred_acc {
+	uint64_t pos[SX_PRED_ACC_BINS], neg[SX_PRED_ACC_BINS];
+	double sump[SX_PRED_ACC_BINS]; /* sum of the probabilities in the bin */
+	double ll, brier;              /* sums of log loss and squared error */
+};
+int sx__pred_acc_bin(double p);
+void sx__pred_acc_add(struct sx_pred_acc *a, double p, int y);
+void sx__pred_acc_merge(struct sx_pred_acc *a, const struct sx_pred_acc *b);
+void sx__pred_acc_totals(const struct sx_pred_acc *a, uint64_t *n, uint64_t *pos, double *sump);
+/* NAN unless both labels occur. */
+double sx__pred_acc_auc(const struct sx_pred_acc *a);
+/* Positive rate of the top `share` by score over the base rate; the bin at
+ * the cut is taken in proportion. NAN without positives or share * n < 1. */
+double sx__pred_acc_lift(const struct sx_pred_acc *a, double share);
+/* bins divides SX_PRED_ACC_BINS; mp/ob NAN for an empty bin. */
+void sx__pred_acc_calibration(const struct sx_pred_acc *a, int bins, double *mp, double *ob, uint64_t *cnt);
+void sx__pred_acc_encode(const struct sx_pred_acc *a, uint8_t *out); /* SX_PRED_ACC_BYTES */
+int sx__pred_acc_decode(struct sx_pred_acc *a, const void *buf, size_t len); /* 0 or SX_ECORRUPT */
+
+struct sx_pred_rule {
+	double auc_below;    /* 0: off */
+	int64_t min_samples; /* in the window (and in the baseline, for drop) */
+	double drop;         /* 0: off; fires when baseline AUC - AUC > drop */
+	int window, baseline; /* days: the window ends at the check; the baseline precedes it */
+};
+/* -1: not enough samples (state unchanged), 0: ok, 1: AUC below auc_below,
+ * 2: dropped more than `drop` below the baseline. *value: AUC of cur;
+ * *threshold: the bound crossed; *baseline: AUC of base (NAN if unknown). */
+int sx__pred_rule_check(const struct sx_pred_rule *r, const struct sx_pred_acc *cur, const struct sx_pred_acc *base,
+			double *value, double *threshold, double *baseline);
+
+extern int64_t sx__pred_sweep_ms;                   /* 0: no timer */
+extern char sx__pred_seg_attr[SX_PRED_NAME_MAX + 1]; /* "": no attribute segments */
+int sx__pred_accuracy_start(struct sx_engine *e);
+void sx__pred_accuracy_stop(void);
+/* After sx__pred_sweep_ms changed. */
+void sx__pred_sweep_rearm(void);
+/* {interval_ms, passes, folded_total, last_at, last_now, last_visited,
+ * last_folded, last_open}: the timer's passes (not predict.sweep calls). */
+void sx__pred_sweep_info(msgpack_packer *pk);
+/* predict.accuracy's result for its argument map. */
+int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk);
+/* [{target, state, rule, value, threshold, baseline, samples, since, at}]. */
+int sx__pred_alerts_pack(msgpack_packer *pk);
+
+/* ---- lua.c ---- */
+void sx__pred_lua_close(void);
 
 /* ---- forecast.c, notify.c ---- */
 int sx__pred_forecast_start(struct sx_engine *e);

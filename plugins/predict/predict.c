@@ -1,6 +1,6 @@
 /* The predict plugin: user features from a Lua script over running
  * summaries, targets, training through the model registry, predict.user,
- * predict.churn_risk, the prediction log and predict.accuracy. */
+ * predict.churn_risk, the prediction log, and scores of every user. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +11,6 @@
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/lua/sandbox.h"
-#include "core/math/metrics.h"
 #include "core/plugin.h"
 #include "core/rpc.h"
 #include "core/scripts.h"
@@ -516,6 +515,7 @@ struct logent {
 	uint32_t user;
 	char target[SX_PRED_NAME_MAX + 1];
 	double p;
+	uint8_t band; /* 0 low, 1 medium, 2 high: the band served */
 };
 static struct logent *logq;
 static size_t nlogq, caplogq;
@@ -543,7 +543,8 @@ static void log_prediction(uint32_t user, const char *target, double p)
 		logq = n, caplogq = nc;
 	}
 	struct logent *e = &logq[nlogq++];
-	e->time = sx_wall_ms(), e->user = user, e->p = p;
+	const char *b = sx__pred_band(p, sx__pred_script.band_medium, sx__pred_script.band_high);
+	e->time = sx_wall_ms(), e->user = user, e->p = p, e->band = b[0] == 'h' ? 2 : b[0] == 'm' ? 1 : 0;
 	snprintf(e->target, sizeof(e->target), "%s", target);
 }
 
@@ -557,15 +558,16 @@ static size_t log_key(uint8_t *k, int64_t time, uint32_t user, const char *targe
 	return 13 + n;
 }
 
-static void log_flush(void)
+void sx__pred_log_flush(void)
 {
 	for (size_t i = 0; i < nlogq; i++) {
-		uint8_t k[16 + SX_PRED_NAME_MAX], v[8];
+		uint8_t k[16 + SX_PRED_NAME_MAX], v[9];
 		uint64_t bits;
 		memcpy(&bits, &logq[i].p, 8);
 		sx_be64(v, bits);
+		v[8] = logq[i].band;
 		size_t kl = log_key(k, logq[i].time, logq[i].user, logq[i].target);
-		if (sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, kl, v, 8) < 0)
+		if (sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, kl, v, 9) < 0)
 			break;
 	}
 	nlogq = 0;
@@ -915,6 +917,78 @@ static int m_churn_risk(struct sx_req *req, const msgpack_object *args, msgpack_
 	return 0;
 }
 
+/* ---- scores of every user (distribution) ---- */
+
+#define SCORES_TTL_MS 60000
+
+struct score_cache {
+	char target[SX_PRED_NAME_MAX + 1];
+	uint32_t version;
+	uint64_t at;
+	double *v;
+	size_t n;
+};
+static struct score_cache scache[SX_PRED_TARGETS_MAX * 2];
+static int nscache;
+
+static void scache_drop(void)
+{
+	for (int i = 0; i < nscache; i++)
+		free(scache[i].v);
+	nscache = 0;
+}
+
+int sx__pred_scores(const struct sx_pred_target *t, const double **scores, size_t *n, uint32_t *version)
+{
+	struct sx_model *m = served_model(t);
+	if (!m)
+		return sx_diag_set(SX_ESTATE, "%s", sx_diag_last());
+	uint32_t ver = sx_model_version(m);
+	sx_model_unref(m);
+	struct score_cache *c = NULL;
+	for (int i = 0; i < nscache; i++)
+		if (strcmp(scache[i].target, t->name) == 0)
+			c = &scache[i];
+	if (c && c->version == ver && sx_now_ms() - c->at < SCORES_TTL_MS) {
+		*scores = c->v, *n = c->n, *version = ver;
+		return 0;
+	}
+	if (!c) {
+		if (nscache == (int)SX_ARRAY_SIZE(scache))
+			scache_drop();
+		c = &scache[nscache++];
+		memset(c, 0, sizeof(*c));
+		snprintf(c->target, sizeof(c->target), "%s", t->name);
+	}
+	uint32_t bound = sx_events_user_bound();
+	double *v = malloc((bound ? bound : 1) * sizeof(*v)), x[SX_PRED_FEATURES_MAX];
+	if (!v)
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	size_t k = 0;
+	int64_t now = sx_wall_ms();
+	int rc = 0;
+	sx__pred_quiet = 1;
+	for (uint32_t i = 0; i < bound; i++) {
+		const struct sx_pred_sum *s = sx__pred_user_sum(i, &rc);
+		if (!s)
+			break;
+		if (s->events == 0)
+			continue;
+		if ((rc = sx__pred_features(s, now, x)) < 0 || (rc = sx__pred_score(i, NULL, 0, t, x, &v[k], NULL, NULL, NULL)) < 0)
+			break;
+		k++;
+	}
+	sx__pred_quiet = 0;
+	if (rc < 0) {
+		free(v);
+		return rc;
+	}
+	free(c->v);
+	c->v = v, c->n = k, c->version = ver, c->at = sx_now_ms();
+	*scores = c->v, *n = c->n, *version = ver;
+	return 0;
+}
+
 /* ---- training ---- */
 
 struct pending_job {
@@ -1115,284 +1189,56 @@ static void tick(uv_timer_t *t)
 	if (pending)
 		poll_jobs();
 	if (nlogq && sx_now_ms() - last_flush >= LOG_FLUSH_MS) {
-		log_flush();
+		sx__pred_log_flush();
 		last_flush = sx_now_ms();
 	}
 	sx_store_read_end(sx__pred_eng->store);
 }
 
-/* ---- accuracy ---- */
-
-struct acc_scan {
-	const struct sx_pred_target *t;
-	int64_t from, to;
-	double *p;
-	uint8_t *y;
-	size_t n, cap, open;
-	int rc;
-};
-
-static int acc_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
-{
-	struct acc_scan *a = ud;
-	const uint8_t *k = key->data;
-	size_t tl = strlen(a->t->name);
-	if (key->len != 13 + tl || memcmp(k + 13, a->t->name, tl) != 0 || val->len != 8)
-		return 0;
-	int64_t time = (int64_t)sx_get_be64(k + 1);
-	uint32_t user = sx_get_be32(k + 9);
-	int64_t end = time + (int64_t)a->t->days * SX_PRED_DAY_MS;
-	if (end > a->to) {
-		a->open++;
-		return 0;
-	}
-	if (a->n == a->cap) {
-		size_t nc = a->cap ? a->cap * 2 : 256;
-		double *np = realloc(a->p, nc * sizeof(*np));
-		uint8_t *ny = np ? realloc(a->y, nc) : NULL;
-		if (np)
-			a->p = np;
-		if (!ny)
-			return a->rc = sx_diag_set(SX_ENOMEM, "out of memory");
-		a->y = ny, a->cap = nc;
-	}
-	uint64_t bits = sx_get_be64(val->data);
-	memcpy(&a->p[a->n], &bits, 8);
-	struct sx_pred_label l = {a->t, 0};
-	/* outcomes: the user's events in the label window after the prediction */
-	if ((a->rc = sx_events_user_scan(NULL, user, time + 1, end, 0, sx__pred_label_cb, &l)) < 0)
-		return a->rc;
-	a->y[a->n++] = (uint8_t)sx__pred_label_value(&l);
-	return 0;
-}
-
-struct alert_rule {
-	double auc_below;
-	int64_t min_samples;
-};
-
-static int alert_get(const char *target, struct alert_rule *r)
-{
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t n = strlen(target);
-	struct sx_val v;
-	k[0] = 'R';
-	memcpy(k + 1, target, n);
-	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, 1 + n, &v);
-	if (rc < 0)
-		return rc;
-	msgpack_zone z;
-	msgpack_object o;
-	size_t off = 0;
-	msgpack_zone_init(&z, 512);
-	r->auc_below = 0, r->min_samples = 100;
-	if (msgpack_unpack(v.data, v.len, &off, &z, &o) != MSGPACK_UNPACK_SUCCESS || sx_arg_num(&o, "auc_below", 0, &r->auc_below) < 0 ||
-	    sx_arg_int(&o, "min_samples", 0, &r->min_samples) < 0)
-		rc = sx_diag_set(SX_ECORRUPT, "a stored alert rule does not decode");
-	msgpack_zone_destroy(&z);
-	return rc;
-}
-
-static int target_arg(const msgpack_object *args, const struct sx_pred_target **t)
-{
-	const char *s;
-	size_t n;
-	int rc;
-	const msgpack_object *o = sx_arg(args, "target") ? sx_arg(args, "target") : sx_arg(args, "model");
-	if (!o)
-		return sx_diag_set(SX_EINVAL, "argument 'target' (or 'model') is required");
-	if (o->type != MSGPACK_OBJECT_STR)
-		return sx_diag_set(SX_EINVAL, "argument 'target' must be a string");
-	s = o->via.str.ptr, n = o->via.str.size;
-	if (n > 8 && memcmp(s, "predict.", 8) == 0)
-		s += 8, n -= 8;
-	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
-	if (!(*t = sx__pred_target_find(s, n)))
-		return sx_diag_set(SX_ENOENT, "no target '%.*s'", (int)n, s);
-	rc = 0;
-	return rc;
-}
-
-static int m_accuracy(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
-{
-	static const char *const known[] = {"target", "model", "window", "bins", NULL};
-	const struct sx_pred_target *t;
-	double window = 30;
-	int64_t bins = 10;
-	int rc;
-	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_num(args, "window", 0, &window)) < 0 ||
-	    (rc = sx_arg_int(args, "bins", 0, &bins)) < 0 || (rc = target_arg(args, &t)) < 0)
-		return rc;
-	if (!(window > 0 && window <= 3650))
-		return sx_diag_set(SX_EINVAL, "argument 'window' (days) must be 0 to 3650");
-	if (bins < 2 || bins > 100)
-		return sx_diag_set(SX_EINVAL, "argument 'bins' must be 2 to 100");
-	log_flush();
-	int64_t now = sx_wall_ms();
-	struct acc_scan a = {t, 0, now, NULL, NULL, 0, 0, 0, 0};
-	/* predictions served in the window whose label window closed by now, plus
-	 * those served since, which are counted as open */
-	a.from = now - (int64_t)(window * SX_PRED_DAY_MS) - (int64_t)t->days * SX_PRED_DAY_MS;
-	uint8_t lo[9] = {'L'}, hi[9] = {'L'};
-	sx_be64(lo + 1, (uint64_t)(a.from < 0 ? 0 : a.from));
-	sx_be64(hi + 1, (uint64_t)now + 1);
-	rc = sx_store_scan(sx__pred_eng->store, SX_T_SERIES, lo, 9, hi, 9, 0, acc_cb, &a);
-	if (rc < 0 || a.rc < 0) {
-		free(a.p), free(a.y);
-		return rc < 0 ? rc : a.rc;
-	}
-	size_t pos = 0;
-	for (size_t i = 0; i < a.n; i++)
-		pos += a.y[i];
-	double auc = NAN, ll = NAN, brier = NAN, lift = NAN;
-	if (a.n) {
-		sx_metrics_log_loss(a.p, a.y, a.n, &ll);
-		sx_metrics_brier(a.p, a.y, a.n, &brier);
-	}
-	if (pos && pos < a.n)
-		sx_metrics_auc(a.p, a.y, a.n, &auc);
-	double *mp = calloc((size_t)bins, sizeof(double)), *ob = calloc((size_t)bins, sizeof(double));
-	size_t *cnt = calloc((size_t)bins, sizeof(size_t));
-	if (!mp || !ob || !cnt) {
-		free(mp), free(ob), free(cnt), free(a.p), free(a.y);
-		return sx_diag_set(SX_ENOMEM, "out of memory");
-	}
-	if (a.n)
-		sx_metrics_calibration(a.p, a.y, a.n, (size_t)bins, mp, ob, cnt);
-	if (a.n >= 10 && pos) {
-		/* lift of the top decile by probability over the base rate */
-		struct risk *rk = malloc(a.n * sizeof(*rk));
-		if (rk) {
-			for (size_t i = 0; i < a.n; i++)
-				rk[i].p = a.p[i], rk[i].idx = (uint32_t)i;
-			qsort(rk, a.n, sizeof(*rk), risk_desc);
-			size_t top = a.n / 10, hit = 0;
-			for (size_t i = 0; i < top; i++)
-				hit += a.y[rk[i].idx];
-			lift = ((double)hit / (double)top) / ((double)pos / (double)a.n);
-		}
-		free(rk);
-	}
-	msgpack_pack_map(pk, 12);
-	sx_pack_kv_str(pk, "target", t->name);
-	sx_pack_kv_double(pk, "window", window);
-	sx_pack_kv_uint(pk, "samples", a.n);
-	sx_pack_kv_uint(pk, "open", a.open);
-	kv_num(pk, "base_rate", a.n ? (double)pos / (double)a.n : NAN);
-	double mean = NAN;
-	if (a.n) {
-		mean = 0;
-		for (size_t i = 0; i < a.n; i++)
-			mean += a.p[i];
-		mean /= (double)a.n;
-	}
-	kv_num(pk, "mean_predicted", mean);
-	kv_num(pk, "auc", auc);
-	kv_num(pk, "log_loss", ll);
-	kv_num(pk, "brier", brier);
-	kv_num(pk, "lift_top_decile", lift);
-	sx_pack_key(pk, "calibration");
-	msgpack_pack_array(pk, (size_t)bins);
-	for (int64_t b = 0; b < bins; b++) {
-		msgpack_pack_map(pk, 5);
-		sx_pack_kv_double(pk, "lo", (double)b / (double)bins);
-		sx_pack_kv_double(pk, "hi", (double)(b + 1) / (double)bins);
-		sx_pack_kv_uint(pk, "count", cnt[b]);
-		kv_num(pk, "mean_predicted", mp[b]);
-		kv_num(pk, "observed", ob[b]);
-	}
-	/* alert rule */
-	struct alert_rule ar;
-	int firing = 0;
-	if (alert_get(t->name, &ar) == 0 && ar.auc_below > 0 && (int64_t)a.n >= ar.min_samples && !isnan(auc) &&
-	    auc < ar.auc_below) {
-		msgpack_sbuffer ab;
-		msgpack_packer ap;
-		msgpack_sbuffer_init(&ab);
-		msgpack_packer_init(&ap, &ab, msgpack_sbuffer_write);
-		msgpack_pack_map(&ap, 6);
-		sx_pack_kv_str(&ap, "type", "predict.accuracy");
-		sx_pack_kv_str(&ap, "state", "firing");
-		sx_pack_kv_str(&ap, "target", t->name);
-		sx_pack_kv_double(&ap, "value", auc);
-		sx_pack_kv_double(&ap, "threshold", ar.auc_below);
-		sx_pack_kv_int(&ap, "at", now);
-		sx_server_publish(sx__pred_eng->srv, "alerts", ab.data, ab.size);
-		msgpack_sbuffer_destroy(&ab);
-		firing = 1;
-	}
-	sx_pack_kv_bool(pk, "alert", firing);
-	free(mp), free(ob), free(cnt), free(a.p), free(a.y);
-	return 0;
-}
-
-static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
-{
-	static const char *const known[] = {"target", "model", "auc_below", "min_samples", NULL};
-	const struct sx_pred_target *t;
-	struct alert_rule r = {0, 100};
-	int rc;
-	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = target_arg(args, &t)) < 0)
-		return rc;
-	if ((rc = alert_get(t->name, &r)) < 0 && rc != SX_ENOENT)
-		return rc;
-	if ((rc = sx_arg_num(args, "auc_below", 0, &r.auc_below)) < 0 ||
-	    (rc = sx_arg_int(args, "min_samples", 0, &r.min_samples)) < 0)
-		return rc;
-	if (!(r.auc_below >= 0 && r.auc_below <= 1))
-		return sx_diag_set(SX_EINVAL, "argument 'auc_below' must be 0 (off) to 1");
-	if (r.min_samples < 1 || r.min_samples > 100000000)
-		return sx_diag_set(SX_EINVAL, "argument 'min_samples' must be 1 to 1e8");
-	msgpack_sbuffer sb;
-	msgpack_packer p;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&p, 2);
-	sx_pack_kv_double(&p, "auc_below", r.auc_below);
-	sx_pack_kv_int(&p, "min_samples", r.min_samples);
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t n = strlen(t->name);
-	k[0] = 'R';
-	memcpy(k + 1, t->name, n);
-	rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, 1 + n, sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
-	if (rc < 0)
-		return rc;
-	msgpack_pack_map(pk, 3);
-	sx_pack_kv_str(pk, "target", t->name);
-	sx_pack_kv_double(pk, "auc_below", r.auc_below);
-	sx_pack_kv_int(pk, "min_samples", r.min_samples);
-	return 0;
-}
-
 static int m_config(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"sample", NULL};
+	static const char *const known[] = {"sample", "sweep_ms", "segment_attribute", NULL};
 	double sample = log_sample;
+	int64_t sweep_ms = sx__pred_sweep_ms;
+	char attr[SX_PRED_NAME_MAX + 2];
 	int rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_num(args, "sample", 0, &sample)) < 0)
+	snprintf(attr, sizeof(attr), "%s", sx__pred_seg_attr);
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_num(args, "sample", 0, &sample)) < 0 ||
+	    (rc = sx_arg_int(args, "sweep_ms", 0, &sweep_ms)) < 0)
 		return rc;
 	if (!(sample >= 0 && sample <= 1))
 		return sx_diag_set(SX_EINVAL, "argument 'sample' must be 0 to 1");
-	if (sample != log_sample) {
+	if (sweep_ms != 0 && (sweep_ms < 10 || sweep_ms > 86400000))
+		return sx_diag_set(SX_EINVAL, "argument 'sweep_ms' must be 0 (off) or 10 to 86400000");
+	if (sx_arg_cstr(args, "segment_attribute", 0, attr, sizeof(attr)) < 0 ||
+	    (attr[0] && !name_ok(attr, strlen(attr))) || strcmp(attr, "band") == 0 || strcmp(attr, "all") == 0)
+		return sx_diag_set(SX_EINVAL, "argument 'segment_attribute' must be \"\" (off) or a user attribute name "
+				   "of 1 to %d of a-z, 0-9 and _ (not \"band\" or \"all\")", SX_PRED_NAME_MAX);
+	if (sample != log_sample || sweep_ms != sx__pred_sweep_ms || strcmp(attr, sx__pred_seg_attr) != 0) {
 		msgpack_sbuffer sb;
 		msgpack_packer p;
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-		msgpack_pack_map(&p, 1);
+		msgpack_pack_map(&p, 3);
 		sx_pack_kv_double(&p, "sample", sample);
+		sx_pack_kv_int(&p, "sweep_ms", sweep_ms);
+		sx_pack_kv_str(&p, "segment_attribute", attr);
 		rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, "C", 1, sb.data, sb.size);
 		msgpack_sbuffer_destroy(&sb);
 		if (rc < 0)
 			return rc;
 		log_sample = sample;
+		snprintf(sx__pred_seg_attr, sizeof(sx__pred_seg_attr), "%s", attr);
+		if (sweep_ms != sx__pred_sweep_ms) {
+			sx__pred_sweep_ms = sweep_ms;
+			sx__pred_sweep_rearm();
+		}
 	}
-	msgpack_pack_map(pk, 4);
+	msgpack_pack_map(pk, 6);
 	sx_pack_kv_double(pk, "sample", log_sample);
+	sx_pack_kv_int(pk, "sweep_ms", sx__pred_sweep_ms);
+	sx_pack_kv_str(pk, "segment_attribute", sx__pred_seg_attr);
 	sx_pack_kv_int(pk, "features", sx__pred_script.nfeat);
 	sx_pack_key(pk, "targets");
 	msgpack_pack_array(pk, (size_t)sx__pred_script.ntarget);
@@ -1474,7 +1320,7 @@ static int m_features(struct sx_req *req, const msgpack_object *args, msgpack_pa
 
 /* ---- plugin ---- */
 
-static const sx_method_fn m_train_fn = m_train, m_alerts_fn = m_alerts, m_config_fn = m_config;
+static const sx_method_fn m_train_fn = m_train, m_config_fn = m_config;
 
 static int start(struct sx_engine *e)
 {
@@ -1483,14 +1329,20 @@ static int start(struct sx_engine *e)
 	memset(&sx__pred_script, 0, sizeof(sx__pred_script));
 	sx__pred_conf_default(&sx__pred_script.conf);
 	nserved = 0;
+	log_sample = 1.0;
+	sx__pred_sweep_ms = 300000;
+	sx__pred_seg_attr[0] = 0;
 	struct sx_val v;
 	if (sx_store_get(e->store, SX_T_SERIES, "C", 1, &v) == 0) {
 		msgpack_zone z;
 		msgpack_object o;
 		size_t off = 0;
 		msgpack_zone_init(&z, 256);
-		if (msgpack_unpack(v.data, v.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS)
+		if (msgpack_unpack(v.data, v.len, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS) {
 			sx_arg_num(&o, "sample", 0, &log_sample);
+			sx_arg_int(&o, "sweep_ms", 0, &sx__pred_sweep_ms);
+			sx_arg_cstr(&o, "segment_attribute", 0, sx__pred_seg_attr, sizeof(sx__pred_seg_attr));
+		}
 		msgpack_zone_destroy(&z);
 	}
 	sx_store_read_end(e->store);
@@ -1502,15 +1354,15 @@ static int start(struct sx_engine *e)
 		{"predict.features", SX_ROLE_READER, m_features, NULL, "a user's features and summary {user, at?}"},
 		{"predict.churn_risk", SX_ROLE_READER, m_churn_risk, NULL, "users most at risk {cohort?, min_risk?, limit?, target?}"},
 		{"predict.train", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_train_fn, "train a target's model through the registry {target, cutoff?, params?}"},
-		{"predict.accuracy", SX_ROLE_READER, m_accuracy, NULL, "rolling accuracy of served predictions {target, window?}"},
-		{"predict.alerts", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_alerts_fn, "accuracy alert rule {target, auc_below?, min_samples?}"},
-		{"predict.config", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_config_fn, "prediction log sampling and the targets {sample?}"},
+		{"predict.config", SX_ROLE_WRITER, sx__pred_audited, (void *)&m_config_fn,
+		 "prediction log sampling, the accuracy sweep and the targets {sample?, sweep_ms?, segment_attribute?}"},
 	};
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
 	if ((rc = sx__pred_forecast_start(e)) < 0 || (rc = sx__pred_notify_start(e)) < 0 ||
-	    (rc = sx__pred_privacy_start()) < 0)
+	    (rc = sx__pred_privacy_start()) < 0 || (rc = sx__pred_accuracy_start(e)) < 0 ||
+	    (rc = sx_lua_allow_module(e->lua, "predict", sx_predict_lua_open)) < 0)
 		return rc;
 	uv_timer_init(e->loop, &poll_timer);
 	uv_timer_start(&poll_timer, tick, POLL_MS, POLL_MS);
@@ -1527,7 +1379,8 @@ static void stop(struct sx_engine *e)
 		uv_close((uv_handle_t *)&poll_timer, NULL);
 		timer_on = 0;
 	}
-	log_flush();
+	sx__pred_accuracy_stop();
+	sx__pred_log_flush();
 	free(logq);
 	logq = NULL, nlogq = caplogq = 0;
 	while (pending) {
@@ -1537,6 +1390,8 @@ static void stop(struct sx_engine *e)
 	}
 	sx__pred_notify_stop();
 	sums_drop();
+	scache_drop();
+	sx__pred_lua_close();
 }
 
 static void info(struct sx_engine *e, msgpack_packer *pk)
@@ -1545,10 +1400,12 @@ static void info(struct sx_engine *e, msgpack_packer *pk)
 	uint32_t cached = 0;
 	for (uint32_t i = 0; i < nsums; i++)
 		cached += sums[i] != NULL;
-	msgpack_pack_map(pk, 3);
+	msgpack_pack_map(pk, 4);
 	sx_pack_kv_uint(pk, "summaries", cached);
 	sx_pack_kv_int(pk, "features", sx__pred_script.nfeat);
 	sx_pack_kv_int(pk, "targets", sx__pred_script.ntarget);
+	sx_pack_key(pk, "sweep");
+	sx__pred_sweep_info(pk);
 }
 
 const struct sx_plugin sx_plugin_predict = {"predict", start, stop, info};

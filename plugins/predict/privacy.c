@@ -32,7 +32,7 @@ static int log_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
 	if (u->erase)
 		return sx_store_del(sx__pred_eng->store, SX_T_SERIES, key->data, key->len);
 	if (u->pk) {
-		uint64_t bits = val->len == 8 ? sx_get_be64(val->data) : 0;
+		uint64_t bits = val->len >= 8 ? sx_get_be64(val->data) : 0;
 		double p;
 		memcpy(&p, &bits, 8);
 		msgpack_pack_map(u->pk, 3);
@@ -157,6 +157,7 @@ static int export_user(const char *id, size_t len, uint32_t idx, int has_idx, ms
 		return rc;
 	total += u.n;
 	if (has_idx) {
+		sx__pred_log_flush(); /* predictions served in the last second too */
 		if ((rc = scan(SX_T_SERIES, 'L', 'M', log_cb, &u)) < 0)
 			return rc;
 		total += u.n;

@@ -173,6 +173,122 @@ static void test_cap_and_band(void **state)
 	assert_string_equal(sx__pred_band(0.6, 0.3, 0.6), "high");
 }
 
+/* Accuracy histograms against hand-computed values. */
+static void test_acc_auc_lift_calibration(void **state)
+{
+	(void)state;
+	struct sx_pred_acc a, b;
+	memset(&a, 0, sizeof(a));
+	/* positives 0.37, 0.81; negatives 0.15, 0.42, 0.66: 4 of 6 pairs in order */
+	const double p[5] = {0.15, 0.42, 0.37, 0.81, 0.66};
+	const int y[5] = {0, 0, 1, 1, 0};
+	for (int i = 0; i < 5; i++)
+		sx__pred_acc_add(&a, p[i], y[i]);
+	assert_true(fabs(sx__pred_acc_auc(&a) - 4.0 / 6.0) < 1e-15);
+	uint64_t n, pos;
+	double sump;
+	sx__pred_acc_totals(&a, &n, &pos, &sump);
+	assert_true(n == 5 && pos == 2 && fabs(sump - 2.41) < 1e-12);
+	/* log loss and Brier sums */
+	double ll = 0, br = 0;
+	for (int i = 0; i < 5; i++)
+		ll += y[i] ? -log(p[i]) : -log(1 - p[i]), br += (p[i] - y[i]) * (p[i] - y[i]);
+	assert_true(fabs(a.ll - ll) < 1e-12 && fabs(a.brier - br) < 1e-12);
+	/* calibration in 2 bins: [0, .5) holds .15 .42 .37 (1 positive), [.5, 1] .81 .66 (1) */
+	double mp[2], ob[2];
+	uint64_t cnt[2];
+	sx__pred_acc_calibration(&a, 2, mp, ob, cnt);
+	assert_true(cnt[0] == 3 && cnt[1] == 2);
+	assert_true(fabs(mp[0] - 0.94 / 3) < 1e-12 && fabs(ob[0] - 1.0 / 3) < 1e-12);
+	assert_true(fabs(mp[1] - 1.47 / 2) < 1e-12 && fabs(ob[1] - 0.5) < 1e-12);
+	/* one label only: no AUC */
+	memset(&b, 0, sizeof(b));
+	sx__pred_acc_add(&b, 0.3, 1);
+	assert_true(isnan(sx__pred_acc_auc(&b)));
+	/* a positive and a negative in one bin count half */
+	memset(&b, 0, sizeof(b));
+	sx__pred_acc_add(&b, 0.505, 1);
+	sx__pred_acc_add(&b, 0.509, 0);
+	assert_true(sx__pred_acc_auc(&b) == 0.5);
+	/* bins: floor(p * 100), 1 in the last, out of range clamped */
+	assert_int_equal(sx__pred_acc_bin(0), 0);
+	assert_int_equal(sx__pred_acc_bin(0.0099), 0);
+	assert_int_equal(sx__pred_acc_bin(0.01), 1);
+	assert_int_equal(sx__pred_acc_bin(1), 99);
+	assert_int_equal(sx__pred_acc_bin(-1), 0);
+	assert_int_equal(sx__pred_acc_bin(NAN), 0);
+	/* lift: 20 scores, the top 2 positive, 3 more at the bottom: (2/2) / (5/20) = 4 */
+	memset(&b, 0, sizeof(b));
+	for (int i = 0; i < 20; i++)
+		sx__pred_acc_add(&b, i / 20.0 + 0.01, i >= 18 || i < 3);
+	assert_true(fabs(sx__pred_acc_lift(&b, 0.1) - 4) < 1e-12);
+	/* the cut inside a bin takes it in proportion: all in one bin gives 1 */
+	memset(&b, 0, sizeof(b));
+	for (int i = 0; i < 10; i++)
+		sx__pred_acc_add(&b, 0.42, i % 2);
+	assert_true(fabs(sx__pred_acc_lift(&b, 0.1) - 1) < 1e-12);
+	/* merging is adding */
+	struct sx_pred_acc m = a;
+	sx__pred_acc_merge(&m, &a);
+	assert_true(fabs(sx__pred_acc_auc(&m) - 4.0 / 6.0) < 1e-15);
+	sx__pred_acc_totals(&m, &n, &pos, NULL);
+	assert_true(n == 10 && pos == 4);
+}
+
+static void test_acc_codec(void **state)
+{
+	(void)state;
+	struct sx_pred_acc a, b;
+	uint8_t buf[SX_PRED_ACC_BYTES];
+	memset(&a, 0, sizeof(a));
+	for (int i = 0; i < 1000; i++)
+		sx__pred_acc_add(&a, (i * 37 % 1000) / 1000.0, i % 3 == 0);
+	sx__pred_acc_encode(&a, buf);
+	assert_int_equal(sx__pred_acc_decode(&b, buf, sizeof(buf)), 0);
+	assert_memory_equal(&a, &b, sizeof(a));
+	assert_int_equal(sx__pred_acc_decode(&b, buf, sizeof(buf) - 1), SX_ECORRUPT);
+	buf[1] = 9;
+	assert_int_equal(sx__pred_acc_decode(&b, buf, sizeof(buf)), SX_ECORRUPT);
+}
+
+static void fill(struct sx_pred_acc *a, int n, int good)
+{
+	/* good: positives score high (AUC 1); else alternating (AUC 0.5) */
+	memset(a, 0, sizeof(*a));
+	for (int i = 0; i < n; i++) {
+		int y = i % 2;
+		sx__pred_acc_add(a, good ? (y ? 0.9 : 0.1) : 0.5, y);
+	}
+}
+
+static void test_alert_rules(void **state)
+{
+	(void)state;
+	struct sx_pred_acc cur, base;
+	double v, th, bl;
+	struct sx_pred_rule r = {0.7, 10, 0, 30, 90};
+	fill(&cur, 8, 0);
+	assert_int_equal(sx__pred_rule_check(&r, &cur, NULL, &v, &th, &bl), -1); /* too few */
+	fill(&cur, 20, 0);
+	assert_int_equal(sx__pred_rule_check(&r, &cur, NULL, &v, &th, &bl), 1);
+	assert_true(v == 0.5 && th == 0.7);
+	fill(&cur, 20, 1);
+	assert_int_equal(sx__pred_rule_check(&r, &cur, NULL, &v, &th, &bl), 0);
+	/* drop: baseline 1.0, now 0.5: fires past a drop of 0.2 */
+	struct sx_pred_rule d = {0, 10, 0.2, 30, 90};
+	fill(&cur, 20, 0);
+	fill(&base, 20, 1);
+	assert_int_equal(sx__pred_rule_check(&d, &cur, &base, &v, &th, &bl), 2);
+	assert_true(v == 0.5 && bl == 1 && fabs(th - 0.8) < 1e-15);
+	/* no drop past 0.6; a thin baseline is ignored */
+	d.drop = 0.6;
+	assert_int_equal(sx__pred_rule_check(&d, &cur, &base, &v, &th, &bl), 0);
+	d.drop = 0.2;
+	fill(&base, 4, 1);
+	assert_int_equal(sx__pred_rule_check(&d, &cur, &base, &v, &th, &bl), 0);
+	assert_true(isnan(bl));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -181,6 +297,9 @@ int main(void)
 		cmocka_unit_test(test_labels),
 		cmocka_unit_test(test_holdout),
 		cmocka_unit_test(test_cap_and_band),
+		cmocka_unit_test(test_acc_auc_lift_calibration),
+		cmocka_unit_test(test_acc_codec),
+		cmocka_unit_test(test_alert_rules),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
