@@ -1734,6 +1734,7 @@ static int start(struct sx_engine *e)
 static void stop(struct sx_engine *e)
 {
 	sx__ev_demo_stop(e);
+	sx__ev_analytics_stop(e);
 }
 
 static void info(struct sx_engine *e, msgpack_packer *pk)
