@@ -1,5 +1,5 @@
-/* Funnels, retention and saved cohorts, over the per-period user bitmaps and
- * the per-user event scans. */
+/* Funnels (the engine is in funnel.c), retention and saved cohorts, over the
+ * per-period user bitmaps and the per-user event scans. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +8,12 @@
 #include "core/rpc.h"
 #include "core/server.h"
 #include "core/sx.h"
+#include "plugins/events/cohort_lua.h"
+#include "plugins/events/funnel.h"
 #include "plugins/events/internal.h"
+#include "plugins/events/timeline.h"
 #include "store/store.h"
 
-#define FUNNEL_STEPS_MAX 16
-#define FUNNEL_GROUPS_MAX 100
 #define GROUP_VALUE_MAX 64
 #define RETENTION_COHORTS_MAX 120
 #define RETENTION_PERIODS_MAX 120
@@ -32,327 +33,120 @@ static int time_arg(const msgpack_object *args, const char *key, int required, i
 	return rc;
 }
 
-/* A value as the string groups are keyed by (truncated to GROUP_VALUE_MAX). */
-static size_t value_string(const msgpack_object *o, char *buf)
-{
-	int n;
-	switch (o ? o->type : MSGPACK_OBJECT_NIL) {
-	case MSGPACK_OBJECT_STR:
-		n = o->via.str.size > GROUP_VALUE_MAX ? GROUP_VALUE_MAX : (int)o->via.str.size;
-		memcpy(buf, o->via.str.ptr, (size_t)n);
-		return (size_t)n;
-	case MSGPACK_OBJECT_BOOLEAN: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%s", o->via.boolean ? "true" : "false");
-	case MSGPACK_OBJECT_POSITIVE_INTEGER: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%llu", (unsigned long long)o->via.u64);
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%lld", (long long)o->via.i64);
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64: return (size_t)snprintf(buf, GROUP_VALUE_MAX + 1, "%.17g", o->via.f64);
-	default: return (size_t)-1;
-	}
-}
-
-static int user_attr_string(uint32_t idx, const char *attr, char *buf, size_t *n)
-{
-	char id[SX_EVENTS_ID_MAX + 1];
-	size_t idlen;
-	const void *rec;
-	size_t rlen;
-	int rc;
-	*n = (size_t)-1;
-	if ((rc = sx_events_user_id(NULL, idx, id, sizeof(id), &idlen)) < 0 ||
-	    (rc = sx_events_user_record(NULL, id, idlen, &rec, &rlen)) < 0)
-		return rc == SX_ENOENT ? 0 : rc;
-	msgpack_zone z;
-	msgpack_object o;
-	msgpack_zone_init(&z, 1024);
-	if ((rc = sx__ev_unpack(rec, rlen, &z, &o)) == 0)
-		*n = value_string(sx__ev_map_get(sx__ev_map_get(&o, "attributes"), attr), buf);
-	msgpack_zone_destroy(&z);
-	return rc;
-}
-
 /* ---- funnel.query ---- */
 
-struct fev {
-	int64_t time;
-	uint32_t mask;
-	char group[GROUP_VALUE_MAX + 1];
-	size_t glen; /* (size_t)-1: none */
+/* The RPC method reads on the pool (one part per thread when the events
+ * table is read, one part when the hour blocks serve it), so that a funnel
+ * over millions of events never holds the loop; the C API (dashboards) reads
+ * on the loop thread in one part. Both read committed data only. */
+#define FUNNEL_PARTS 2
+
+struct fwork {
+	uv_work_t w;
+	struct fquery *q;
+	int part;
 };
 
-struct dvec {
-	int64_t *v;
-	size_t n, cap;
+struct fquery {
+	struct sx_funnel *f;
+	struct sx_req *req;
+	int pending;
+	struct fwork work[FUNNEL_PARTS];
+	struct fquery *next;
 };
 
-struct fgroup {
-	char value[GROUP_VALUE_MAX + 1];
-	size_t vlen;
-	uint64_t users[FUNNEL_STEPS_MAX];
-	struct dvec delta[FUNNEL_STEPS_MAX];
-};
+static struct fquery *fqueries; /* in flight, for stop() */
 
-struct funnel {
-	int nsteps;
-	const msgpack_object *steps;
-	int64_t from, to, window;
-	const char *group_prop; /* property of the first step's event */
-	const char *group_user; /* user attribute */
-	struct fev *ev;
-	size_t nev, cap;
-	struct fgroup all;
-	struct fgroup *groups;
-	size_t ngroups;
-};
-
-static int dvec_push(struct dvec *d, int64_t v)
+static void funnel_work(uv_work_t *w)
 {
-	if (d->n == d->cap) {
-		size_t cap = d->cap ? d->cap * 2 : 64;
-		int64_t *p = realloc(d->v, cap * sizeof(*p));
-		if (!p)
-			return sx_diag_set(SX_ENOMEM, "out of memory");
-		d->v = p, d->cap = cap;
+	struct fwork *fw = w->data;
+	MDB_txn *txn;
+	if (sx_store_rtxn_begin(sx__ev_eng->store, &txn) < 0) {
+		sx__funnel_fail(fw->q->f, fw->part, sx_diag_last_code(), sx_diag_last());
+		return;
 	}
-	d->v[d->n++] = v;
-	return 0;
+	sx__funnel_run(fw->q->f, fw->part, txn);
+	sx_store_rtxn_end(sx__ev_eng->store, txn);
 }
 
-static int cmp_i64(const void *a, const void *b)
+static void funnel_after(uv_work_t *w, int status)
 {
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(struct dvec *d)
-{
-	if (!d->n)
-		return 0;
-	qsort(d->v, d->n, sizeof(int64_t), cmp_i64);
-	return d->n % 2 ? (double)d->v[d->n / 2] : ((double)d->v[d->n / 2 - 1] + (double)d->v[d->n / 2]) / 2.0;
-}
-
-static int funnel_ev_cb(const struct sx_event *ev, void *ud)
-{
-	struct funnel *f = ud;
-	uint32_t mask = 0;
-	for (int i = 0; i < f->nsteps; i++) {
-		const msgpack_object *s = &f->steps->via.array.ptr[i];
-		if (s->via.str.size == ev->name_len && !memcmp(s->via.str.ptr, ev->name, ev->name_len))
-			mask |= 1u << i;
-	}
-	if (!mask)
-		return 0;
-	if (f->nev == f->cap) {
-		size_t cap = f->cap ? f->cap * 2 : 256;
-		struct fev *p = realloc(f->ev, cap * sizeof(*p));
-		if (!p)
-			return sx_diag_set(SX_ENOMEM, "out of memory");
-		f->ev = p, f->cap = cap;
-	}
-	struct fev *e = &f->ev[f->nev++];
-	e->time = ev->time;
-	e->mask = mask;
-	e->glen = (size_t)-1;
-	if ((mask & 1) && f->group_prop && ev->props) {
-		msgpack_zone z;
-		msgpack_object o;
-		msgpack_zone_init(&z, 512);
-		if (sx__ev_unpack(ev->props, ev->props_len, &z, &o) == 0)
-			e->glen = value_string(sx__ev_map_get(&o, f->group_prop), e->group);
-		msgpack_zone_destroy(&z);
-	}
-	return 0;
-}
-
-static struct fgroup *funnel_group(struct funnel *f, const char *v, size_t n)
-{
-	if (n == (size_t)-1)
-		v = "", n = 0;
-	for (size_t i = 0; i < f->ngroups; i++)
-		if (f->groups[i].vlen == n && !memcmp(f->groups[i].value, v, n))
-			return &f->groups[i];
-	if (f->ngroups == FUNNEL_GROUPS_MAX)
-		return NULL; /* counted in the total only */
-	if (!f->groups && !(f->groups = calloc(FUNNEL_GROUPS_MAX, sizeof(*f->groups))))
-		return NULL;
-	struct fgroup *g = &f->groups[f->ngroups++];
-	memcpy(g->value, v, n);
-	g->vlen = n;
-	return g;
-}
-
-static int funnel_count(struct fgroup *g, int depth, const int64_t *t)
-{
-	for (int k = 0; k < depth; k++) {
-		g->users[k]++;
-		if (k > 0) {
-			int rc = dvec_push(&g->delta[k], t[k] - t[k - 1]);
-			if (rc < 0)
-				return rc;
+	struct fwork *fw = w->data;
+	struct fquery *q = fw->q;
+	if (status < 0)
+		sx__funnel_fail(q->f, fw->part, SX_ECANCELED, "funnel query cancelled");
+	if (--q->pending > 0)
+		return;
+	for (struct fquery **pp = &fqueries; *pp; pp = &(*pp)->next)
+		if (*pp == q) {
+			*pp = q->next;
+			break;
 		}
-	}
-	return 0;
+	int rc = sx__funnel_pack(q->f, &q->req->pk);
+	sx_req_finish(q->req, rc);
+	sx__funnel_free(q->f);
+	free(q);
 }
 
-static int funnel_user(struct funnel *f, uint32_t user)
+static int funnel_plan(struct sx_funnel *f, int parts)
 {
-	f->nev = 0;
-	int rc = sx_events_user_scan(NULL, user, f->from, f->to + f->window, 0, funnel_ev_cb, f);
+	MDB_txn *txn;
+	int rc = sx_store_rtxn_begin(sx__ev_eng->store, &txn);
 	if (rc < 0)
 		return rc;
-	int best = 0;
-	int64_t best_t[FUNNEL_STEPS_MAX];
-	size_t best_start = 0;
-	for (size_t s = 0; s < f->nev && best < f->nsteps; s++) {
-		if (!(f->ev[s].mask & 1) || f->ev[s].time < f->from || f->ev[s].time >= f->to)
-			continue;
-		int64_t t[FUNNEL_STEPS_MAX];
-		int k = 1;
-		t[0] = f->ev[s].time;
-		for (size_t j = s + 1; j < f->nev && k < f->nsteps; j++) {
-			if (f->ev[j].time > t[0] + f->window)
-				break;
-			if (f->ev[j].mask & (1u << k))
-				t[k++] = f->ev[j].time;
-		}
-		if (k > best) {
-			best = k, best_start = s;
-			memcpy(best_t, t, sizeof(int64_t) * (size_t)k);
-		}
-	}
-	if (!best)
-		return 0;
-	if ((rc = funnel_count(&f->all, best, best_t)) < 0)
-		return rc;
-	if (f->group_prop || f->group_user) {
-		char buf[GROUP_VALUE_MAX + 1];
-		size_t n = (size_t)-1;
-		const char *v = buf;
-		if (f->group_prop) {
-			v = f->ev[best_start].group, n = f->ev[best_start].glen;
-		} else if ((rc = user_attr_string(user, f->group_user, buf, &n)) < 0) {
-			return rc;
-		}
-		struct fgroup *g = funnel_group(f, v, n);
-		if (g && (rc = funnel_count(g, best, best_t)) < 0)
-			return rc;
-	}
-	return 0;
-}
-
-static void pack_steps(msgpack_packer *pk, struct funnel *f, struct fgroup *g)
-{
-	msgpack_pack_array(pk, (size_t)f->nsteps);
-	for (int k = 0; k < f->nsteps; k++) {
-		msgpack_pack_map(pk, 6);
-		sx_pack_key(pk, "name");
-		sx_pack_object(pk, &f->steps->via.array.ptr[k]);
-		sx_pack_kv_uint(pk, "users", g->users[k]);
-		sx_pack_kv_double(pk, "conversion", g->users[0] ? (double)g->users[k] / (double)g->users[0] : 0.0);
-		sx_pack_kv_double(pk, "conversion_from_previous",
-				  k == 0 ? (g->users[0] ? 1.0 : 0.0)
-					 : g->users[k - 1] ? (double)g->users[k] / (double)g->users[k - 1] : 0.0);
-		sx_pack_kv_uint(pk, "drop_off", k == 0 ? 0 : g->users[k - 1] - g->users[k]);
-		sx_pack_key(pk, "median_ms");
-		if (k == 0 || !g->delta[k].n)
-			msgpack_pack_nil(pk);
-		else
-			msgpack_pack_double(pk, median(&g->delta[k]));
-	}
-}
-
-static void fgroup_free(struct fgroup *g)
-{
-	for (int k = 0; k < FUNNEL_STEPS_MAX; k++)
-		free(g->delta[k].v);
-}
-
-static int cmp_fgroup(const void *a, const void *b)
-{
-	const struct fgroup *x = a, *y = b;
-	if (x->users[0] != y->users[0])
-		return x->users[0] < y->users[0] ? 1 : -1;
-	size_t n = x->vlen < y->vlen ? x->vlen : y->vlen;
-	int c = memcmp(x->value, y->value, n);
-	return c ? c : (x->vlen > y->vlen) - (x->vlen < y->vlen);
+	rc = sx__funnel_plan(f, txn, parts);
+	sx_store_rtxn_end(sx__ev_eng->store, txn);
+	return rc;
 }
 
 static int m_funnel(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"steps", "from", "to", "window_ms", "group_by", NULL};
-	struct funnel f;
-	const char *gb = NULL;
-	size_t gblen = 0;
-	char gbuf[SX_EVENTS_ID_MAX + 1];
-	int rc;
-	SX_UNUSED(req), SX_UNUSED(ud);
-	memset(&f, 0, sizeof(f));
-	f.window = 7 * SX_EV_DAY_MS;
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = sx_arg_array(args, "steps", 1, &f.steps)) < 0 ||
-	    (rc = time_arg(args, "from", 1, &f.from)) < 0 || (rc = time_arg(args, "to", 1, &f.to)) < 0 ||
-	    (rc = sx_arg_int(args, "window_ms", 0, &f.window)) < 0 || (rc = sx_arg_str(args, "group_by", 0, &gb, &gblen)) < 0)
-		return rc;
-	if (f.from >= f.to)
-		return sx_diag_set(SX_EINVAL, "argument 'from' must be before 'to'");
-	if (f.window < 1 || f.window > 366 * SX_EV_DAY_MS)
-		return sx_diag_set(SX_EINVAL, "argument 'window_ms' must be 1 ms to 366 days");
-	f.nsteps = (int)f.steps->via.array.size;
-	if (f.nsteps < 1 || f.nsteps > FUNNEL_STEPS_MAX)
-		return sx_diag_set(SX_EINVAL, "argument 'steps' must hold 1 to %d event names", FUNNEL_STEPS_MAX);
-	for (int i = 0; i < f.nsteps; i++)
-		if ((rc = sx__ev_check_id(&f.steps->via.array.ptr[i], "steps")) < 0)
-			return sx_diag_set(rc, "argument 'steps' element %d: %s", i, sx_diag_last());
-	if (gb) {
-		if (gblen == 0 || gblen > SX_EVENTS_ID_MAX || memchr(gb, 0, gblen))
-			return sx_diag_set(SX_EINVAL, "argument 'group_by' must be a property name or user.ATTRIBUTE");
-		memcpy(gbuf, gb, gblen);
-		gbuf[gblen] = 0;
-		if (gblen > 5 && !strncmp(gbuf, "user.", 5))
-			f.group_user = gbuf + 5;
-		else
-			f.group_prop = gbuf;
-	}
-	char first[SX_EVENTS_ID_MAX + 1];
-	memcpy(first, f.steps->via.array.ptr[0].via.str.ptr, f.steps->via.array.ptr[0].via.str.size);
-	first[f.steps->via.array.ptr[0].via.str.size] = 0;
-	roaring_bitmap_t *cand = sx_events_users_did(NULL, first, sx__ev_floor(f.from, SX_EV_MIN_MS),
-						     sx__ev_floor(f.to, SX_EV_MIN_MS) + SX_EV_MIN_MS);
-	if (!cand)
+	SX_UNUSED(pk), SX_UNUSED(ud);
+	struct sx_funnel *f = sx__funnel_new(args);
+	if (!f)
 		return fail_null();
-	roaring_uint32_iterator_t *it = roaring_create_iterator(cand);
-	for (; rc == 0 && it->has_value; roaring_advance_uint32_iterator(it))
-		rc = funnel_user(&f, it->current_value);
-	roaring_free_uint32_iterator(it);
-	roaring_bitmap_free(cand);
-	if (rc == 0) {
-		msgpack_pack_map(pk, 4 + (gb != NULL));
-		sx_pack_kv_int(pk, "from", f.from);
-		sx_pack_kv_int(pk, "to", f.to);
-		sx_pack_kv_int(pk, "window_ms", f.window);
-		sx_pack_key(pk, "steps");
-		pack_steps(pk, &f, &f.all);
-		if (gb) {
-			if (f.ngroups)
-				qsort(f.groups, f.ngroups, sizeof(*f.groups), cmp_fgroup);
-			sx_pack_key(pk, "groups");
-			msgpack_pack_array(pk, f.ngroups);
-			for (size_t i = 0; i < f.ngroups; i++) {
-				msgpack_pack_map(pk, 2);
-				sx_pack_key(pk, "value");
-				if (f.groups[i].vlen)
-					sx_pack_strn(pk, f.groups[i].value, f.groups[i].vlen);
-				else
-					msgpack_pack_nil(pk);
-				sx_pack_key(pk, "steps");
-				pack_steps(pk, &f, &f.groups[i]);
-			}
-		}
+	struct fquery *q = calloc(1, sizeof(*q));
+	int rc = q ? funnel_plan(f, FUNNEL_PARTS) : sx_diag_set(SX_ENOMEM, "out of memory");
+	if (rc < 0) {
+		free(q);
+		sx__funnel_free(f);
+		return rc;
 	}
-	fgroup_free(&f.all);
-	for (size_t i = 0; i < f.ngroups; i++)
-		fgroup_free(&f.groups[i]);
-	free(f.groups);
-	free(f.ev);
+	q->f = f, q->req = req;
+	for (int i = 0; i < rc; i++) {
+		q->work[i].q = q, q->work[i].part = i;
+		q->work[i].w.data = &q->work[i];
+		if (uv_queue_work(sx__ev_eng->loop, &q->work[i].w, funnel_work, funnel_after) == 0)
+			q->pending++;
+		else
+			sx__funnel_fail(f, i, SX_EINTERNAL, "cannot queue the funnel's work");
+	}
+	if (!q->pending) {
+		rc = sx__funnel_pack(f, pk);
+		sx__funnel_free(f);
+		free(q);
+		return rc < 0 ? rc : sx_diag_set(SX_EINTERNAL, "cannot queue the funnel's work");
+	}
+	q->next = fqueries;
+	fqueries = q;
+	return SX_RPC_DEFER;
+}
+
+int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk)
+{
+	struct sx_funnel *f = sx__funnel_new(args);
+	MDB_txn *txn;
+	if (!f)
+		return fail_null();
+	int rc = sx_store_rtxn_begin(sx__ev_eng->store, &txn);
+	if (rc == 0) {
+		if ((rc = sx__funnel_plan(f, txn, 1)) >= 0)
+			rc = sx__funnel_run(f, 0, txn);
+		sx_store_rtxn_end(sx__ev_eng->store, txn);
+	}
+	if (rc >= 0)
+		rc = sx__funnel_pack(f, pk);
+	sx__funnel_free(f);
 	return rc;
 }
 
@@ -533,9 +327,9 @@ static int attr_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
 		int hit = 0;
 		if (v && v->type == MSGPACK_OBJECT_ARRAY) {
 			for (uint32_t i = 0; i < v->via.array.size && !hit; i++)
-				hit = value_string(&v->via.array.ptr[i], buf) == a->vlen && !memcmp(buf, a->value, a->vlen);
+				hit = sx__ev_value_string(&v->via.array.ptr[i], buf) == a->vlen && !memcmp(buf, a->value, a->vlen);
 		} else {
-			hit = value_string(v, buf) == a->vlen && !memcmp(buf, a->value, a->vlen);
+			hit = sx__ev_value_string(v, buf) == a->vlen && !memcmp(buf, a->value, a->vlen);
 		}
 		if (hit && ix && ix->type == MSGPACK_OBJECT_POSITIVE_INTEGER && ix->via.u64 <= UINT32_MAX)
 			roaring_bitmap_add(a->out, (uint32_t)ix->via.u64);
@@ -555,6 +349,8 @@ static int rule_eval(const msgpack_object *r, int depth, int64_t now, roaring_bi
 		return rule_err("a rule is a map with one key: first_seen, attribute, did, all or any");
 	const msgpack_object *k = &r->via.map.ptr[0].key, *v = &r->via.map.ptr[0].val;
 	int rc;
+	if (sx_obj_streq(k, "lua"))
+		return rule_err("a lua rule must be the whole rule (use its 'candidates' to combine)");
 	if (sx_obj_streq(k, "all") || sx_obj_streq(k, "any")) {
 		int all = sx_obj_streq(k, "all");
 		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size < 1 || v->via.array.size > 16)
@@ -605,7 +401,7 @@ static int rule_eval(const msgpack_object *r, int depth, int64_t now, roaring_bi
 		if ((rc = sx_arg_only(v, kn)) < 0 || (rc = sx_arg_cstr(v, "name", 1, name, sizeof(name))) < 0)
 			return sx_diag_set(rc, "cohort rule attribute: %s", sx_diag_last());
 		if (!val || val->type == MSGPACK_OBJECT_ARRAY || val->type == MSGPACK_OBJECT_MAP ||
-		    (a.vlen = value_string(val, a.value)) == (size_t)-1)
+		    (a.vlen = sx__ev_value_string(val, a.value)) == (size_t)-1)
 			return rule_err("attribute needs a value: a string, number or boolean");
 		if (!out)
 			return 0;
@@ -668,24 +464,21 @@ static int name_arg(const msgpack_object *args, const char **s, size_t *len)
 	return 0;
 }
 
-/* Computes and stores cohort `name` with rule `rule` (an object), keeping
- * `created` and `description`. Packs {name, size, refreshed}. */
-static int cohort_store(const char *name, size_t nlen, const msgpack_object *rule, const msgpack_object *desc,
-			int64_t created, msgpack_packer *pk)
+int sx__ev_rule_eval(const msgpack_object *rule, int64_t now, roaring_bitmap_t **out)
 {
-	int64_t now = sx_wall_ms();
-	roaring_bitmap_t *b = NULL;
-	int rc = rule_eval(rule, 0, now, &b);
-	if (rc < 0)
-		return rc;
+	return rule_eval(rule, 0, now, out);
+}
+
+int sx__ev_cohort_write(const char *name, size_t nlen, const msgpack_object *rule, const msgpack_object *desc,
+			int64_t created, int64_t now, roaring_bitmap_t *b, msgpack_packer *pk)
+{
 	uint64_t size = roaring_bitmap_get_cardinality(b);
 	msgpack_sbuffer sb;
 	msgpack_packer spk;
 	uint8_t k[1 + SX_EVENTS_ID_MAX];
 	msgpack_sbuffer_init(&sb);
 	roaring_bitmap_run_optimize(b);
-	rc = sx__ev_bitmap_encode(b, &sb);
-	roaring_bitmap_free(b);
+	int rc = sx__ev_bitmap_encode(b, &sb);
 	k[0] = 'b';
 	memcpy(k + 1, name, nlen);
 	if (rc == 0)
@@ -719,6 +512,29 @@ static int cohort_store(const char *name, size_t nlen, const msgpack_object *rul
 	return 0;
 }
 
+/* Computes and stores cohort `name` with rule `rule` (an object), keeping
+ * `created` and `description`; a predicate rule is computed in slices and
+ * answers req later (SX_RPC_DEFER). Packs {name, size, refreshed}. */
+static int cohort_store(struct sx_req *req, const char *name, size_t nlen, const msgpack_object *rule,
+			const msgpack_object *desc, int64_t created, msgpack_packer *pk)
+{
+	if (sx__ev_cohort_lua_running(name, nlen))
+		return sx_diag_set(SX_ESTATE, "cohort '%.*s' is being computed", (int)nlen, name);
+	if (sx__ev_cohort_is_lua(rule)) {
+		if (!req)
+			return sx_diag_set(SX_ESTATE, "a predicate cohort is computed by cohort.save or cohort.refresh");
+		return sx__ev_cohort_lua_begin(req, name, nlen, rule, desc, created);
+	}
+	int64_t now = sx_wall_ms();
+	roaring_bitmap_t *b = NULL;
+	int rc = rule_eval(rule, 0, now, &b);
+	if (rc < 0)
+		return rc;
+	rc = sx__ev_cohort_write(name, nlen, rule, desc, created, now, b, pk);
+	roaring_bitmap_free(b);
+	return rc;
+}
+
 static int m_cohort_save(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"name", "rule", "description", NULL};
@@ -726,15 +542,15 @@ static int m_cohort_save(struct sx_req *req, const msgpack_object *args, msgpack
 	size_t nlen, dlen;
 	const msgpack_object *rule;
 	int rc;
-	SX_UNUSED(req), SX_UNUSED(ud);
+	SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0 ||
 	    (rc = sx_arg_map(args, "rule", 1, &rule)) < 0 || (rc = sx_arg_str(args, "description", 0, &desc, &dlen)) < 0)
 		return rc;
 	if (sx_arg(args, "description") && (dlen > 1024 || !sx_utf8_valid(desc, dlen)))
 		return sx_diag_set(SX_EINVAL, "argument 'description' must be UTF-8 of at most 1024 bytes");
-	if ((rc = rule_eval(rule, 0, 0, NULL)) < 0)
+	if ((rc = sx__ev_cohort_is_lua(rule) ? sx__ev_cohort_lua_check(rule) : rule_eval(rule, 0, 0, NULL)) < 0)
 		return rc;
-	return cohort_store(name, nlen, rule, sx_arg(args, "description"), 0, pk);
+	return cohort_store(req, name, nlen, rule, sx_arg(args, "description"), 0, pk);
 }
 
 /* Loads a cohort's definition into zone. */
@@ -764,16 +580,18 @@ static int m_cohort_refresh(struct sx_req *req, const msgpack_object *args, msgp
 	msgpack_zone z;
 	msgpack_object o;
 	int rc;
-	SX_UNUSED(req), SX_UNUSED(ud);
+	SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0)
 		return rc;
+	if (sx__ev_cohort_lua_running(name, nlen))
+		return sx_diag_set(SX_ESTATE, "cohort '%.*s' is being computed", (int)nlen, name);
 	msgpack_zone_init(&z, 1024);
 	if ((rc = cohort_def(name, nlen, &z, &o)) == 0) {
 		const msgpack_object *rule = sx__ev_map_get(&o, "rule"), *desc = sx__ev_map_get(&o, "description"),
 				     *cr = sx__ev_map_get(&o, "created");
 		if (desc && desc->type == MSGPACK_OBJECT_NIL)
 			desc = NULL;
-		rc = cohort_store(name, nlen, rule, desc,
+		rc = cohort_store(req, name, nlen, rule, desc,
 				  cr && cr->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)cr->via.u64 : 0, pk);
 	}
 	msgpack_zone_destroy(&z);
@@ -913,9 +731,12 @@ static int m_cohort_delete(struct sx_req *req, const msgpack_object *args, msgpa
 	SX_UNUSED(req), SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = name_arg(args, &name, &nlen)) < 0)
 		return rc;
+	int cancelled = sx__ev_cohort_lua_cancel(name, nlen);
 	msgpack_zone_init(&z, 1024);
 	rc = cohort_def(name, nlen, &z, &o);
 	msgpack_zone_destroy(&z);
+	if (rc == SX_ENOENT && cancelled)
+		rc = 0;
 	if (rc < 0)
 		return rc;
 	memcpy(k + 1, name, nlen);
@@ -930,11 +751,6 @@ static int m_cohort_delete(struct sx_req *req, const msgpack_object *args, msgpa
 	sx_pack_strn(pk, name, nlen);
 	sx_pack_kv_bool(pk, "deleted", 1);
 	return 0;
-}
-
-int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk)
-{
-	return m_funnel(NULL, args, pk, NULL);
 }
 
 int sx_events_retention(const msgpack_object *args, msgpack_packer *pk)
@@ -969,5 +785,13 @@ int sx__ev_analytics_start(struct sx_engine *e)
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
-	return 0;
+	return sx__ev_cohort_lua_start(e);
+}
+
+void sx__ev_analytics_stop(struct sx_engine *e)
+{
+	sx__ev_cohort_lua_stop();
+	while (fqueries)
+		uv_run(e->loop, UV_RUN_ONCE);
+	sx__tl_clear();
 }

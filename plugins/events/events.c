@@ -1992,6 +1992,7 @@ static void stop(struct sx_engine *e)
 {
 	sx__ev_demo_stop(e);
 	sx__ev_user_cache_clear();
+	sx__ev_analytics_stop(e);
 }
 
 static void info(struct sx_engine *e, msgpack_packer *pk)

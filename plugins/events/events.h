@@ -168,7 +168,9 @@ roaring_bitmap_t *sx_events_cohort_users(MDB_txn *txn, const char *name, size_t 
  * arguments), borrowed for the call; the result is packed with pk exactly as
  * the method returns it. On failure they return the method's error (SX_EINVAL,
  * SX_ENOENT, ...) with the message in sx_diag_last(), and what they packed
- * must be discarded. They read with txn NULL (see Threads). */
+ * must be discarded. They read with txn NULL (see Threads), except the funnel,
+ * which reads committed data in its own read transaction and keeps per-hour
+ * copies of the events in memory (plugins/events/timeline.h). */
 int sx_events_metrics_query(const msgpack_object *args, msgpack_packer *pk);  /* metrics.query */
 int sx_events_metrics_active(const msgpack_object *args, msgpack_packer *pk); /* metrics.active */
 int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk);   /* funnel.query */

@@ -133,6 +133,8 @@ int sx__ev_dims_load(const char *event, size_t elen, struct sx_ev_dims *d);
 /* ---- method registration of the other files ---- */
 int sx__ev_metrics_start(struct sx_engine *e);
 int sx__ev_analytics_start(struct sx_engine *e);
+/* Waits for the funnel queries in flight and stops cohort refreshes. */
+void sx__ev_analytics_stop(struct sx_engine *e);
 /* demo.c: registers demo.load; with cfg->demo and no users yet, starts the
  * small demo load. stop() cancels a load in progress. */
 int sx__ev_demo_start(struct sx_engine *e);

@@ -235,7 +235,8 @@ static int query_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 	g->total.nsum += c.nsum;
 	if (c.users) {
 		g->users[i] += roaring_bitmap_get_cardinality(c.users);
-		roaring_bitmap_or_inplace(g->total.users, c.users);
+		/* lazy: hundreds of small bitmaps into one; repaired once in pack_group */
+		roaring_bitmap_lazy_or_inplace(g->total.users, c.users, false);
 		roaring_bitmap_free(c.users);
 	}
 	return 0;
@@ -260,6 +261,8 @@ static void pack_group(msgpack_packer *pk, const struct query *q, const struct g
 	msgpack_pack_map(pk, 4);
 	if (!g)
 		g = &empty;
+	if (g->total.users)
+		roaring_bitmap_repair_after_lazy(g->total.users);
 	pack_point(pk, g->total.count, g->total.users ? roaring_bitmap_get_cardinality(g->total.users) : 0,
 		   g->total.sum, g->total.nsum);
 	sx_pack_key(pk, "series");

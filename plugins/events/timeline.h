@@ -1,0 +1,76 @@
+/* timeline.h — compact per-hour copies of the events for funnels (internal to
+ * the events plugin).
+ *
+ * A block holds every stored event of one UTC hour as 8 bytes: user index
+ * (32 bits), ms within the hour (22 bits) and an interned name id (10 bits),
+ * sorted by (user, time, seq). Reading a funnel's users out of blocks costs a
+ * few ns per event instead of a B-tree walk per user.
+ *
+ * Validity. A block remembers the count of the hour's "*" counter (every
+ * event of the hour, read in the same read transaction it was built from)
+ * and the generation of sx__tl_invalidate(). It serves a query whose read
+ * transaction shows the same count, in the same generation: an event added
+ * to the hour (also a late one) changes the count and the block is rebuilt;
+ * privacy.erase and retention expiry, which delete events without changing
+ * counts, bump the generation. So a query's answer is the one reading the
+ * events would give.
+ *
+ * Memory. Blocks live in process memory, at most SX_TL_CAP_ENTRIES entries
+ * (8 bytes each) in all; beyond that the blocks used least recently and not
+ * in use by a query are dropped. Nothing is persisted: after a restart the
+ * first query of a range builds its blocks again from the store.
+ *
+ * Threads. The cache itself belongs to the loop thread: sx__tl_acquire() and
+ * sx__tl_release() run there. sx__tl_fill() builds the missing blocks of a set
+ * in a read transaction on any thread; name interning is locked.
+ */
+#ifndef SX_EVENTS_TIMELINE_H
+#define SX_EVENTS_TIMELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+
+#define SX_TL_CAP_ENTRIES (16u << 20)
+#define SX_TL_NAMES_MAX 1023
+
+struct sx_tl_set; /* the blocks of the hours a query reads */
+
+/* The blocks of the hours meeting [from, to), as valid in txn: cached ones
+ * are referenced, stale or missing ones are marked for sx__tl_fill(). Loop
+ * thread. NULL with the diagnostics set on failure. */
+struct sx_tl_set *sx__tl_acquire(MDB_txn *txn, int64_t from, int64_t to);
+
+/* Builds the set's missing blocks in txn. 0, SX_ELIMIT when more than
+ * SX_TL_NAMES_MAX distinct event names exist (the caller reads the events
+ * instead), or a store error. */
+int sx__tl_fill(struct sx_tl_set *s, MDB_txn *txn);
+
+/* The interned id of an event name, 0 if no block holds it. Any thread. */
+uint32_t sx__tl_name_id(const char *name, size_t len);
+
+/* Visits the set's entries hour by hour (each hour's in (user, time, seq)
+ * order): fn(ud, user, time, name_id) for each event with from <= time < to. */
+typedef void (*sx_tl_fn)(void *ud, uint32_t user, int64_t time, uint32_t name);
+void sx__tl_each(const struct sx_tl_set *s, int64_t from, int64_t to, sx_tl_fn fn, void *ud);
+
+/* The set's hours, and the entries of its i-th hour (NULL: none): each
+ * entry is user << 32 | ms in the hour << 10 | name id, sorted. */
+size_t sx__tl_nhours(const struct sx_tl_set *s);
+const uint64_t *sx__tl_block(const struct sx_tl_set *s, size_t i, int64_t *hour, size_t *n);
+
+/* Installs the blocks the set built, drops its references, frees it. Loop
+ * thread; s may be NULL. */
+void sx__tl_release(struct sx_tl_set *s);
+
+/* Marks every block stale (events were deleted). Loop thread. */
+void sx__tl_invalidate(void);
+
+/* Frees every block (plugin stop). Loop thread. */
+void sx__tl_clear(void);
+
+/* Entries cached now, blocks built and reused since start (stats). */
+void sx__tl_stats(uint64_t *entries, uint64_t *built, uint64_t *reused);
+
+#endif

@@ -1,0 +1,417 @@
+/* The funnel engine (plugins/events/funnel.h): the matcher on hand-made
+ * sequences, and plan/run/pack over a real store against a brute force built
+ * from sx_events_user_scan, with bitmap pruning at aligned and ragged edges
+ * and the work split into parts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "core/plugin.h"
+#include "core/rpc.h"
+#include "core/sx.h"
+#include "plugins/events/events.h"
+#include "plugins/events/funnel.h"
+#include "plugins/events/internal.h"
+#include "plugins/events/timeline.h"
+#include "store/store.h"
+
+extern const struct sx_plugin sx_plugin_events;
+
+#define DAY 86400000LL
+#define HOUR 3600000LL
+#define MINUTE 60000LL
+#define T0 1704067200000LL /* 2024-01-01T00:00:00Z */
+
+/* ---- the matcher ---- */
+
+
+static void test_match(void **state)
+{
+	(void)state;
+	int64_t t[SX_FUNNEL_STEPS_MAX];
+	size_t start = 99;
+	/* steps a b c: a@0 b@5 a@10 b@12 c@20 */
+	struct sx_funnel_ev ev[] = {{0, 1}, {5, 2}, {10, 1}, {12, 2}, {20, 4}};
+	assert_int_equal(sx__funnel_match(ev, 5, 3, 0, 100, 100, t, &start), 3);
+	assert_int_equal(start, 0);
+	assert_true(t[0] == 0 && t[1] == 5 && t[2] == 20);
+	/* window 15 from a@0 reaches b@5 only; from a@10: b@12, c@20 (20 <= 10 + 15) */
+	assert_int_equal(sx__funnel_match(ev, 5, 3, 0, 100, 15, t, &start), 3);
+	assert_int_equal(start, 2);
+	assert_true(t[0] == 10 && t[1] == 12 && t[2] == 20);
+	/* the window's end is inclusive */
+	assert_int_equal(sx__funnel_match(ev, 5, 3, 0, 100, 10, t, &start), 3);
+	assert_int_equal(start, 2);
+	assert_int_equal(sx__funnel_match(ev, 5, 3, 0, 100, 9, t, &start), 2);
+	assert_int_equal(start, 0); /* the first start reaching depth 2 */
+	/* starts must lie in [from, to) */
+	assert_int_equal(sx__funnel_match(ev, 5, 3, 1, 10, 100, t, &start), 0);
+	assert_int_equal(sx__funnel_match(ev, 5, 3, 1, 11, 100, t, &start), 3);
+	assert_int_equal(start, 2);
+	/* order counts: b before a does not count */
+	struct sx_funnel_ev rev[] = {{0, 2}, {1, 1}};
+	assert_int_equal(sx__funnel_match(rev, 2, 2, 0, 10, 10, t, &start), 1);
+	/* one event carrying two steps (a funnel a -> a) needs two events */
+	struct sx_funnel_ev same[] = {{0, 3}, {4, 3}};
+	assert_int_equal(sx__funnel_match(same, 1, 2, 0, 10, 10, t, &start), 1);
+	assert_int_equal(sx__funnel_match(same, 2, 2, 0, 10, 10, t, &start), 2);
+	assert_true(t[0] == 0 && t[1] == 4);
+	assert_int_equal(sx__funnel_match(NULL, 0, 2, 0, 10, 10, t, &start), 0);
+}
+
+/* ---- over a store ---- */
+
+struct fx {
+	char dir[128];
+	uv_loop_t loop;
+	struct sx_engine e;
+};
+
+static void commit_cb(uint64_t seq, int rc, void *ud)
+{
+	(void)seq, (void)ud;
+	assert_int_equal(rc, 0);
+}
+
+static void sync_all(struct fx *f)
+{
+	sx_store_read_end(f->e.store);
+	for (int i = 0; i < 1000; i++) {
+		sx_store_flush(f->e.store);
+		if (sx_store_idle(f->e.store))
+			return;
+		uv_run(&f->loop, UV_RUN_ONCE);
+	}
+	fail_msg("batches did not complete");
+}
+
+static void track(struct sx_ev_batch *b, const char *user, const char *name, int64_t t, const char *device)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_zone z;
+	msgpack_object o;
+	size_t off = 0;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 4);
+	sx_pack_kv_str(&pk, "user", user);
+	sx_pack_kv_str(&pk, "name", name);
+	sx_pack_kv_int(&pk, "time", t);
+	sx_pack_key(&pk, "properties");
+	msgpack_pack_map(&pk, 1);
+	sx_pack_kv_str(&pk, "device", device);
+	msgpack_zone_init(&z, 1024);
+	assert_int_equal(msgpack_unpack(sb.data, sb.size, &off, &z, &o), MSGPACK_UNPACK_SUCCESS);
+	assert_int_equal(sx__ev_batch_add(b, &o, 0), 0);
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static const char *const names[] = {"search", "view", "create_trip", "book", "other"};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/sx-test-query-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	uv_loop_init(&f->loop);
+	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .commit_cb = commit_cb, .ud = f};
+	f->e.loop = &f->loop;
+	f->e.store = sx_store_open(&f->loop, &o);
+	assert_non_null(f->e.store);
+	f->e.rpc = sx_rpc_new();
+	assert_int_equal(sx_plugin_events.start(&f->e), 0);
+	/* 300 users: a third only search (pruned), the others random sessions;
+	 * times at second resolution around minute edges */
+	uint64_t x = 12345;
+	struct sx_ev_batch *b = sx__ev_batch_new();
+	for (int u = 0; u < 300; u++) {
+		char id[16];
+		snprintf(id, sizeof(id), "q%d", u);
+		int n = 1 + (int)(x % 9);
+		for (int i = 0; i < n; i++) {
+			x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+			int64_t t = T0 + (int64_t)((x >> 20) % (4 * DAY / 1000)) * 1000;
+			int nm = u % 3 == 0 ? 0 : (int)((x >> 50) % 5);
+			track(b, id, names[nm], t, (x >> 40) & 1 ? "ios" : "web");
+		}
+	}
+	assert_int_equal(sx__ev_batch_finish(b), 0);
+	sync_all(f);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	sx_plugin_events.stop(&f->e);
+	sx_store_read_end(f->e.store);
+	sx_store_close(f->e.store);
+	sx_rpc_free(f->e.rpc);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	uv_loop_close(&f->loop);
+	char cmd[200];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+struct brute {
+	int nsteps;
+	struct sx_funnel_ev ev[64];
+	size_t n;
+};
+
+static int brute_cb(const struct sx_event *ev, void *ud)
+{
+	struct brute *b = ud;
+	uint32_t mask = 0;
+	for (int i = 0; i < b->nsteps; i++)
+		if (strlen(names[i]) == ev->name_len && !memcmp(names[i], ev->name, ev->name_len))
+			mask |= 1u << i;
+	if (mask) {
+		assert_true(b->n < 64);
+		b->ev[b->n].time = ev->time;
+		b->ev[b->n++].mask = mask;
+	}
+	return 0;
+}
+
+/* users per step, by reading every user */
+static void brute_force(int nsteps, int64_t from, int64_t to, int64_t window, uint64_t *users)
+{
+	memset(users, 0, sizeof(uint64_t) * SX_FUNNEL_STEPS_MAX);
+	for (uint32_t u = 0; u < sx_events_user_bound(); u++) {
+		struct brute b = {nsteps, {{0, 0}}, 0};
+		int64_t t[SX_FUNNEL_STEPS_MAX];
+		size_t start;
+		assert_int_equal(sx_events_user_scan(NULL, u, from, to + window, 0, brute_cb, &b), 0);
+		int d = sx__funnel_match(b.ev, b.n, nsteps, from, to, window, t, &start);
+		for (int k = 0; k < d; k++)
+			users[k]++;
+	}
+	sx_store_read_end(sx__ev_eng->store);
+}
+
+struct packed {
+	msgpack_sbuffer sb;
+	msgpack_zone z;
+	msgpack_object o;
+};
+
+static struct sx_funnel *funnel_of(int nsteps, int64_t from, int64_t to, int64_t window, const char *group)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_zone z;
+	msgpack_object o;
+	size_t off = 0;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 4 + (group != NULL));
+	sx_pack_key(&pk, "steps");
+	msgpack_pack_array(&pk, (size_t)nsteps);
+	for (int i = 0; i < nsteps; i++)
+		sx_pack_str(&pk, names[i]);
+	sx_pack_kv_int(&pk, "from", from);
+	sx_pack_kv_int(&pk, "to", to);
+	sx_pack_kv_int(&pk, "window_ms", window);
+	if (group)
+		sx_pack_kv_str(&pk, "group_by", group);
+	msgpack_zone_init(&z, 1024);
+	assert_int_equal(msgpack_unpack(sb.data, sb.size, &off, &z, &o), MSGPACK_UNPACK_SUCCESS);
+	struct sx_funnel *f = sx__funnel_new(&o);
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+	assert_non_null(f);
+	return f;
+}
+
+/* Runs the funnel in `parts` parts; the packed result goes to p. */
+static void run(struct fx *fx, struct sx_funnel *f, int parts, struct packed *p, uint64_t *pruned)
+{
+	MDB_txn *txn;
+	uint64_t scanned;
+	assert_int_equal(sx_store_rtxn_begin(fx->e.store, &txn), 0);
+	int n = sx__funnel_plan(f, txn, parts);
+	assert_true(n >= 1 && n <= parts);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(sx__funnel_run(f, i, txn), 0);
+	sx_store_rtxn_end(fx->e.store, txn);
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&p->sb);
+	msgpack_packer_init(&pk, &p->sb, msgpack_sbuffer_write);
+	assert_int_equal(sx__funnel_pack(f, &pk), 0);
+	sx__funnel_stats(f, &scanned, pruned);
+	size_t off = 0;
+	msgpack_zone_init(&p->z, 4096);
+	assert_int_equal(msgpack_unpack(p->sb.data, p->sb.size, &off, &p->z, &p->o), MSGPACK_UNPACK_SUCCESS);
+}
+
+static void packed_free(struct packed *p)
+{
+	msgpack_zone_destroy(&p->z);
+	msgpack_sbuffer_destroy(&p->sb);
+}
+
+static void check_steps(const msgpack_object *steps, int nsteps, const uint64_t *want)
+{
+	assert_int_equal(steps->type, MSGPACK_OBJECT_ARRAY);
+	assert_int_equal(steps->via.array.size, nsteps);
+	for (int k = 0; k < nsteps; k++) {
+		const msgpack_object *u = sx__ev_map_get(&steps->via.array.ptr[k], "users");
+		assert_non_null(u);
+		assert_int_equal(u->via.u64, want[k]);
+	}
+}
+
+static void test_against_brute_force(void **state)
+{
+	struct fx *fx = *state;
+	struct {
+		int nsteps;
+		int64_t from, to, window;
+	} cases[] = {
+		{4, T0, T0 + 2 * DAY, DAY},                                  /* aligned */
+		{4, T0 + 30 * 1000, T0 + DAY + 90 * 1000, 6 * HOUR},          /* ragged minutes */
+		{3, T0 + HOUR, T0 + 3 * DAY - 1, 7 * DAY},
+		{2, T0, T0 + 4 * DAY, 1000},
+		{1, T0 + 17 * 1000, T0 + 2 * DAY + 5 * 1000, DAY},
+	};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		uint64_t want[SX_FUNNEL_STEPS_MAX], pruned1, pruned3;
+		brute_force(cases[c].nsteps, cases[c].from, cases[c].to, cases[c].window, want);
+		assert_true(want[0] > 0);
+		struct packed p1, p3;
+		struct sx_funnel *f = funnel_of(cases[c].nsteps, cases[c].from, cases[c].to, cases[c].window, NULL);
+		run(fx, f, 1, &p1, &pruned1);
+		sx__funnel_free(f);
+		f = funnel_of(cases[c].nsteps, cases[c].from, cases[c].to, cases[c].window, NULL);
+		run(fx, f, 3, &p3, &pruned3);
+		sx__funnel_free(f);
+		check_steps(sx__ev_map_get(&p1.o, "steps"), cases[c].nsteps, want);
+		/* the split changes nothing, medians included */
+		assert_int_equal(p1.sb.size, p3.sb.size);
+		assert_memory_equal(p1.sb.data, p3.sb.data, p1.sb.size);
+		assert_int_equal(pruned1, pruned3);
+		/* the users who only search stop at step 1 without being read */
+		if (cases[c].nsteps > 1)
+			assert_true(pruned1 > 0);
+		packed_free(&p1);
+		packed_free(&p3);
+	}
+}
+
+static void test_groups_add_up(void **state)
+{
+	struct fx *fx = *state;
+	uint64_t want[SX_FUNNEL_STEPS_MAX], pruned;
+	brute_force(3, T0, T0 + 3 * DAY, DAY, want);
+	struct sx_funnel *f = funnel_of(3, T0, T0 + 3 * DAY, DAY, "device");
+	struct packed p;
+	run(fx, f, 2, &p, &pruned);
+	sx__funnel_free(f);
+	assert_int_equal(pruned, 0); /* grouping reads every candidate */
+	check_steps(sx__ev_map_get(&p.o, "steps"), 3, want);
+	const msgpack_object *g = sx__ev_map_get(&p.o, "groups");
+	assert_non_null(g);
+	assert_int_equal(g->via.array.size, 2);
+	uint64_t sum[3] = {0};
+	for (uint32_t i = 0; i < 2; i++) {
+		const msgpack_object *v = sx__ev_map_get(&g->via.array.ptr[i], "value");
+		assert_int_equal(v->type, MSGPACK_OBJECT_STR);
+		const msgpack_object *st = sx__ev_map_get(&g->via.array.ptr[i], "steps");
+		for (int k = 0; k < 3; k++)
+			sum[k] += sx__ev_map_get(&st->via.array.ptr[k], "users")->via.u64;
+	}
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(sum[k], want[k]);
+	packed_free(&p);
+}
+
+/* The hour blocks and the events table give the same bytes; blocks are
+ * reused while their hour is unchanged and rebuilt when an event arrives in
+ * it (even a late one), or after sx__tl_invalidate(). */
+static void test_blocks_match_the_events_table(void **state)
+{
+	struct fx *fx = *state;
+	struct packed a, b;
+	uint64_t pruned, n0, built0, reused0, n1, built1, reused1;
+	int64_t from = T0 + 30 * 1000, to = T0 + 3 * DAY + 7 * 1000, w = 5 * HOUR;
+	sx__funnel_blocks = 0;
+	struct sx_funnel *f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 2, &a, &pruned);
+	sx__funnel_free(f);
+	sx__funnel_blocks = 1;
+	sx__tl_stats(&n0, &built0, &reused0);
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 2, &b, &pruned);
+	sx__funnel_free(f);
+	sx__tl_stats(&n1, &built1, &reused1);
+	assert_true(built1 > built0 && n1 > 0);
+	assert_int_equal(a.sb.size, b.sb.size);
+	assert_memory_equal(a.sb.data, b.sb.data, a.sb.size);
+	packed_free(&b);
+	/* again: every block is reused */
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &b, &pruned);
+	sx__funnel_free(f);
+	sx__tl_stats(&n0, &built0, &reused0);
+	assert_int_equal(built0, built1);
+	assert_true(reused0 > reused1);
+	assert_memory_equal(a.sb.data, b.sb.data, a.sb.size);
+	packed_free(&b);
+	packed_free(&a);
+	/* a late event in an old hour: that block alone is rebuilt, the answer follows */
+	struct sx_ev_batch *bt = sx__ev_batch_new();
+	track(bt, "late1", "search", T0 + HOUR + 5000, "ios");
+	track(bt, "late1", "view", T0 + HOUR + 9000, "ios");
+	assert_int_equal(sx__ev_batch_finish(bt), 0);
+	sync_all(fx);
+	uint64_t want[SX_FUNNEL_STEPS_MAX];
+	brute_force(4, from, to, w, want);
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &b, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&b.o, "steps"), 4, want);
+	packed_free(&b);
+	sx__tl_stats(&n1, &built1, &reused1);
+	assert_int_equal(built1, built0 + 1);
+	sx__tl_invalidate();
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &b, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&b.o, "steps"), 4, want);
+	packed_free(&b);
+	sx__tl_stats(&n0, &built0, &reused0);
+	assert_true(built0 > built1 + 10);
+	assert_int_equal(reused0, reused1);
+}
+
+static void test_bad_arguments(void **state)
+{
+	(void)state;
+	assert_null(sx__funnel_new(NULL));
+	assert_int_equal(sx_diag_last_code(), SX_EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_match),
+		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test_setup_teardown(test_against_brute_force, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_groups_add_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blocks_match_the_events_table, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
