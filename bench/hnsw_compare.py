@@ -10,7 +10,8 @@ swept ef that reaches the target (median of the repeats). Data: $BENCH_DATA
 
     /usr/bin/python3 bench/hnsw_compare.py [prefix] [repeats] [build_threads] [systems]
 
-systems: comma list of hnswlib,faiss (default both).
+systems: comma list of hnswlib,faiss (default both). $BENCH_METRIC = l2 (default) | ip
+(inner product: hnswlib space "ip", faiss METRIC_INNER_PRODUCT) as in bench_hnsw.
 """
 import os
 import sys
@@ -74,10 +75,12 @@ def main():
     query = read_vecs(f"{d}/{prefix}.query.fvecs", np.float32)
     gt = read_vecs(f"{d}/{prefix}.gt.ivecs", np.int32)
     n, dim = base.shape
+    metric = os.environ.get("BENCH_METRIC", "l2")
+    print(f"metric={metric}")
 
     if "hnswlib" in systems:
         import hnswlib
-        idx = hnswlib.Index(space="l2", dim=dim)
+        idx = hnswlib.Index(space={"ip": "ip", "cosine": "cosine"}.get(metric, "l2"), dim=dim)
         idx.init_index(max_elements=n, M=16, ef_construction=200, random_seed=42)
         idx.set_num_threads(threads)
         t0 = time.perf_counter()
@@ -99,7 +102,10 @@ def main():
     if "faiss" in systems:
         import faiss
         faiss.omp_set_num_threads(threads)
-        idx = faiss.IndexHNSWFlat(dim, 16)
+        if metric == "ip":
+            idx = faiss.IndexHNSWFlat(dim, 16, faiss.METRIC_INNER_PRODUCT)
+        else:
+            idx = faiss.IndexHNSWFlat(dim, 16)
         idx.hnsw.efConstruction = 200
         t0 = time.perf_counter()
         c0 = time.process_time()

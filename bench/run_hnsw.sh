@@ -6,6 +6,8 @@
 #
 # Data: $BENCH_DATA (default ../shared/bench/data, relative to the repository);
 # written by `/usr/bin/python3 ../shared/bench/ann_data.py` when missing.
+# $BENCH_METRIC=ip for the ALS item factors (bench/recommend_bench.py factors DIR, then
+# BENCH_DATA=DIR BENCH_METRIC=ip bench/run_hnsw.sh BUILD_DIR movielens-als-k32 15 2).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:?usage: run_hnsw.sh BUILD_DIR [prefix] [repeats] [threads]}

@@ -11,7 +11,9 @@
  *   bench_hnsw [prefix=synth-200k-d64] [repeats=3] [build_threads=2]
  *
  * With $BENCH_HNSW_IMAGE set, the built index is saved there and also loaded back,
- * timing both (the searches then run on the loaded copy).
+ * timing both (the searches then run on the loaded copy). $BENCH_METRIC = l2
+ * (default) | ip (inner product: the ALS item factors, bench/recommend_bench.py
+ * factors) | cosine picks the metric; the truth file must be for that metric.
  *
  * Output: a table on stdout and RESULT lines in the shared bench format.
  */
@@ -90,8 +92,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	const char *mname = getenv("BENCH_METRIC") ? getenv("BENCH_METRIC") : "l2";
+	int metric = !strcmp(mname, "ip") ? SX_METRIC_IP : !strcmp(mname, "cosine") ? SX_METRIC_COSINE : SX_METRIC_L2;
 	struct sx_hnsw_params p;
-	sx_hnsw_params_init(&p, SX_METRIC_L2, (uint32_t)d);
+	sx_hnsw_params_init(&p, metric, (uint32_t)d);
 	p.M = 16;
 	p.ef_construction = 200;
 	p.capacity = n;
@@ -109,8 +113,8 @@ int main(int argc, char **argv)
 	double build_s = (double)(sx_now_ns() - t0) / 1e9;
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &pc1);
 	double build_cpu = (double)(pc1.tv_sec - pc0.tv_sec) + (double)(pc1.tv_nsec - pc0.tv_nsec) * 1e-9;
-	printf("sextant hnsw: n=%zu d=%zu nq=%zu isa=%s build %.2f s (%d threads, %.2f s CPU), %.1f MiB\n", n, d,
-	       nq, sx_vec_isa(), build_s, threads, build_cpu, (double)sx_hnsw_memory(h) / 1048576.0);
+	printf("sextant hnsw: n=%zu d=%zu nq=%zu metric=%s isa=%s build %.2f s (%d threads, %.2f s CPU), %.1f MiB\n",
+	       n, d, nq, mname, sx_vec_isa(), build_s, threads, build_cpu, (double)sx_hnsw_memory(h) / 1048576.0);
 	printf("RESULT system=sextant metric=ann.hnsw.build_seconds value=%.4g unit=s threads=%d cpu_seconds=%.4g "
 	       "M=16 efc=200\n",
 	       build_s, threads, build_cpu);

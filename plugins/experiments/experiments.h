@@ -19,7 +19,8 @@ struct sx_experiment_assignment {
 	const msgpack_object *payload; /* NULL if the variant has none */
 };
 
-/* The answer experiment.assign gives for (key, user, context): logs the
+/* The answer experiment.assign gives for (key, user, context), `user` being
+ * the client's id (it is mapped with sx_privacy_user_id here): logs the
  * user's exposure on a first assignment (a store write, committed with the
  * caller's request). context is a map or NULL. zone holds what decoding the
  * user's record needs (the caller's request zone). The variant and payload

@@ -9,6 +9,7 @@
  *                          users, interactions, factors (bin: n_items x k float32 LE)}
  *   "rec/model_index"  -> the item-factor HNSW image
  *   "rec/counts"       -> popularity and co-visitation snapshot (see state.c)
+ *   "rec/j/" u64 (BE)  -> one events.track call's count operations (the journal)
  */
 #ifndef SX_RECOMMEND_INTERNAL_H
 #define SX_RECOMMEND_INTERNAL_H
@@ -48,6 +49,7 @@ struct rec_item {
 	double price;     /* NAN if none */
 	int64_t avail_from, avail_to;
 	uint16_t months;  /* bit m-1 for month m; 0: any */
+	uint16_t region_id; /* 1 + index in rec.regions; 0: none */
 	char region[48];
 	char currency[8];
 	char name[64];
@@ -106,6 +108,15 @@ struct rec_state {
 	uint32_t *dirty;
 	size_t ndirty, capdirty;
 	uint64_t generation; /* bumps on every change the trending cache depends on */
+	/* The journal (live state): every change to counts since the snapshot
+	 * "rec/counts", written with the events that caused it (see state.c). */
+	int journal;
+	uint8_t *jbuf;
+	size_t jlen, jcap;
+	uint64_t jseq_snap;  /* records up to this one are in the snapshot */
+	uint64_t jseq_next;  /* the next record's sequence */
+	size_t jbytes;       /* journaled since the snapshot */
+	size_t snap_bytes;   /* size of the snapshot */
 };
 
 struct rec_weight {
@@ -120,8 +131,17 @@ struct rec_params {
 	struct rec_weight weights[REC_WEIGHTS_MAX];
 };
 
+/* The items of one region, so that trending in a region reads those only. */
+struct rec_region {
+	char name[48];
+	uint32_t *items;
+	uint32_t n, cap;
+};
+
 struct rec {
 	struct sx_engine *e;
+	struct rec_region *regions;
+	uint32_t nregions, capregions;
 	struct rec_item *items;
 	uint32_t nitems, capitems;
 	uint32_t *hash; /* open addressing: item index + 1, 0 empty */
@@ -134,6 +154,7 @@ struct rec {
 	struct rec_params params;
 	int api_ref;  /* the table of ctx functions */
 	int training;
+	int include_seen; /* the personal sources keep the user's own items (one call) */
 	char default_strategy[64];
 };
 
@@ -141,6 +162,9 @@ extern struct rec *sx__rec;
 
 /* ---- catalogue (state.c) ---- */
 int64_t sx__rec_item_find(const char *id, size_t len);
+/* The region named name (lowercase), or NULL. */
+const struct rec_region *sx__rec_region_find(const char *name);
+void sx__rec_regions_free(void);
 /* Dense index of id, assigning (and storing) a new one if needed. */
 int64_t sx__rec_item_intern(const char *id, size_t len);
 void sx__rec_item_update(uint32_t idx, const struct sx_item *it); /* it NULL: deleted */
@@ -181,9 +205,11 @@ struct rec_triplets {
 };
 int sx__rec_triplets_add(struct rec_triplets *tr, uint32_t u, uint32_t i, float w, int64_t t);
 void sx__rec_triplets_free(struct rec_triplets *tr);
-/* Trains a model on tr (any thread); NULL on failure (diag). */
+/* Trains a model on tr (any thread); NULL on failure (diag). The item-factor
+ * index is built with index_threads (1: the same graph on every run, which an
+ * evaluation needs to be repeatable). */
 struct rec_model *sx__rec_model_train(const struct rec_triplets *tr, const struct rec_params *p, int nthreads,
-				      const atomic_int *cancel, double *loss);
+				      int index_threads, const atomic_int *cancel, double *loss);
 void sx__rec_model_free(struct rec_model *m);
 struct sx_rec_factor_source *sx__rec_model_source(struct rec_model *m);
 int sx__rec_model_save(struct rec_model *m);
@@ -192,9 +218,22 @@ void sx__rec_model_pack_info(struct rec_model *m, msgpack_packer *pk);
 /* Installs m as the live model (owned), replacing any. */
 void sx__rec_set_own_model(struct rec_state *s, struct rec_model *m);
 
-/* ---- persistence of counts (state.c) ---- */
-int sx__rec_counts_save(const struct rec_state *s);
+/* ---- persistence of counts (state.c) ----
+ * Popularity and co-visitation are kept durable by a snapshot plus a journal:
+ * each events.track call that changes counts writes one record
+ * "rec/j/" u64 (BE) sequence -> the operations it applied (pop_add and
+ * covis_add, with their arguments), into the call's own store batch, so the
+ * record commits with the events it derives from. When the journal outgrows
+ * max(4 MiB, the snapshot), a snapshot is written and the journal records it
+ * covers are deleted in the same batch. At start the snapshot is loaded and
+ * the journal after it replayed, which repeats the exact operations in their
+ * order: the counts are those before a crash. */
+int sx__rec_counts_save(struct rec_state *s);
+/* Loads the snapshot and replays the journal (live state). */
 int sx__rec_counts_load(struct rec_state *s);
+/* Writes the journal record of the current events.track call, if any, and a
+ * snapshot when due. */
+int sx__rec_journal_commit(struct rec_state *s);
 int sx__rec_content_save(void);
 
 /* ---- candidates (sources.c) ---- */
@@ -208,7 +247,8 @@ enum { REC_SRC_COLLAB, REC_SRC_CONTENT, REC_SRC_COVISIT, REC_SRC_TRENDING, REC_S
        REC_SRC_SIMILAR, REC_SRC_COUNT };
 extern const char *const sx__rec_source_names[REC_SRC_COUNT];
 /* Each fills up to n candidates, best first, and returns their number (or a
- * negative error). user may be NULL (unknown user). */
+ * negative error). user may be NULL (unknown user). The personal ones skip
+ * the items the user has interacted with unless sx__rec->include_seen. */
 int sx__rec_src_collab(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out);
 int sx__rec_src_content(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out);
 int sx__rec_src_covisit(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out);
@@ -220,10 +260,14 @@ int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec
 
 /* ---- Lua (lua.c) ---- */
 int sx__rec_lua_start(struct sx_engine *e);
-/* Runs strategy `name` for req (a map object); packs the result list. */
-int sx__rec_run_strategy(const char *name, const msgpack_object *req, size_t n, msgpack_packer *pk);
-/* Runs it and returns the item indexes (at most n) for evaluation. */
-int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, int kind, size_t n, int32_t *out);
+/* Runs strategy `name` for req (a map object) with req.user replaced by user
+ * (the stored id, see sx_privacy_user_id); packs the result list. */
+int sx__rec_run_strategy(const char *name, const msgpack_object *req, const char *user, size_t ulen, size_t n,
+			 msgpack_packer *pk);
+/* Runs it and returns the item indexes (at most n) for evaluation; options
+ * (NULL: none) and diversity (NAN: none) become req.options, req.diversity. */
+int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, int kind, size_t n,
+			     const msgpack_object *options, double diversity, int32_t *out);
 
 /* Readable reasons for item (sources in mask, bit per REC_SRC_*): up to max
  * strings into out. via: the co-visited item or -1; budget NAN: none. */

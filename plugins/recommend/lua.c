@@ -73,12 +73,23 @@ static struct rec_cand *cand_buf(lua_State *L, size_t n)
 	return lua_newuserdata(L, (n ? n : 1) * sizeof(struct rec_cand));
 }
 
+/* (user, n = 50, opts = {include_seen = false}) */
 static int user_source(lua_State *L, int (*fn)(struct rec_state *, struct rec_user *, size_t, struct rec_cand *))
 {
 	struct rec_user *u = user_arg(L, 1);
 	size_t n = n_arg(L, 2, 50);
+	int include_seen = 0;
+	if (lua_istable(L, 3)) {
+		lua_getfield(L, 3, "include_seen");
+		include_seen = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	} else if (!lua_isnoneornil(L, 3)) {
+		luaL_argerror(L, 3, "{include_seen = boolean}");
+	}
 	struct rec_cand *c = cand_buf(L, n);
+	sx__rec->include_seen = include_seen;
 	int m = u ? fn(sx__rec->cur, u, n, c) : 0;
+	sx__rec->include_seen = 0;
 	if (m < 0)
 		return luaL_error(L, "source failed: %s", sx_error_code(m));
 	push_cands(L, c, m);
@@ -433,6 +444,20 @@ static int l_blend(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	if (!lua_isnoneornil(L, 2))
 		luaL_checktype(L, 2, LUA_TTABLE);
+	double prior = 0;
+	int window = REC_W_MONTH;
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		lua_getfield(L, 3, "popularity");
+		prior = luaL_optnumber(L, -1, 0);
+		lua_getfield(L, 3, "window");
+		if (!lua_isnil(L, -1) && (window = window_parse(luaL_checkstring(L, -1))) < 0)
+			luaL_error(L, "window must be day, week or month");
+		lua_pop(L, 2);
+		if (!(prior >= 0 && prior <= 4))
+			luaL_argerror(L, 3, "popularity must be in [0, 4]");
+	}
+	lua_settop(L, 2);
 	struct rec *R = sx__rec;
 	int32_t *pos = lua_newuserdata(L, (R->nitems + 1) * sizeof(int32_t));
 	for (uint32_t i = 0; i <= R->nitems; i++)
@@ -494,6 +519,22 @@ static int l_blend(lua_State *L)
 			}
 		}
 		lua_settop(L, li - 1);
+	}
+	if (prior > 0 && na) {
+		/* a popularity prior: among items the user's sources rate alike, the
+		 * ones more people take are likelier (relative to the most popular
+		 * candidate, so the scale stays the blend's) */
+		int64_t now = sx__rec_now(R->cur);
+		double mx = 0;
+		double *pop = lua_newuserdata(L, (size_t)na * sizeof(double));
+		for (int i = 0; i < na; i++) {
+			pop[i] = sx__rec_pop(R->cur, (uint32_t)a[i].item, window, now);
+			if (pop[i] > mx)
+				mx = pop[i];
+		}
+		for (int i = 0; i < na; i++)
+			a[i].score *= pow((pop[i] + 1e-3 * mx + 1e-9) / (mx + 1e-9), prior);
+		lua_pop(L, 1);
 	}
 	qsort(a, (size_t)na, sizeof(*a), acc_cmp);
 	lua_createtable(L, na, 0);
@@ -888,7 +929,8 @@ static int call_strategy(const char *name, int top)
 	return 0;
 }
 
-int sx__rec_run_strategy(const char *name, const msgpack_object *req, size_t n, msgpack_packer *pk)
+int sx__rec_run_strategy(const char *name, const msgpack_object *req, const char *user, size_t ulen, size_t n,
+			 msgpack_packer *pk)
 {
 	lua_State *L = sx_lua_state(sx__rec->e->lua);
 	int base = lua_gettop(L), rc;
@@ -897,6 +939,8 @@ int sx__rec_run_strategy(const char *name, const msgpack_object *req, size_t n, 
 	sx_lua_push_object(L, req);
 	lua_pushinteger(L, (lua_Integer)n);
 	lua_setfield(L, -2, "n");
+	lua_pushlstring(L, user, ulen);
+	lua_setfield(L, -2, "user");
 	if ((rc = call_strategy(name, base + 1)) < 0)
 		return rc;
 	int res = lua_gettop(L);
@@ -981,13 +1025,22 @@ bad:
 	return sx_diag_set(SX_ESCRIPT, "strategies/%s.lua: recommend must return a list of {item = id, score = number, source = string, reasons = {strings}}", name);
 }
 
-int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, int kind, size_t n, int32_t *out)
+int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, int kind, size_t n,
+			     const msgpack_object *options, double diversity, int32_t *out)
 {
 	lua_State *L = sx_lua_state(sx__rec->e->lua);
 	int base = lua_gettop(L), rc;
 	if (!lua_checkstack(L, 64))
 		return sx_diag_set(SX_ENOMEM, "Lua stack exhausted");
-	lua_createtable(L, 0, 3);
+	lua_createtable(L, 0, 5);
+	if (options) {
+		sx_lua_push_object(L, options);
+		lua_setfield(L, -2, "options");
+	}
+	if (!isnan(diversity)) {
+		lua_pushnumber(L, diversity);
+		lua_setfield(L, -2, "diversity");
+	}
 	lua_pushlstring(L, user, ulen);
 	lua_setfield(L, -2, "user");
 	if (kind >= 0) {

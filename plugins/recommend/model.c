@@ -130,7 +130,7 @@ static int build_index(struct rec_model *m, int nthreads, const uint8_t *seen)
 }
 
 struct rec_model *sx__rec_model_train(const struct rec_triplets *tr, const struct rec_params *p, int nthreads,
-				      const atomic_int *cancel, double *loss)
+				      int index_threads, const atomic_int *cancel, double *loss)
 {
 	if (!tr->n) {
 		sx_diag_set(SX_ESTATE, "no interactions to train on");
@@ -176,7 +176,7 @@ struct rec_model *sx__rec_model_train(const struct rec_triplets *tr, const struc
 	if (loss && sx_als_loss(m->als, nthreads, loss) < 0)
 		*loss = NAN;
 	m->loss = loss ? *loss : NAN;
-	if ((rc = build_index(m, nthreads, seen)) < 0)
+	if ((rc = build_index(m, index_threads, seen)) < 0)
 		goto fail;
 	m->trained_at = sx_wall_ms();
 	source_init(m);

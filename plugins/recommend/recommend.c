@@ -30,8 +30,11 @@ static const struct rec_weight default_weights[] = {{"view", 1}, {"click", 2}, {
 
 static void params_default(struct rec_params *p)
 {
-	p->k = 32, p->iterations = 12, p->cg_steps = 3;
-	p->lambda = 0.05f, p->alpha = 10.0f;
+	/* tuned with recommend.evaluate on MovieLens and the synthetic set
+	 * (bench/README.md, Recommendations): few factors and a mild confidence
+	 * generalise best on both */
+	p->k = 8, p->iterations = 12, p->cg_steps = 3;
+	p->lambda = 1.0f, p->alpha = 5.0f;
 	p->nweights = (int)SX_ARRAY_SIZE(default_weights);
 	memcpy(p->weights, default_weights, sizeof(default_weights));
 }
@@ -82,6 +85,8 @@ static void track_cb(const struct sx_event *ev, void *ud)
 	free(had);
 	npend = 0;
 	sx__rec_flush_dirty(s);
+	if (sx__rec_journal_commit(s) < 0)
+		sx_log_warn("recommend: cannot journal popularity and co-visitation: %s", sx_diag_last());
 }
 
 static void item_cb(const char *id, size_t len, const struct sx_item *it, void *ud)
@@ -216,33 +221,56 @@ static void payload_strategy(const msgpack_object *payload, char *name, size_t s
 	}
 }
 
+/* diversity? (0..1) and options? (a map): what a strategy may read from req. */
+static int tuning_args(const msgpack_object *args, double *diversity, const msgpack_object **options)
+{
+	int rc;
+	*diversity = NAN;
+	if ((rc = sx_arg_map(args, "options", 0, options)) < 0)
+		return rc;
+	if (sx_arg(args, "diversity")) {
+		if ((rc = sx_arg_num(args, "diversity", 1, diversity)) < 0)
+			return rc;
+		if (!(*diversity >= 0 && *diversity <= 1))
+			return sx_diag_set(SX_EINVAL, "argument 'diversity' must be a number in [0, 1]");
+	}
+	return 0;
+}
+
 static int m_items(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"user", "kind", "n", "context", "strategy", "include_seen", "experiment", NULL};
+	static const char *const known[] = {"user", "kind", "n", "context", "strategy", "include_seen", "experiment",
+					    "diversity", "options", NULL};
 	const char *user, *xkey = NULL;
 	size_t ulen, xlen = 0, n = 10;
 	int kind, rc, seen = 0;
-	const msgpack_object *ctx = NULL;
-	char strategy[64] = "";
+	double diversity;
+	const msgpack_object *ctx = NULL, *options = NULL;
+	char strategy[64] = "", ubuf[SX_PRIVACY_ID_BUF];
 	SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = id_arg(args, "user", 1, &user, &ulen)) < 0 ||
 	    (rc = kind_arg(args, &kind)) < 0 || (rc = n_arg(args, "n", 10, 1000, &n)) < 0 ||
 	    (rc = sx_arg_map(args, "context", 0, &ctx)) < 0 || (ctx && (rc = check_context(ctx)) < 0) ||
 	    (rc = sx_arg_bool(args, "include_seen", 0, &seen)) < 0 ||
+	    (rc = tuning_args(args, &diversity, &options)) < 0 ||
 	    (rc = strategy_arg(args, strategy, sizeof(strategy))) < 0 ||
 	    (rc = sx_arg_str(args, "experiment", 0, &xkey, &xlen)) < 0)
 		return rc;
 	if (xkey && (xlen == 0 || xlen > 64))
 		return sx_diag_set(SX_EINVAL, "argument 'experiment' must be an experiment key");
+	/* the experiment maps the client's id itself */
+	const char *client = user;
+	size_t client_len = ulen;
+	user = sx_privacy_user_id(user, ulen, ubuf, &ulen);
 	sx__rec_registry_sync();
 	sx__rec->cur = &sx__rec->live;
 	if (!xkey)
-		return sx__rec_run_strategy(strategy, args, n, pk);
+		return sx__rec_run_strategy(strategy, args, user, ulen, n, pk);
 
 	/* the experiment decides; the request's (or the default) strategy serves
 	 * users it does not enrol */
 	struct sx_experiment_assignment a;
-	if ((rc = sx_experiments_assign(xkey, xlen, user, ulen, ctx, &req->zone, &a)) < 0)
+	if ((rc = sx_experiments_assign(xkey, xlen, client, client_len, ctx, &req->zone, &a)) < 0)
 		return rc;
 	char chosen[64] = "", fallback[160] = "";
 	if (a.enrolled) {
@@ -262,7 +290,7 @@ static int m_items(struct sx_req *req, const msgpack_object *args, msgpack_packe
 	msgpack_packer ip;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&ip, &sb, msgpack_sbuffer_write);
-	if ((rc = sx__rec_run_strategy(chosen, args, n, &ip)) < 0) {
+	if ((rc = sx__rec_run_strategy(chosen, args, user, ulen, n, &ip)) < 0) {
 		msgpack_sbuffer_destroy(&sb);
 		return rc;
 	}
@@ -321,7 +349,7 @@ int sx_recommend_items(const char *user, size_t ulen, const char *kind, size_t n
 	res.type = MSGPACK_OBJECT_NIL;
 	int rc = sx_frame_decode((const uint8_t *)sb.data, sb.size, &z, &req);
 	if (rc == 0)
-		rc = sx__rec_run_strategy(name, &req, n, &rp);
+		rc = sx__rec_run_strategy(name, &req, user, ulen, n, &rp);
 	if (rc == 0 && sx_frame_decode((const uint8_t *)rb.data, rb.size, &z, &res) < 0)
 		rc = sx_diag_set(SX_EINTERNAL, "a strategy result that does not decode");
 	int m = 0;
@@ -444,11 +472,13 @@ static int m_trending(struct sx_req *req, const msgpack_object *args, msgpack_pa
 	return 0;
 }
 
-static int user_lookup(const msgpack_object *args, const char **id, size_t *len, uint32_t *idx)
+/* The user argument as stored (buf: SX_PRIVACY_ID_BUF bytes) and its index. */
+static int user_lookup(const msgpack_object *args, char *buf, const char **id, size_t *len, uint32_t *idx)
 {
 	int rc = id_arg(args, "user", 1, id, len);
 	if (rc < 0)
 		return rc;
+	*id = sx_privacy_user_id(*id, *len, buf, len);
 	if (sx_events_user_index(NULL, *id, *len, idx) < 0)
 		return sx_diag_set(SX_ENOENT, "no user '%.*s'", (int)*len, *id);
 	return 0;
@@ -471,11 +501,12 @@ static int m_explain(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	struct rec *R = sx__rec;
 	struct rec_state *s = &R->live;
 	const char *id;
+	char ubuf[SX_PRIVACY_ID_BUF];
 	size_t len;
 	uint32_t uidx, item;
 	int rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
-	if ((rc = sx_arg_only(args, known)) < 0 || (rc = user_lookup(args, &id, &len, &uidx)) < 0 ||
+	if ((rc = sx_arg_only(args, known)) < 0 || (rc = user_lookup(args, ubuf, &id, &len, &uidx)) < 0 ||
 	    (rc = item_arg(args, &item)) < 0)
 		return rc;
 	sx__rec_registry_sync();
@@ -810,11 +841,13 @@ static int m_profile(struct sx_req *req, const msgpack_object *args, msgpack_pac
 {
 	static const char *const known[] = {"user", NULL};
 	const char *id;
+	char ubuf[SX_PRIVACY_ID_BUF];
 	size_t len;
 	int rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = id_arg(args, "user", 1, &id, &len)) < 0)
 		return rc;
+	id = sx_privacy_user_id(id, len, ubuf, &len);
 	if (!sx_privacy_allowed(id, len, SX_PURPOSE_PERSONALIZATION))
 		return sx_diag_set(SX_ESTATE, "user '%.*s' has not consented to personalization", (int)len, id);
 	return sx__rec_pack_profile(&sx__rec->live, id, len, pk);
@@ -981,7 +1014,7 @@ static int train_work(struct sx_job *job, void *ud)
 	if (t->tr.n_items < t->n_items)
 		t->tr.n_items = t->n_items;
 	sx_job_progress(job, 0.2, "training");
-	t->m = sx__rec_model_train(&t->tr, &t->p, 2, NULL, &t->loss);
+	t->m = sx__rec_model_train(&t->tr, &t->p, 2, 2, NULL, &t->loss);
 	if (!t->m) {
 		sx_job_fail(job, sx_diag_last());
 		return sx_diag_last_code() ? sx_diag_last_code() : SX_EINTERNAL;
@@ -1065,6 +1098,7 @@ struct ev_row {
 struct ev_rows {
 	struct ev_row *r;
 	size_t n, cap;
+	const struct rec_params *p;
 };
 
 static int eval_scan_cb(const struct sx_event *ev, void *ud)
@@ -1072,7 +1106,7 @@ static int eval_scan_cb(const struct sx_event *ev, void *ud)
 	struct ev_rows *rs = ud;
 	float w;
 	int64_t item;
-	if (!ev->item || (w = sx__rec_weight(ev->name, ev->name_len)) <= 0 ||
+	if (!ev->item || (w = weight_in(rs->p, ev->name, ev->name_len)) <= 0 ||
 	    (item = sx__rec_item_find(ev->item, ev->item_len)) < 0 || sx__rec->items[item].kind < 0)
 		return 0;
 	if (rs->n == rs->cap) {
@@ -1094,20 +1128,30 @@ static int i32_cmp(const void *a, const void *b)
 
 static int m_evaluate(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
-	static const char *const known[] = {"strategy", "k", "holdout", "max_users", NULL};
+	static const char *const known[] = {"strategy", "k", "holdout", "max_users", "split", "params",
+					    "diversity", "options", "kind", NULL};
 	struct rec *R = sx__rec;
-	char strategy[64] = "";
+	char strategy[64] = "", split[8] = "time";
 	size_t k = 10, max_users = 1000;
-	double holdout = 0.2;
-	int rc;
+	double holdout = 0.2, diversity;
+	const msgpack_object *options = NULL;
+	struct rec_params params = R->params;
+	int rc, kind;
 	SX_UNUSED(req), SX_UNUSED(ud);
 	if ((rc = sx_arg_only(args, known)) < 0 || (rc = strategy_arg(args, strategy, sizeof(strategy))) < 0 ||
+	    (rc = kind_arg(args, &kind)) < 0 ||
 	    (rc = n_arg(args, "k", 10, 100, &k)) < 0 || (rc = n_arg(args, "max_users", 1000, 100000, &max_users)) < 0 ||
-	    (rc = sx_arg_num(args, "holdout", 0, &holdout)) < 0)
+	    (rc = sx_arg_num(args, "holdout", 0, &holdout)) < 0 || (rc = params_arg(args, &params)) < 0 ||
+	    (rc = tuning_args(args, &diversity, &options)) < 0 ||
+	    (rc = sx_arg_cstr(args, "split", 0, split, sizeof(split))) < 0)
 		return rc;
 	if (!(holdout > 0 && holdout < 1))
 		return sx_diag_set(SX_EINVAL, "argument 'holdout' must be a fraction in (0, 1)");
+	int per_user = strcmp(split, "user") == 0;
+	if (!per_user && strcmp(split, "time") != 0)
+		return sx_diag_set(SX_EINVAL, "argument 'split' must be time or user");
 	struct ev_rows rs = {0};
+	rs.p = &params;
 	if ((rc = sx_events_range_scan(NULL, 0, SX_EVENTS_TIME_MAX + 1, eval_scan_cb, &rs)) < 0) {
 		free(rs.r);
 		return rc;
@@ -1116,15 +1160,50 @@ static int m_evaluate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		free(rs.r);
 		return sx_diag_set(SX_ESTATE, "too few interactions to evaluate (%zu)", rs.n);
 	}
-	size_t cut_i = (size_t)((1 - holdout) * (double)rs.n);
-	int64_t cut = rs.r[cut_i].t;
+	uint32_t ubound = 0;
+	for (size_t i = 0; i < rs.n; i++)
+		if (rs.r[i].user >= ubound)
+			ubound = rs.r[i].user + 1;
+	/* time: everything before the (1 - holdout) quantile of times trains;
+	 * user: each user's first (1 - holdout) share of their interactions */
+	uint8_t *held = calloc(rs.n, 1);
+	uint32_t *cnt = calloc(ubound + 1, sizeof(uint32_t));
+	if (!held || !cnt) {
+		free(held), free(cnt), free(rs.r);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	int64_t cut = rs.r[(size_t)((1 - holdout) * (double)rs.n)].t, last_train = INT64_MIN;
+	if (per_user) {
+		uint32_t *seen = calloc(ubound + 1, sizeof(uint32_t));
+		if (!seen) {
+			free(held), free(cnt), free(rs.r);
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		}
+		for (size_t i = 0; i < rs.n; i++)
+			cnt[rs.r[i].user]++;
+		for (size_t i = 0; i < rs.n; i++) {
+			uint32_t u = rs.r[i].user;
+			held[i] = seen[u]++ >= cnt[u] - (uint32_t)(holdout * cnt[u]);
+		}
+		free(seen);
+		memset(cnt, 0, (ubound + 1) * sizeof(uint32_t));
+	} else {
+		for (size_t i = 0; i < rs.n; i++)
+			held[i] = rs.r[i].t >= cut;
+	}
+	for (size_t i = 0; i < rs.n; i++)
+		if (!held[i] && rs.r[i].t > last_train)
+			last_train = rs.r[i].t;
 	/* the world as it was at the cut */
 	struct rec_state es;
-	sx__rec_state_init(&es, 0, cut);
-	es.now = cut;
+	sx__rec_state_init(&es, 0, per_user ? INT64_MAX : cut);
+	es.now = per_user ? last_train : cut;
 	struct rec_triplets tr = {0};
 	size_t ntrain = 0;
-	for (size_t i = 0; i < rs.n && rs.r[i].t < cut; i++, ntrain++) {
+	for (size_t i = 0; i < rs.n; i++) {
+		if (held[i])
+			continue;
+		ntrain++;
 		sx__rec_observe(&es, rs.r[i].user, rs.r[i].item, rs.r[i].w, rs.r[i].book, rs.r[i].t, 1);
 		if (sx__rec_triplets_add(&tr, rs.r[i].user, rs.r[i].item, rs.r[i].w, rs.r[i].t) < 0) {
 			rc = sx_diag_set(SX_ENOMEM, "out of memory");
@@ -1134,28 +1213,25 @@ static int m_evaluate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 	if (tr.n_items < R->nitems)
 		tr.n_items = R->nitems;
 	double loss = 0;
-	struct rec_model *m = ntrain ? sx__rec_model_train(&tr, &R->params, 2, NULL, &loss) : NULL;
+	struct rec_model *m = ntrain ? sx__rec_model_train(&tr, &params, 2, 1, NULL, &loss) : NULL;
 	if (m)
 		sx__rec_set_own_model(&es, m);
 	es.ndirty = 0;
 
 	/* held-out items per user: interactions after the cut with items not seen before it */
-	uint32_t ubound = 0;
-	for (size_t i = 0; i < rs.n; i++)
-		if (rs.r[i].user >= ubound)
-			ubound = rs.r[i].user + 1;
-	uint32_t *cnt = calloc(ubound + 1, sizeof(uint32_t));
 	int32_t **rel = calloc(ubound + 1, sizeof(int32_t *));
 	int32_t *recs = malloc(max_users * k * sizeof(int32_t) + 1);
-	if (!cnt || !rel || !recs) {
-		free(cnt), free(rel), free(recs);
+	if (!rel || !recs) {
+		free(rel), free(recs);
 		rc = sx_diag_set(SX_ENOMEM, "out of memory");
 		goto out;
 	}
-	for (size_t i = ntrain; i < rs.n; i++)
-		cnt[rs.r[i].user]++;
-	for (size_t i = ntrain; i < rs.n; i++) {
+	for (size_t i = 0; i < rs.n; i++)
+		cnt[rs.r[i].user] += held[i];
+	for (size_t i = 0; i < rs.n; i++) {
 		uint32_t u = rs.r[i].user;
+		if (!held[i])
+			continue;
 		struct rec_user *eu = u < es.nusers ? es.users[u] : NULL;
 		if (!eu)
 			continue;
@@ -1188,7 +1264,7 @@ static int m_evaluate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		size_t idlen;
 		if (sx_events_user_id(NULL, u, id, sizeof(id), &idlen) < 0)
 			continue;
-		int m = sx__rec_run_strategy_ids(strategy, id, idlen, -1, k, out);
+		int m = sx__rec_run_strategy_ids(strategy, id, idlen, kind, k, options, diversity, out);
 		if (m < 0) {
 			rc = m;
 			break;
@@ -1213,14 +1289,15 @@ static int m_evaluate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		sx_metrics_coverage(recs, users, k, k, R->nitems, &coverage);
 	for (uint32_t u = 0; u <= ubound; u++)
 		free(rel[u]);
-	free(cnt), free(rel), free(recs);
+	free(rel), free(recs);
 	if (rc >= 0) {
 		if (!users) {
 			rc = sx_diag_set(SX_ESTATE, "no user has interactions both before and after the cut");
 			goto out;
 		}
-		msgpack_pack_map(pk, 12);
+		msgpack_pack_map(pk, 13);
 		sx_pack_kv_str(pk, "strategy", strategy);
+		sx_pack_kv_str(pk, "split", split);
 		sx_pack_kv_uint(pk, "k", k);
 		sx_pack_kv_double(pk, "holdout", holdout);
 		sx_pack_kv_int(pk, "cut", cut);
@@ -1239,7 +1316,7 @@ out:
 	sx__rec_state_close(&es);
 	sx__rec_top_cache_clear();
 	sx__rec_triplets_free(&tr);
-	free(rs.r);
+	free(rs.r), free(held), free(cnt);
 	return rc;
 }
 
@@ -1257,8 +1334,13 @@ static int m_info(struct sx_req *req, const msgpack_object *args, msgpack_packer
 		live += R->items[i].kind >= 0;
 	for (uint32_t i = 0; i < R->live.nusers; i++)
 		cached += R->live.users[i] != NULL;
-	msgpack_pack_map(pk, 7);
+	msgpack_pack_map(pk, 8);
 	sx_pack_kv_uint(pk, "items", live);
+	sx_pack_key(pk, "counts");
+	msgpack_pack_map(pk, 3);
+	sx_pack_kv_uint(pk, "snapshot_bytes", R->live.snap_bytes);
+	sx_pack_kv_uint(pk, "journal_records", R->live.jseq_next > R->live.jseq_snap ? R->live.jseq_next - 1 - R->live.jseq_snap : 0);
+	sx_pack_kv_uint(pk, "journal_bytes", R->live.jbytes);
 	sx_pack_kv_uint(pk, "content_indexed", R->content ? sx_hnsw_count(R->content) : 0);
 	sx_pack_kv_uint(pk, "users_cached", cached);
 	sx_pack_kv_str(pk, "default_strategy", R->default_strategy);
@@ -1287,6 +1369,7 @@ static void rec_free(struct rec *R)
 			free(R->items[i].tags[t]);
 		free(R->items[i].id);
 	}
+	sx__rec_regions_free();
 	free(R->items);
 	free(R->hash);
 	sx_hnsw_free(R->content);
@@ -1308,8 +1391,8 @@ static int start(struct sx_engine *e)
 	if ((rc = sx__rec_catalog_load()) < 0)
 		goto fail;
 	if ((rc = sx__rec_counts_load(&R->live)) < 0) {
-		sx_log_warn("recommend: %s; popularity and co-visitation start empty", sx_diag_last());
-		rc = 0;
+		sx_store_read_end(e->store);
+		goto fail;
 	}
 	struct rec_model *m = sx__rec_model_load();
 	if (m)

@@ -22,19 +22,47 @@ static int live_item(uint32_t item)
 	return item < sx__rec->nitems && sx__rec->items[item].kind >= 0;
 }
 
-/* Searches an index for q, keeping live items; scores are 1 - distance. */
+struct seen {
+	uint32_t *items;
+	size_t n;
+};
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static bool not_seen(uint64_t label, void *arg)
+{
+	const struct seen *s = arg;
+	uint32_t l = (uint32_t)label;
+	return label > UINT32_MAX || !bsearch(&l, s->items, s->n, sizeof(uint32_t), u32_cmp);
+}
+
+/* Searches an index for q, keeping live items and, with u, none the user has
+ * interacted with: the search itself passes over them, so the n results are
+ * all new to the user however long their history; scores are 1 - distance. */
 static int knn(const struct sx_hnsw *h, const float *q, size_t dim, size_t n, int source, int32_t skip,
-	       struct rec_cand *out)
+	       const struct rec_user *u, struct rec_cand *out)
 {
 	size_t want = n + 1, found = 0;
 	uint64_t *labels = malloc(want * sizeof(uint64_t));
 	float *dists = malloc(want * sizeof(float));
-	if (!labels || !dists) {
-		free(labels), free(dists);
+	struct seen seen = {NULL, 0};
+	if (u && u->ninter && (seen.items = malloc(u->ninter * sizeof(uint32_t)))) {
+		for (uint32_t i = 0; i < u->ninter; i++)
+			seen.items[seen.n++] = u->inter[i].item;
+		qsort(seen.items, seen.n, sizeof(uint32_t), u32_cmp);
+	}
+	if (!labels || !dists || (u && u->ninter && !seen.items)) {
+		free(labels), free(dists), free(seen.items);
 		return SX_ENOMEM;
 	}
 	uint32_t ef = want > 64 ? (uint32_t)want : 64;
-	int rc = sx_hnsw_search(h, q, dim, want, ef, NULL, labels, dists, &found);
+	struct sx_hnsw_filter f = {NULL, not_seen, &seen};
+	int rc = sx_hnsw_search(h, q, dim, want, ef, seen.n ? &f : NULL, labels, dists, &found);
+	free(seen.items);
 	int m = 0;
 	for (size_t i = 0; rc == 0 && i < found && (size_t)m < n; i++) {
 		if ((int64_t)labels[i] == skip || !live_item((uint32_t)labels[i]))
@@ -52,7 +80,7 @@ int sx__rec_src_collab(struct rec_state *s, struct rec_user *u, size_t n, struct
 		return 0;
 	if (sx_vec_norm(x, (size_t)s->fs->k) == 0)
 		return 0;
-	return knn(s->fs->index, x, (size_t)s->fs->k, n, REC_SRC_COLLAB, -1, out);
+	return knn(s->fs->index, x, (size_t)s->fs->k, n, REC_SRC_COLLAB, -1, sx__rec->include_seen ? NULL : u, out);
 }
 
 int sx__rec_src_content(struct rec_state *s, struct rec_user *u, size_t n, struct rec_cand *out)
@@ -62,7 +90,7 @@ int sx__rec_src_content(struct rec_state *s, struct rec_user *u, size_t n, struc
 	if (!u || !u->has_prof || !u->prof || !R->content || !sx_hnsw_count(R->content) || !n ||
 	    sx_vec_norm(u->prof, R->content_dim) == 0)
 		return 0;
-	return knn(R->content, u->prof, R->content_dim, n, REC_SRC_CONTENT, -1, out);
+	return knn(R->content, u->prof, R->content_dim, n, REC_SRC_CONTENT, -1, sx__rec->include_seen ? NULL : u, out);
 }
 
 static int cand_cmp(const void *a, const void *b)
@@ -82,6 +110,12 @@ int sx__rec_src_covisit(struct rec_state *s, struct rec_user *u, size_t n, struc
 	struct rec_cand *acc = malloc(cap * sizeof(*acc) + 1);
 	if (!acc)
 		return SX_ENOMEM;
+	struct seen seen = {NULL, 0};
+	if (!sx__rec->include_seen && u->ninter && (seen.items = malloc(u->ninter * sizeof(uint32_t)))) {
+		for (uint32_t i = 0; i < u->ninter; i++)
+			seen.items[seen.n++] = u->inter[i].item;
+		qsort(seen.items, seen.n, sizeof(uint32_t), u32_cmp);
+	}
 	for (int r = u->nrecent - 1; r >= 0; r--) {
 		uint32_t j = u->recent[r];
 		if (j >= s->ncounts)
@@ -91,7 +125,7 @@ int sx__rec_src_covisit(struct rec_state *s, struct rec_user *u, size_t n, struc
 		const struct rec_counts *c = &s->counts[j];
 		for (uint16_t k = 0; k < c->ncov; k++) {
 			uint32_t it = c->cov[k].item;
-			if (in_recent(u, it) || !live_item(it))
+			if (in_recent(u, it) || !live_item(it) || (seen.n && !not_seen(it, &seen)))
 				continue;
 			float sc = rw * sx__rec_covis_score(&c->cov[k], now);
 			size_t q;
@@ -105,6 +139,7 @@ int sx__rec_src_covisit(struct rec_state *s, struct rec_user *u, size_t n, struc
 			acc[q].score += sc;
 		}
 	}
+	free(seen.items);
 	qsort(acc, m, sizeof(*acc), cand_cmp);
 	if (m > n)
 		m = n;
@@ -124,7 +159,7 @@ struct top_cache {
 	size_t n;
 	struct rec_cand *c;
 };
-#define TOP_CACHE 16
+#define TOP_CACHE 128 /* (kind, region, window, source) lists: a region each for trending and offers */
 static struct top_cache cache[TOP_CACHE];
 static unsigned cache_next;
 
@@ -191,9 +226,13 @@ int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int windo
 	struct rec_cand *h = malloc(want * sizeof(*h));
 	if (!h)
 		return SX_ENOMEM;
-	for (uint32_t i = 0; i < R->nitems; i++) {
+	/* a region reads its own items only */
+	const struct rec_region *g = region ? sx__rec_region_find(region) : NULL;
+	uint32_t total = region ? (g ? g->n : 0) : R->nitems;
+	for (uint32_t q = 0; q < total; q++) {
+		uint32_t i = g ? g->items[q] : q;
 		const struct rec_item *it = &R->items[i];
-		if (it->kind < 0 || (kind >= 0 && it->kind != kind) || (region && strcmp(it->region, region) != 0))
+		if (it->kind < 0 || (kind >= 0 && it->kind != kind))
 			continue;
 		double p = sx__rec_pop(s, i, window, now);
 		if (p <= 0 && source != REC_SRC_OFFERS)
@@ -229,7 +268,7 @@ int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec
 		if (!v)
 			return SX_ENOMEM;
 		int rc = sx_hnsw_get(R->content, item, v, R->content_dim);
-		m = rc < 0 ? rc : knn(R->content, v, R->content_dim, n, REC_SRC_SIMILAR, item, out);
+		m = rc < 0 ? rc : knn(R->content, v, R->content_dim, n, REC_SRC_SIMILAR, item, NULL, out);
 		free(v);
 		return m;
 	}
@@ -238,7 +277,7 @@ int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec
 		if (!v)
 			return SX_ENOMEM;
 		int rc = sx_hnsw_get(s->fs->index, item, v, (size_t)s->fs->k);
-		m = rc < 0 ? rc : knn(s->fs->index, v, (size_t)s->fs->k, n, REC_SRC_SIMILAR, item, out);
+		m = rc < 0 ? rc : knn(s->fs->index, v, (size_t)s->fs->k, n, REC_SRC_SIMILAR, item, NULL, out);
 		free(v);
 		return m;
 	}

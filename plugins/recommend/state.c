@@ -158,8 +158,79 @@ static const msgpack_object *map_get(const msgpack_object *m, const char *key)
 	return NULL;
 }
 
+const struct rec_region *sx__rec_region_find(const char *name)
+{
+	struct rec *R = sx__rec;
+	for (uint32_t i = 0; i < R->nregions; i++)
+		if (strcmp(R->regions[i].name, name) == 0)
+			return &R->regions[i];
+	return NULL;
+}
+
+void sx__rec_regions_free(void)
+{
+	struct rec *R = sx__rec;
+	for (uint32_t i = 0; i < R->nregions; i++)
+		free(R->regions[i].items);
+	free(R->regions);
+	R->regions = NULL;
+	R->nregions = R->capregions = 0;
+}
+
+/* Adds the item to the list of its region (it->region), interning the region. */
+static void region_link(struct rec_item *it)
+{
+	struct rec *R = sx__rec;
+	if (!it->region[0])
+		return;
+	uint32_t r;
+	for (r = 0; r < R->nregions; r++)
+		if (strcmp(R->regions[r].name, it->region) == 0)
+			break;
+	if (r == R->nregions) {
+		if (R->nregions == UINT16_MAX - 1)
+			return;
+		if (R->nregions == R->capregions) {
+			uint32_t nc = R->capregions ? R->capregions * 2 : 16;
+			struct rec_region *nr = realloc(R->regions, nc * sizeof(*nr));
+			if (!nr)
+				return;
+			R->regions = nr, R->capregions = nc;
+		}
+		memset(&R->regions[r], 0, sizeof(R->regions[r]));
+		memcpy(R->regions[r].name, it->region, sizeof(it->region));
+		R->nregions++;
+	}
+	struct rec_region *g = &R->regions[r];
+	if (g->n == g->cap) {
+		uint32_t nc = g->cap ? g->cap * 2 : 64;
+		uint32_t *ni = realloc(g->items, nc * sizeof(uint32_t));
+		if (!ni)
+			return;
+		g->items = ni, g->cap = nc;
+	}
+	g->items[g->n++] = (uint32_t)(it - R->items);
+	it->region_id = (uint16_t)(r + 1);
+}
+
+static void region_unlink(struct rec_item *it)
+{
+	struct rec *R = sx__rec;
+	if (!it->region_id)
+		return;
+	struct rec_region *g = &R->regions[it->region_id - 1];
+	uint32_t idx = (uint32_t)(it - R->items);
+	for (uint32_t i = 0; i < g->n; i++)
+		if (g->items[i] == idx) {
+			g->items[i] = g->items[--g->n];
+			break;
+		}
+	it->region_id = 0;
+}
+
 static void item_clear(struct rec_item *it)
 {
+	region_unlink(it);
 	for (int i = 0; i < it->ntags; i++)
 		free(it->tags[i]);
 	it->ntags = 0;
@@ -260,6 +331,7 @@ void sx__rec_item_update(uint32_t idx, const struct sx_item *it)
 	}
 	ri->kind = (int8_t)it->kind;
 	attrs_parse(ri, it->attrs, it->attrs_len);
+	region_link(ri);
 	if (it->dim && content_ensure(it->dim) == 0) {
 		float *v = malloc(it->dim * sizeof(float));
 		if (v) {
@@ -313,6 +385,7 @@ static int cat_cb(const struct sx_item *it, void *ud)
 		item_clear(ri);
 		ri->kind = (int8_t)it->kind;
 		attrs_parse(ri, it->attrs, it->attrs_len);
+		region_link(ri);
 		ri->has_vec = 1;
 		return 0;
 	}
@@ -418,6 +491,9 @@ void sx__rec_state_close(struct rec_state *s)
 		free(s->counts[i].cov);
 	free(s->counts);
 	free(s->dirty);
+	free(s->jbuf);
+	s->jbuf = NULL;
+	s->jlen = s->jcap = 0;
 	if (s->fs && s->fs->release)
 		s->fs->release(s->fs->ud);
 	s->users = NULL, s->counts = NULL, s->fs = NULL, s->own = NULL, s->dirty = NULL;
@@ -659,6 +735,40 @@ static void covis_add(struct rec_counts *c, uint32_t other, float w, int64_t t)
 	c->cov[c->ncov++] = (struct rec_nb){other, w, t};
 }
 
+/* ---- journal ----
+ * An operation: u8 type ('P': pop_add(a, w, t); 'C': covis_add both ways
+ * between a and b at t), u32 a, then f32 w or u32 b, i64 t. Host order. */
+#define JOP_SIZE 17
+
+static void journal_op(struct rec_state *s, uint8_t type, uint32_t a, uint32_t b_or_w, int64_t t)
+{
+	if (!s->journal)
+		return;
+	if (s->jlen + JOP_SIZE > s->jcap) {
+		size_t nc = s->jcap ? s->jcap * 2 : 4096;
+		uint8_t *nb = realloc(s->jbuf, nc);
+		if (!nb) {
+			/* the snapshot at the end of this call makes up for the lost op */
+			s->jbytes = SIZE_MAX / 2;
+			return;
+		}
+		s->jbuf = nb, s->jcap = nc;
+	}
+	uint8_t *p = s->jbuf + s->jlen;
+	p[0] = type;
+	memcpy(p + 1, &a, 4);
+	memcpy(p + 5, &b_or_w, 4);
+	memcpy(p + 9, &t, 8);
+	s->jlen += JOP_SIZE;
+}
+
+static void covis_pair(struct rec_state *s, uint32_t item, uint32_t j, int64_t t)
+{
+	covis_add(&s->counts[item], j, 1.0f, t);
+	covis_add(&s->counts[j], item, 1.0f, t);
+	journal_op(s, 'C', item, j, t);
+}
+
 void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w, int book, int64_t t,
 		     int add_user)
 {
@@ -667,6 +777,9 @@ void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w,
 	int loaded = user < s->nusers && s->users[user];
 	struct rec_user *u = loaded ? s->users[user] : (s->live ? sx__rec_user(s, user) : user_new(s, user));
 	pop_add(&s->counts[item], w, t);
+	uint32_t wbits;
+	memcpy(&wbits, &w, 4);
+	journal_op(s, 'P', item, wbits, t);
 	s->generation++;
 	if (u) {
 		/* co-visitation with the user's other recent items, before this one joins them */
@@ -675,8 +788,7 @@ void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w,
 			if (j == item || t - u->recent_t[r] > REC_COVIS_WINDOW || u->recent_t[r] - t > REC_COVIS_WINDOW ||
 			    counts_reserve(s, j + 1) < 0)
 				continue;
-			covis_add(&s->counts[item], j, 1.0f, t);
-			covis_add(&s->counts[j], item, 1.0f, t);
+			covis_pair(s, item, j, t);
 		}
 		if (add_user && (loaded || !s->live))
 			user_add(s, u, item, w, book, t);
@@ -733,21 +845,32 @@ void sx__rec_flush_dirty(struct rec_state *s)
 }
 
 /* ---- counts snapshot ----
- * "SXRC" u32 version=1 u32 n, then per item: u32 users, i64 t, 3 x f64 pop,
- * u16 ncov, ncov x (u32 item, f32 score, i64 t). Little-endian, host order. */
+ * "SXRC" u32 version=2 u32 n u64 journal sequence covered, then per item:
+ * u32 users, i64 t, 3 x f64 pop, u16 ncov, ncov x (u32 item, f32 score,
+ * i64 t). Host order. Version 1 lacks the sequence. */
 
-int sx__rec_counts_save(const struct rec_state *s)
+#define JKEY_LEN 14
+
+static void jkey(uint8_t *k, uint64_t seq)
 {
-	size_t len = 12;
+	memcpy(k, "rec/j/", 6);
+	sx_be64(k + 6, seq);
+}
+
+int sx__rec_counts_save(struct rec_state *s)
+{
+	size_t len = 20;
 	for (uint32_t i = 0; i < s->ncounts; i++)
 		len += 4 + 8 + 24 + 2 + (size_t)s->counts[i].ncov * 16;
 	uint8_t *buf = malloc(len), *p = buf;
 	if (!buf)
 		return SX_ENOMEM;
-	uint32_t ver = 1, n = s->ncounts;
+	uint32_t ver = 2, n = s->ncounts;
+	uint64_t covered = s->jseq_next ? s->jseq_next - 1 : 0;
 	memcpy(p, "SXRC", 4), p += 4;
 	memcpy(p, &ver, 4), p += 4;
 	memcpy(p, &n, 4), p += 4;
+	memcpy(p, &covered, 8), p += 8;
 	for (uint32_t i = 0; i < n; i++) {
 		const struct rec_counts *c = &s->counts[i];
 		memcpy(p, &c->users, 4), p += 4;
@@ -760,12 +883,62 @@ int sx__rec_counts_save(const struct rec_state *s)
 			memcpy(p, &c->cov[j].t, 8), p += 8;
 		}
 	}
-	int rc = sx_store_put(sx__rec->e->store, SX_T_ARTIFACTS, "rec/counts", 10, buf, len);
+	struct sx_store *st = sx__rec->e->store;
+	int rc = sx_store_put(st, SX_T_ARTIFACTS, "rec/counts", 10, buf, len);
 	free(buf);
+	if (rc < 0 || !s->journal)
+		return rc;
+	/* the records the snapshot covers go in the same batch */
+	uint8_t k[JKEY_LEN];
+	for (uint64_t q = s->jseq_snap + 1; q <= covered && rc == 0; q++) {
+		jkey(k, q);
+		rc = sx_store_del(st, SX_T_ARTIFACTS, k, JKEY_LEN);
+		if (rc == SX_ENOENT)
+			rc = 0;
+	}
+	if (rc == 0) {
+		s->jseq_snap = covered;
+		s->jbytes = 0;
+		s->snap_bytes = len;
+	}
 	return rc;
 }
 
-int sx__rec_counts_load(struct rec_state *s)
+int sx__rec_journal_commit(struct rec_state *s)
+{
+	int rc = 0;
+	if (!s->journal)
+		return 0;
+	if (s->jlen) {
+		uint8_t k[JKEY_LEN];
+		if (!s->jseq_next)
+			s->jseq_next = s->jseq_snap + 1;
+		jkey(k, s->jseq_next);
+		rc = sx_store_put(sx__rec->e->store, SX_T_ARTIFACTS, k, JKEY_LEN, s->jbuf, s->jlen);
+		if (rc == 0) {
+			s->jseq_next++;
+			s->jbytes += s->jlen;
+		} else {
+			s->jbytes = SIZE_MAX / 2; /* lost: the snapshot below must cover it */
+		}
+		s->jlen = 0;
+	}
+	size_t limit = s->snap_bytes > (4u << 20) ? s->snap_bytes : (4u << 20);
+	if (s->jbytes > limit)
+		rc = sx__rec_counts_save(s);
+	return rc;
+}
+
+static void counts_clear(struct rec_state *s)
+{
+	for (uint32_t i = 0; i < s->ncounts; i++) {
+		free(s->counts[i].cov);
+		memset(&s->counts[i], 0, sizeof(s->counts[i]));
+		s->counts[i].t = INT64_MIN;
+	}
+}
+
+static int snapshot_load(struct rec_state *s)
 {
 	struct sx_val v;
 	int rc = sx_store_get(sx__rec->e->store, SX_T_ARTIFACTS, "rec/counts", 10, &v);
@@ -775,11 +948,18 @@ int sx__rec_counts_load(struct rec_state *s)
 		return rc;
 	const uint8_t *p = v.data, *end = p + v.len;
 	uint32_t ver, n;
+	uint64_t covered = 0;
 	if (v.len < 12 || memcmp(p, "SXRC", 4) != 0)
 		return sx_diag_set(SX_ECORRUPT, "the stored recommendation counts do not decode");
 	memcpy(&ver, p + 4, 4), memcpy(&n, p + 8, 4);
 	p += 12;
-	if (ver != 1 || n > (uint32_t)(v.len / 38) || counts_reserve(s, n) < 0)
+	if (ver == 2) {
+		if (v.len < 20)
+			return sx_diag_set(SX_ECORRUPT, "the stored recommendation counts do not decode");
+		memcpy(&covered, p, 8);
+		p += 8;
+	}
+	if ((ver != 1 && ver != 2) || n > (uint32_t)(v.len / 38) || counts_reserve(s, n) < 0)
 		return sx_diag_set(SX_ECORRUPT, "the stored recommendation counts do not decode");
 	for (uint32_t i = 0; i < n; i++) {
 		struct rec_counts *c = &s->counts[i];
@@ -810,12 +990,93 @@ int sx__rec_counts_load(struct rec_state *s)
 		}
 		c->ncov = nc;
 	}
+	s->jseq_snap = covered;
+	s->snap_bytes = v.len;
 	return 0;
 bad:
-	for (uint32_t i = 0; i < s->ncounts; i++) {
-		free(s->counts[i].cov);
-		memset(&s->counts[i], 0, sizeof(s->counts[i]));
-		s->counts[i].t = INT64_MIN;
-	}
+	counts_clear(s);
 	return sx_diag_set(SX_ECORRUPT, "the stored recommendation counts do not decode");
+}
+
+struct replay {
+	struct rec_state *s;
+	int apply;
+	uint64_t records, ops, bad;
+};
+
+static int replay_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
+{
+	struct replay *r = ud;
+	struct rec_state *s = r->s;
+	if (k->len != JKEY_LEN || v->len % JOP_SIZE) {
+		r->bad++;
+		return 0;
+	}
+	uint64_t seq = sx_get_be64((const uint8_t *)k->data + 6);
+	if (seq <= s->jseq_snap)
+		return 0;
+	s->jseq_next = seq + 1;
+	if (!r->apply)
+		return 0;
+	const uint8_t *p = v->data;
+	for (size_t off = 0; off < v->len; off += JOP_SIZE) {
+		uint32_t a, b;
+		int64_t t;
+		memcpy(&a, p + off + 1, 4);
+		memcpy(&b, p + off + 5, 4);
+		memcpy(&t, p + off + 9, 8);
+		if (p[off] == 'P') {
+			float w;
+			memcpy(&w, &b, 4);
+			if (!isfinite(w) || counts_reserve(s, a + 1) < 0) {
+				r->bad++;
+				continue;
+			}
+			pop_add(&s->counts[a], w, t);
+		} else if (p[off] == 'C') {
+			if (counts_reserve(s, (a > b ? a : b) + 1) < 0) {
+				r->bad++;
+				continue;
+			}
+			covis_add(&s->counts[a], b, 1.0f, t);
+			covis_add(&s->counts[b], a, 1.0f, t);
+		} else {
+			r->bad++;
+			continue;
+		}
+		r->ops++;
+	}
+	r->records++;
+	s->jbytes += v->len;
+	return 0;
+}
+
+int sx__rec_counts_load(struct rec_state *s)
+{
+	int ok = snapshot_load(s) == 0;
+	if (!ok) {
+		/* the journal alone holds only the tail: start empty, and let the
+		 * next snapshot delete the journal (from sequence 1 up) */
+		sx_log_warn("recommend: %s; popularity and co-visitation start empty", sx_diag_last());
+		counts_clear(s);
+		s->jseq_snap = 0;
+		s->snap_bytes = 0;
+	}
+	uint8_t lo[JKEY_LEN];
+	jkey(lo, s->jseq_snap + 1);
+	struct replay r = {s, ok, 0, 0, 0};
+	s->jseq_next = s->jseq_snap + 1;
+	int rc = sx_store_scan(sx__rec->e->store, SX_T_ARTIFACTS, lo, JKEY_LEN, "rec/j0", 6, 0, replay_cb, &r);
+	if (rc < 0)
+		return rc;
+	if (r.bad)
+		sx_log_warn("recommend: %llu unreadable count journal entries skipped", (unsigned long long)r.bad);
+	if (r.records)
+		sx_log_info("recommend: replayed %llu count journal records (%llu operations)",
+			    (unsigned long long)r.records, (unsigned long long)r.ops);
+	if (!ok)
+		s->jbytes = SIZE_MAX / 2; /* snapshot at the first events.track */
+	s->generation++;
+	s->journal = 1;
+	return 0;
 }

@@ -6,7 +6,7 @@ return {
   recommend = function(ctx, req)
     local n = req.n or 10
     local pool = math.max(3 * n, 50)
-    local cands = ctx.filter(ctx.sources.collaborative(req.user, pool), req)
+    local cands = ctx.filter(ctx.sources.collaborative(req.user, pool, {include_seen = req.include_seen}), req)
     if #cands < n then
       local more = ctx.filter(ctx.sources.popular{kind = req.kind, n = pool}, req)
       cands = ctx.filter(ctx.blend({collaborative = cands, popular = more}, {collaborative = 1, popular = 0.01}), req)

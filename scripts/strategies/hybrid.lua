@@ -1,8 +1,18 @@
 -- hybrid: the default strategy. Blends every candidate source, drops what
--- the request rules out, caps offers, diversifies (MMR) and explains.
-local WEIGHTS = {
-  collaborative = 1.0, content = 0.4, covisit = 0.5,
-  trending = 0.25, offers = 0.2, popular = 0.15,
+-- the request rules out, caps offers, optionally diversifies (MMR) and
+-- explains. Every tunable below can be overridden per request through
+-- req.options (recommend.items / recommend.evaluate {options = {...}}), and the
+-- MMR strength through req.diversity.
+local DEFAULTS = {
+  -- tuned with recommend.evaluate (bench/README.md, Recommendations)
+  weights = {
+    collaborative = 1.0, content = 0.1, covisit = 0.2,
+    trending = 0.1, offers = 0.2, popular = 0.15,
+  },
+  pool = 50,       -- candidates asked of each personal source (at least 3 n)
+  top_pool = 20,   -- of trending and popular (at least n)
+  diversity = 0,   -- MMR: 0 keeps the blended order, 1 is diversity only
+  popularity = 0,  -- exponent of the popularity prior on blended scores
 }
 
 local function cap_offers(list, n)
@@ -14,35 +24,74 @@ local function cap_offers(list, n)
   return out
 end
 
+local function settings(req)
+  local o = type(req.options) == "table" and req.options or {}
+  local w = {}
+  for k, v in pairs(DEFAULTS.weights) do w[k] = v end
+  if type(o.weights) == "table" then
+    for k, v in pairs(o.weights) do
+      if w[k] ~= nil and type(v) == "number" then w[k] = v end
+    end
+  end
+  local function num(x, d) return type(x) == "number" and x or d end
+  local diversity = num(req.diversity, num(o.diversity, DEFAULTS.diversity))
+  return w, num(o.pool, DEFAULTS.pool), num(o.top_pool, DEFAULTS.top_pool), math.min(1, math.max(0, diversity)),
+    math.min(4, math.max(0, num(o.popularity, DEFAULTS.popularity)))
+end
+
 return {
   name = "hybrid",
-  description = "collaborative + content + co-visitation + trending, filtered, diversified",
-  weights = WEIGHTS,
+  description = "collaborative + content + co-visitation + trending, filtered, optionally diversified",
+  defaults = DEFAULTS,
   recommend = function(ctx, req)
     local n = req.n or 10
-    local pool = math.max(3 * n, 50)
+    local weights, pool, top_pool, diversity, prior = settings(req)
+    pool = math.min(1000, math.max(3 * n, pool))
+    top_pool = math.min(1000, math.max(n, top_pool))
     local user = ctx.user(req.user)
     local region = (req.context and req.context.location) or user.region
     local lists
     if user.known then
-      lists = {
-        collaborative = ctx.sources.collaborative(req.user, pool),
-        content = ctx.sources.content(req.user, pool),
-        covisit = ctx.sources.covisit(req.user, pool),
-        trending = ctx.sources.trending{kind = req.kind, region = region, n = n},
-        popular = ctx.sources.popular{kind = req.kind, n = n},
-      }
+      lists = {}
+      local function add(name, fn, ...)
+        if weights[name] > 0 then lists[name] = fn(...) end
+      end
+      -- seen_in_pool: the pre-tuning behaviour (seen items take pool places,
+      -- the filter drops them), for before/after measurements
+      local seen = {include_seen = req.include_seen or (type(req.options) == "table" and req.options.seen_in_pool == true)}
+      add("collaborative", ctx.sources.collaborative, req.user, pool, seen)
+      add("content", ctx.sources.content, req.user, pool, seen)
+      add("covisit", ctx.sources.covisit, req.user, pool, seen)
+      add("trending", ctx.sources.trending, {kind = req.kind, region = region, n = top_pool})
+      add("popular", ctx.sources.popular, {kind = req.kind, n = top_pool})
+      -- no collaborative candidates (no model yet, or a user it cannot
+      -- place): content and co-visitation take over its weight, so a first
+      -- event already personalises
+      if weights.collaborative > 0 and #(lists.collaborative or {}) == 0 then
+        local c, v = #(lists.content or {}) > 0 and weights.content or 0, #(lists.covisit or {}) > 0 and weights.covisit or 0
+        if c + v > 0 then
+          weights.content = weights.content + weights.collaborative * c / (c + v)
+          weights.covisit = weights.covisit + weights.collaborative * v / (c + v)
+        end
+      end
     else
       lists = {
-        popular = ctx.sources.popular{kind = req.kind, n = pool},
+        popular = ctx.sources.popular{kind = req.kind, n = math.max(3 * n, 50)},
         trending = ctx.sources.trending{kind = req.kind, region = region, n = n},
       }
     end
-    if req.kind == nil or req.kind == "offer" then
+    if (req.kind == nil or req.kind == "offer") and weights.offers > 0 then
       lists.offers = ctx.sources.offers{region = region, n = 5}
     end
-    local cands = ctx.filter(ctx.blend(lists, WEIGHTS), req)
+    local cands = ctx.filter(ctx.blend(lists, weights, {popularity = user.known and prior or 0}), req)
     if req.kind == nil then cands = cap_offers(cands, n) end
-    return ctx.explain(ctx.mmr(cands, n, 0.9), req)
+    if diversity > 0 then
+      cands = ctx.mmr(cands, n, 1 - diversity)
+    else
+      local out = {}
+      for i = 1, math.min(n, #cands) do out[i] = cands[i] end
+      cands = out
+    end
+    return ctx.explain(cands, req)
   end,
 }

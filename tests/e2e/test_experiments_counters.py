@@ -356,7 +356,14 @@ def test_kill9_during_experiment_edits():
             h = c.call("experiment.history", key="k9")
             assert [v["version"] for v in h["versions"]] == list(range(1, g["version"] + 1))
             assert sum(a["what"] == "update" for a in h["audit"]) == g["version"] - 1
-            upd = c.call("audit.query", action="experiment.update", limit=1000)["entries"]
+            upd, cursor = [], None
+            while True:
+                page = c.call("audit.query", action="experiment.update", limit=1000,
+                              **({"cursor": cursor} if cursor else {}))
+                upd += page["entries"]
+                cursor = page["cursor"]
+                if cursor is None:
+                    break
             assert len(upd) == g["version"] - 1
             check_equal(c, "k9")
         assert len(acked) > 5

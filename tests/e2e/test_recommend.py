@@ -226,6 +226,13 @@ def test_bad_inputs(c):
         ("recommend.train", {"from": 10, "to": 5}),
         ("recommend.evaluate", {"holdout": 1.5}),
         ("recommend.evaluate", {"k": 0}),
+        ("recommend.evaluate", {"split": "random"}),
+        ("recommend.evaluate", {"params": {"k": 0}}),
+        ("recommend.evaluate", {"params": {"bogus": 1}}),
+        ("recommend.evaluate", {"diversity": 1.5}),
+        ("recommend.items", {"user": "u", "diversity": -0.1}),
+        ("recommend.items", {"user": "u", "diversity": "much"}),
+        ("recommend.items", {"user": "u", "options": [1]}),
         ("profile.get", {}),
     ]
     for method, args in bad:
@@ -253,21 +260,25 @@ def test_restart_keeps_indexes_and_model(server):
         assert c.call("recommend.trending", region="france", n=3)
 
 
+def structured(c, users=150):
+    rnd = random.Random(11)
+    load_catalogue(c, per_theme=20)
+    t0 = 1_700_000_000_000
+    evs = []
+    for u in range(users):
+        theme = THEMES[u % 3]
+        for j in range(12):
+            th = theme if rnd.random() < 0.9 else rnd.choice(THEMES)
+            evs.append({"user": f"u{u}", "name": rnd.choice(("view", "view", "click", "book")),
+                        "item": f"{th}-{rnd.randrange(20)}", "time": t0 + j * DAY + u * 1000})
+    c.call("events.track", events=evs)
+
+
 def test_evaluate_beats_popular_on_structured_data():
     """150 users, each faithful to one theme (90%); popularity is flat across
     themes, so only personal strategies can find the held-out items."""
-    rnd = random.Random(11)
     with Server() as srv, srv.client(timeout=120) as c:
-        load_catalogue(c, per_theme=20)
-        t0 = 1_700_000_000_000
-        evs = []
-        for u in range(150):
-            theme = THEMES[u % 3]
-            for j in range(12):
-                th = theme if rnd.random() < 0.9 else rnd.choice(THEMES)
-                evs.append({"user": f"u{u}", "name": rnd.choice(("view", "view", "click", "book")),
-                            "item": f"{th}-{rnd.randrange(20)}", "time": t0 + j * DAY + u * 1000})
-        c.call("events.track", events=evs)
+        structured(c)
         pop = c.call("recommend.evaluate", strategy="popular", k=10, holdout=0.2)
         hyb = c.call("recommend.evaluate", k=10, holdout=0.2)
         assert hyb["strategy"] == "hybrid" and pop["users"] == hyb["users"] > 50
@@ -277,3 +288,97 @@ def test_evaluate_beats_popular_on_structured_data():
         assert hyb["precision"] > pop["precision"]
         assert hyb["coverage"] > pop["coverage"]
         assert hyb["novelty"] > 0
+
+
+def test_options_and_diversity(c):
+    """req.options overrides hybrid's tunables per request; diversity turns MMR on."""
+    for i in (1, 4):
+        c.call("events.track", user="tuner", name="view", item=f"beach-{i}")
+    zero = {"collaborative": 0, "content": 0, "covisit": 0, "trending": 0, "offers": 0, "popular": 0}
+    # only the content source: the nearest content vectors, all beaches
+    content = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, content=1)})
+    assert themes_of(content) == ["beach"] * 6 and {r["source"] for r in content} == {"content"}
+    # only the popular source: what the crowd viewed (no beach), in popularity order
+    only_pop = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, popular=1)})
+    assert {r["source"] for r in only_pop} == {"popular"}, only_pop
+    assert "beach" not in themes_of(only_pop)
+    assert only_pop == sorted(only_pop, key=lambda r: -r["score"])
+    # full diversity: MMR takes the least similar next, so themes mix
+    div = c.call("recommend.items", user="tuner", n=6, diversity=1.0, options={"weights": dict(zero, content=1)})
+    assert len(set(themes_of(div))) == 3, div
+    half = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, content=1), "diversity": 0.5})
+    assert half != content
+    plain = c.call("recommend.items", user="tuner", n=6)
+    assert c.call("recommend.items", user="tuner", n=6, diversity=0) == plain
+
+
+def test_evaluate_options_params_split():
+    with Server() as srv, srv.client(timeout=120) as c:
+        structured(c, users=60)
+        evaluate_options_params_split(c)
+
+
+def evaluate_options_params_split(c):
+    base = c.call("recommend.evaluate", k=5, holdout=0.3)
+    assert base["split"] == "time"
+    same = c.call("recommend.evaluate", k=5, holdout=0.3)
+    assert same == base  # deterministic: one thread builds the evaluation's index
+    per_user = c.call("recommend.evaluate", k=5, holdout=0.3, split="user")
+    assert per_user["split"] == "user" and per_user["users"] >= base["users"]
+    pop_only = c.call("recommend.evaluate", k=5, holdout=0.3, options={"weights": {
+        "collaborative": 0, "content": 0, "covisit": 0, "trending": 0, "offers": 0, "popular": 1}})
+    popular = c.call("recommend.evaluate", strategy="popular", k=5, holdout=0.3)
+    for m in ("precision", "recall", "ndcg"):
+        assert pop_only[m] == pytest.approx(popular[m]), m
+    small = c.call("recommend.evaluate", k=5, holdout=0.3, strategy="collaborative", params={"k": 2, "iterations": 2})
+    assert small["users"] == base["users"]
+    assert small["ndcg"] != base["ndcg"]
+    # an evaluation trains its own model: none is served afterwards
+    assert c.call("recommend.info")["model"] is None
+
+
+def test_pseudonymized_user_ids():
+    """With pseudonymize_secret, recommend.items/explain/profile.get take the
+    client's id and map it as events.track did."""
+    with Server(config={"pseudonymize_secret": "salt-42"}) as s, s.client(timeout=60) as c:
+        load_catalogue(c)
+        background(c)
+        for i in (1, 4, 7):
+            c.call("events.track", user="ana@example.com", name="view", item=f"beach-{i}")
+        stored = c.call("users.get", id="ana@example.com")["id"]
+        assert stored != "ana@example.com" and len(stored) == 64
+        recs = c.call("recommend.items", user="ana@example.com", n=5)
+        assert themes_of(recs)[:3] == ["beach"] * 3, recs
+        assert not {"beach-1", "beach-4", "beach-7"} & {r["item"] for r in recs}
+        # the stored id is not a client id: passed back in, it names nobody
+        anon = c.call("recommend.items", user=stored, n=5)
+        assert "beach" not in themes_of(anon)
+        ex = c.call("recommend.explain", user="ana@example.com", item="beach-2")
+        assert ex["user"] == stored and "content" in ex["sources"] and "beach" in ex["matched"]
+        assert code_of(c.call, "recommend.explain", user=stored, item="beach-2") == "not_found"
+        p = c.call("profile.get", user="ana@example.com")
+        assert p["user"] == stored and p["interactions"] == 3
+        assert p["tags"][0]["value"] == "beach"
+        assert code_of(c.call, "profile.get", user=stored) == "not_found"
+        # an experiment chosen through recommend.items sees the same user as experiment.assign
+        c.call("experiment.create", {"key": "px", "stopping_rule": "none",
+                                     "variants": [{"name": "a", "payload": {"strategy": "popular"}},
+                                                  {"name": "b", "payload": {"strategy": "content"}}]})
+        c.call("experiment.start", key="px")
+        for u in ["ana@example.com"] + [f"p{i}@example.com" for i in range(20)]:
+            r = c.call("recommend.items", user=u, n=3, experiment="px")
+            assert r["variant"] == c.call("experiment.assign", key="px", user=u)["variant"], u
+        assert sum(v["users"] for v in c.call("experiment.results", key="px")["variants"]) == 21
+
+
+def test_trending_follows_an_item_that_changes_region(c):
+    """Trending in a region reads that region's item list, kept up to date by items.put/delete."""
+    c.call("items.put", id="mover", kind="destination", attributes={"region": "Portugal", "price": 10})
+    c.call("events.track", user="mover-fan", name="book", item="mover")
+    assert [r["item"] for r in c.call("recommend.trending", region="portugal", n=5)] == ["mover"]
+    c.call("items.put", id="mover", kind="destination", attributes={"region": "Greece", "price": 10})
+    assert c.call("recommend.trending", region="portugal", n=5) == []
+    assert [r["item"] for r in c.call("recommend.trending", region="greece", n=5)] == ["mover"]
+    c.call("items.delete", id="mover")
+    assert c.call("recommend.trending", region="greece", n=5) == []
+    assert c.call("recommend.trending", region="nowhere", n=5) == []
