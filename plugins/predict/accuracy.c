@@ -343,9 +343,9 @@ struct sweep {
 
 /* Timer passes completed, and what the last one did. */
 static struct {
-	uint64_t passes, folded_total;
+	uint64_t passes, folded_total, forecast_periods_total;
 	int64_t last_at, last_now;
-	uint64_t last_visited, last_folded, last_open;
+	uint64_t last_visited, last_folded, last_open, last_forecast_periods;
 } stats;
 
 static struct sx_pred_acc *pend_get(struct sweep *s, const char *target, const char *seg, int32_t day)
@@ -452,6 +452,7 @@ static int pend_write(struct sweep *s)
 static uint8_t cursor[KEY_MAX + 16];
 static size_t cursor_len;
 static int64_t pass_now = -1;
+static int pass_forecasts; /* the pass in progress is past the prediction log, on the forecast log */
 
 static int min_days(void)
 {
@@ -513,14 +514,25 @@ static void sweep_tick(uv_timer_t *t)
 	if (pass_now < 0) {
 		sx__pred_log_flush();
 		pass_now = sx_wall_ms();
-		cursor_len = 0;
-		stats.last_visited = stats.last_folded = stats.last_open = 0;
+		cursor_len = 0, pass_forecasts = 0;
+		sx__pred_fc_sweep_reset();
+		stats.last_visited = stats.last_folded = stats.last_open = stats.last_forecast_periods = 0;
 	}
 	uint64_t sp = sx_store_savepoint(st);
-	int rc = sweep_chunk(pass_now, SWEEP_CHUNK, &s);
-	if (rc >= 0) {
-		stats.last_visited += s.visited, stats.last_folded += s.folded, stats.last_open += s.open;
-		stats.folded_total += s.folded;
+	int rc;
+	if (!pass_forecasts) {
+		rc = sweep_chunk(pass_now, SWEEP_CHUNK, &s);
+		if (rc >= 0) {
+			stats.last_visited += s.visited, stats.last_folded += s.folded, stats.last_open += s.open;
+			stats.folded_total += s.folded;
+		}
+		if (rc == 1)
+			pass_forecasts = 1, rc = 0;
+	} else {
+		struct sx_pred_fc_sweep fs;
+		rc = sx__pred_fc_sweep_chunk(pass_now, SWEEP_CHUNK, &fs);
+		if (rc >= 0)
+			stats.last_forecast_periods += fs.periods, stats.forecast_periods_total += fs.periods;
 	}
 	if (rc < 0) {
 		sx_store_rollback(st, sp);
@@ -529,6 +541,8 @@ static void sweep_tick(uv_timer_t *t)
 	} else if (rc == 1) {
 		int fired = 0;
 		evaluate_alerts(pass_now, &fired);
+		if (sx__pred_fc_alerts_eval(pass_now, &fired) < 0)
+			sx_log_error("predict: forecast alerts: %s", sx_diag_last());
 		stats.passes++, stats.last_at = sx_wall_ms(), stats.last_now = pass_now;
 		pass_now = -1;
 	} else if (sweep_on) {
@@ -989,7 +1003,8 @@ static int m_alert_list(struct sx_req *req, const msgpack_object *args, msgpack_
 	return sx__pred_alerts_pack(pk);
 }
 
-/* predict.sweep {now?, limit?}: one whole pass now, bounded by limit. */
+/* predict.sweep {now?, limit?}: one whole pass now, bounded by limit (for
+ * each of the two logs). Without a features script only forecasts. */
 static int m_sweep(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"now", "limit", NULL};
@@ -1003,27 +1018,41 @@ static int m_sweep(struct sx_req *req, const msgpack_object *args, msgpack_packe
 		return sx_diag_set(SX_EINVAL, "argument 'now' must be ms since 1970");
 	if (limit < 1 || limit > SWEEP_LIMIT_MAX)
 		return sx_diag_set(SX_EINVAL, "argument 'limit' must be 1 to %d", SWEEP_LIMIT_MAX);
-	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/features/default.lua");
 	sx__pred_log_flush();
 	/* a pass of its own: the timer's pass in progress starts over */
 	pass_now = -1, cursor_len = 0;
+	sx__pred_fc_sweep_reset();
 	struct sweep s;
+	struct sx_pred_fc_sweep fs;
 	if ((rc = sweep_chunk(now, (size_t)limit, &s)) < 0)
 		return rc;
 	int fired = 0, done = rc == 1;
+	if ((rc = sx__pred_fc_sweep_chunk(now, (size_t)limit, &fs)) < 0)
+		return rc;
+	int fdone = rc == 1;
 	if (done && (rc = evaluate_alerts(now, &fired)) < 0)
+		return rc;
+	if (fdone && (rc = sx__pred_fc_alerts_eval(now, &fired)) < 0)
 		return rc;
 	if (!done)
 		cursor_len = 0;
-	msgpack_pack_map(pk, 7);
+	sx__pred_fc_sweep_reset();
+	msgpack_pack_map(pk, 8);
 	sx_pack_kv_int(pk, "now", now);
 	sx_pack_kv_uint(pk, "visited", s.visited);
 	sx_pack_kv_uint(pk, "folded", s.folded);
 	sx_pack_kv_uint(pk, "open", s.open);
 	sx_pack_kv_uint(pk, "dropped", s.dropped);
-	sx_pack_kv_bool(pk, "done", done);
+	sx_pack_kv_bool(pk, "done", done && fdone);
 	sx_pack_kv_int(pk, "alerts_fired", fired);
+	sx_pack_key(pk, "forecasts");
+	msgpack_pack_map(pk, 6);
+	sx_pack_kv_uint(pk, "visited", fs.visited);
+	sx_pack_kv_uint(pk, "periods", fs.periods);
+	sx_pack_kv_uint(pk, "skipped", fs.skipped);
+	sx_pack_kv_uint(pk, "finished", fs.finished);
+	sx_pack_kv_uint(pk, "dropped", fs.dropped);
+	sx_pack_kv_bool(pk, "done", fdone);
 	return 0;
 }
 
@@ -1031,7 +1060,7 @@ static const sx_method_fn m_alerts_fn = m_alerts, m_sweep_fn = m_sweep;
 
 int sx__pred_accuracy_start(struct sx_engine *e)
 {
-	nsegregs = 0, pass_now = -1, cursor_len = 0;
+	nsegregs = 0, pass_now = -1, cursor_len = 0, pass_forecasts = 0;
 	memset(&stats, 0, sizeof(stats));
 	const struct sx_method methods[] = {
 		{"predict.accuracy", SX_ROLE_READER, m_accuracy, NULL,
@@ -1054,7 +1083,7 @@ int sx__pred_accuracy_start(struct sx_engine *e)
 
 void sx__pred_sweep_info(msgpack_packer *pk)
 {
-	msgpack_pack_map(pk, 8);
+	msgpack_pack_map(pk, 10);
 	sx_pack_kv_int(pk, "interval_ms", sx__pred_sweep_ms);
 	sx_pack_kv_uint(pk, "passes", stats.passes);
 	sx_pack_kv_uint(pk, "folded_total", stats.folded_total);
@@ -1063,6 +1092,8 @@ void sx__pred_sweep_info(msgpack_packer *pk)
 	sx_pack_kv_uint(pk, "last_visited", stats.last_visited);
 	sx_pack_kv_uint(pk, "last_folded", stats.last_folded);
 	sx_pack_kv_uint(pk, "last_open", stats.last_open);
+	sx_pack_kv_uint(pk, "forecast_periods_total", stats.forecast_periods_total);
+	sx_pack_kv_uint(pk, "last_forecast_periods", stats.last_forecast_periods);
 }
 
 void sx__pred_accuracy_stop(void)

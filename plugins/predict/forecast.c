@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "core/jobs.h"
+#include "core/log.h"
 #include "core/lua/mpack.h"
 #include "core/lua/sandbox.h"
 #include "core/math/ets.h"
@@ -17,6 +18,7 @@
 #include "core/sx.h"
 #include "plugins/events/events.h"
 #include "plugins/predict/internal.h"
+#include "store/store.h"
 
 #define KIND "forecasts"
 #define SERIES_MAX 100000   /* values per series */
@@ -32,7 +34,7 @@ static int validate(lua_State *L, int value, const char *name, void *ud)
 {
 	SX_UNUSED(ud);
 	if (!lua_istable(L, value))
-		return sx_diag_set(SX_ESCRIPT, "%s/%s.lua: a recipe returns a table {series = function(ctx, args), season?, horizon?, transform?, holidays?}",
+		return sx_diag_set(SX_ESCRIPT, "%s/%s.lua: a recipe returns a table {series = function(ctx, args), season?, horizon?, transform?, holidays?, actual?}",
 				   KIND, name);
 	int top = lua_gettop(L);
 	const char *err = NULL;
@@ -54,6 +56,9 @@ static int validate(lua_State *L, int value, const char *name, void *ud)
 	lua_getfield(L, value, "holidays");
 	if (!err && !lua_isnil(L, -1) && !lua_istable(L, -1))
 		err = "'holidays' must be a list of positions (1-based) to mark";
+	lua_getfield(L, value, "actual");
+	if (!err && !lua_isnil(L, -1) && !lua_istable(L, -1) && !lua_isfunction(L, -1))
+		err = "'actual' must be a table {event, group_by?, field?, period?, origin?} or a function(ctx, args) returning one";
 	lua_settop(L, top);
 	return err ? sx_diag_set(SX_ESCRIPT, "%s/%s.lua: %s", KIND, name, err) : 0;
 }
@@ -128,6 +133,8 @@ struct fjob {
 	int *rc;
 	double *out;                       /* run: count * 3 * horizon (mean, lo, hi) */
 	struct sx_ets_backtest_result *bt; /* backtest: count */
+	int tracked;                       /* run: the recipe declares where actuals come from */
+	struct sx_pred_fspec spec;
 };
 
 static void fjob_free(struct fjob *j)
@@ -288,12 +295,57 @@ static void pack_bt(msgpack_packer *pk, const struct sx_ets_backtest_result *r)
 	sx_pack_kv_uint(pk, "points", r->points);
 }
 
+/* Logs the forecasts of the job for accuracy tracking: {run, origin,
+ * period, logged, unlogged} or nil. */
+static void log_run(struct fjob *j, msgpack_packer *pk)
+{
+	size_t logged = 0, unlogged = 0;
+	double *buf = malloc(3 * (size_t)j->horizon * sizeof(double));
+	sx_pack_key(pk, "tracked");
+	if (!j->tracked || !buf) {
+		if (j->tracked)
+			sx_log_error("predict: forecasts of %s not logged: out of memory", j->recipe);
+		free(buf);
+		msgpack_pack_nil(pk);
+		return;
+	}
+	uint64_t run = sx__pred_fc_next_run();
+	for (size_t i = 0; i < j->count; i++) {
+		if (j->rc[i] < 0)
+			continue;
+		const double *o = j->out + i * 3 * (size_t)j->horizon;
+		for (size_t k = 0; k < 3 * (size_t)j->horizon; k++)
+			buf[k] = j->logt ? exp(o[k]) : o[k];
+		char model[8];
+		sx_ets_spec_name(&j->models[i].spec, model);
+		int rc = sx__pred_fc_log(j->recipe, &j->spec, run, j->s[i].name, model, j->level, buf, buf + j->horizon,
+					 buf + 2 * j->horizon, j->horizon);
+		if (rc == 0) {
+			logged++;
+			continue;
+		}
+		if (rc != SX_E2BIG)
+			sx_log_error("predict: cannot log forecast %s/%s: %s", j->recipe, j->s[i].name, sx_diag_last());
+		unlogged++;
+	}
+	free(buf);
+	sx_store_read_end(sx__pred_eng->store);
+	msgpack_pack_map(pk, 5);
+	sx_pack_kv_uint(pk, "run", run);
+	sx_pack_kv_int(pk, "origin", j->spec.origin);
+	sx_pack_kv_int(pk, "period", j->spec.period);
+	sx_pack_kv_uint(pk, "logged", logged);
+	sx_pack_kv_uint(pk, "unlogged", unlogged);
+}
+
 static void fjob_done(struct sx_job *job, int rc, msgpack_packer *pk, void *ud)
 {
 	struct fjob *j = ud;
 	SX_UNUSED(job);
 	if (rc == 0) {
-		msgpack_pack_map(pk, 5);
+		msgpack_pack_map(pk, j->backtest ? 5 : 6);
+		if (!j->backtest)
+			log_run(j, pk);
 		sx_pack_kv_str(pk, "recipe", j->recipe);
 		sx_pack_kv_int(pk, "horizon", j->horizon);
 		sx_pack_kv_double(pk, "level", j->level);
@@ -424,6 +476,65 @@ static int recipe_series(struct fjob *j, const msgpack_object *args)
 	return rc;
 }
 
+/* Resolves the recipe's `actual` (a table, or a function(ctx, args)
+ * returning one or nil) into j->spec; untracked without one. */
+static int recipe_actual(struct fjob *j, const msgpack_object *args, int64_t now)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_zone z;
+	msgpack_object o;
+	size_t off = 0;
+	lua_State *L = sx_lua_state(sx__pred_eng->lua);
+	int top = lua_gettop(L), rc = 0;
+	if (sx_scripts_push(sx__pred_eng->scripts, KIND, j->recipe) < 0)
+		return sx_diag_set(SX_ENOENT, "no forecast recipe '%s'", j->recipe);
+	lua_getfield(L, -1, "actual");
+	int type = lua_type(L, -1);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	if (type == LUA_TTABLE) {
+		struct sx_mpack_limits lim = {4, 1 << 16};
+		if (sx_lua_pack(L, -1, &pk, &lim) < 0)
+			rc = sx_diag_set(SX_ESCRIPT, "%s/%s.actual does not encode", KIND, j->recipe);
+	}
+	lua_settop(L, top);
+	if (type == LUA_TFUNCTION)
+		rc = sx_scripts_call(sx__pred_eng->scripts, KIND, j->recipe, "actual", sx_arg(args, "args"), &pk);
+	if (rc < 0 || (type != LUA_TTABLE && type != LUA_TFUNCTION)) {
+		msgpack_sbuffer_destroy(&sb);
+		return rc;
+	}
+	msgpack_zone_init(&z, 1024);
+	if (msgpack_unpack(sb.data, sb.size, &off, &z, &o) != MSGPACK_UNPACK_SUCCESS)
+		rc = sx_diag_set(SX_ESCRIPT, "%s/%s.actual returned nothing usable", KIND, j->recipe);
+	else if (o.type != MSGPACK_OBJECT_NIL && sx__pred_fspec_parse(&o, now, &j->spec) < 0) {
+		char why[256];
+		snprintf(why, sizeof(why), "%s", sx_diag_last());
+		rc = sx_diag_set(SX_ESCRIPT, "%s/%s: %s", KIND, j->recipe, why);
+	} else if (o.type != MSGPACK_OBJECT_NIL && !j->spec.group_by[0] && j->count > 1) {
+		rc = sx_diag_set(SX_ESCRIPT, "%s/%s: 'actual' without group_by reads one total: the recipe returned %zu series",
+				 KIND, j->recipe, j->count);
+	} else {
+		j->tracked = o.type != MSGPACK_OBJECT_NIL;
+	}
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+int sx__pred_recipe_tracked(const char *name)
+{
+	lua_State *L = sx_lua_state(sx__pred_eng->lua);
+	int top = lua_gettop(L);
+	if (sx_scripts_push(sx__pred_eng->scripts, KIND, name) < 0)
+		return SX_ENOENT;
+	lua_getfield(L, -1, "actual");
+	int t = !lua_isnil(L, -1);
+	lua_settop(L, top);
+	return t;
+}
+
 static int common_args(const msgpack_object *args, int *season, int *horizon, double *level, int64_t *folds)
 {
 	int64_t s = 0, h = 0;
@@ -453,7 +564,9 @@ static int start_recipe(const msgpack_object *args, int backtest, int season, in
 	if (!j)
 		return sx_diag_set(SX_ENOMEM, "out of memory");
 	j->backtest = backtest, j->season = season, j->horizon = horizon, j->level = level, j->folds = folds;
-	if ((rc = sx_arg_cstr(args, "recipe", 1, j->recipe, sizeof(j->recipe))) < 0 || (rc = recipe_series(j, args)) < 0) {
+	int64_t now = sx_wall_ms();
+	if ((rc = sx_arg_cstr(args, "recipe", 1, j->recipe, sizeof(j->recipe))) < 0 || (rc = recipe_series(j, args)) < 0 ||
+	    (!backtest && (rc = recipe_actual(j, args, now)) < 0)) {
 		fjob_free(j);
 		return rc;
 	}
@@ -590,5 +703,5 @@ int sx__pred_forecast_start(struct sx_engine *e)
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
-	return 0;
+	return sx__pred_fc_start(e);
 }

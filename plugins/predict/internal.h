@@ -14,6 +14,16 @@
  *                  'S' target                   -> {state, rule, value, threshold, baseline,
  *                                                  samples, since, at}: alert state
  *                  'C'                          -> {sample, sweep_ms, segment_attribute}
+ *                  'F' u64 close | u64 run | key
+ *                                               -> a logged forecast (fcaccuracy.c) under the
+ *                                                  close time of its next period to join
+ *                  'N'                          -> u64 last forecast run id
+ *                  'E' recipe \0 u32 day        -> forecast error sums (sx__pred_ferr_encode)
+ *                                                  of the periods that closed that day
+ *                  'K' recipe \0 key \0 u32 day -> the same per series key
+ *                  'k' recipe                   -> u32 keys tracked; 'k' recipe \0 key -> ""
+ *                  'P' recipe                   -> forecast alert rule
+ *                  'Q' recipe                   -> forecast alert state
  *   notifications  'n' u64 id                   -> {id, user, rule, message, content, created, state}
  *                  'q' u64 id                   -> "" (pending, in id order)
  *                  'c' u32 user                 -> [times]: sends, newest last (frequency cap)
@@ -198,12 +208,91 @@ void sx__pred_accuracy_stop(void);
 /* After sx__pred_sweep_ms changed. */
 void sx__pred_sweep_rearm(void);
 /* {interval_ms, passes, folded_total, last_at, last_now, last_visited,
- * last_folded, last_open}: the timer's passes (not predict.sweep calls). */
+ * last_folded, last_open, forecast_periods_total, last_forecast_periods}: the
+ * timer's passes (not predict.sweep calls). */
 void sx__pred_sweep_info(msgpack_packer *pk);
 /* predict.accuracy's result for its argument map. */
 int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk);
 /* [{target, state, rule, value, threshold, baseline, samples, since, at}]. */
 int sx__pred_alerts_pack(msgpack_packer *pk);
+
+/* ---- fcaccuracy.c: error of served forecasts ----
+ * Sums over the forecast periods joined with their actuals. APE skips zero
+ * actuals (n_ape counts the others); sAPE of a = f = 0 is 0. Percentages
+ * (MAPE, sMAPE) are in percent, like sx_ets_backtest. */
+struct sx_pred_ferr {
+	uint64_t n, n_ape, covered;     /* periods; with a nonzero actual; actual in [lo, hi] */
+	double ae, ape, sape, se, bias; /* sums of |a - f|, |a - f| / |a|, 2|a - f| / (|a| + |f|),
+					 * (a - f)^2 and f - a */
+};
+#define SX_PRED_FERR_BYTES (2 + 3 * 8 + 5 * 8)
+void sx__pred_ferr_add(struct sx_pred_ferr *e, double actual, double mean, double lo, double hi);
+void sx__pred_ferr_merge(struct sx_pred_ferr *a, const struct sx_pred_ferr *b);
+/* NAN where undefined: everything for n = 0, mape for n_ape = 0. */
+struct sx_pred_ferr_stats {
+	double mape, smape, mae, rmse, bias, coverage;
+};
+void sx__pred_ferr_stats(const struct sx_pred_ferr *e, struct sx_pred_ferr_stats *s);
+void sx__pred_ferr_encode(const struct sx_pred_ferr *e, uint8_t *out); /* SX_PRED_FERR_BYTES */
+int sx__pred_ferr_decode(struct sx_pred_ferr *e, const void *buf, size_t len); /* 0 or SX_ECORRUPT */
+
+struct sx_pred_frule {
+	double mape_above;     /* percent; 0: off */
+	double rise;           /* percentage points of MAPE over the baseline's; 0: off */
+	double coverage_below; /* 0: off */
+	int64_t min_samples;   /* periods in the window (and in the baseline, for rise) */
+	int window, baseline;  /* days: the window ends at the check; the baseline precedes it */
+};
+/* -1: not enough samples (state unchanged), 0: ok, 1: MAPE above mape_above,
+ * 2: MAPE rose more than `rise` over the baseline's, 3: coverage below
+ * coverage_below. *value: the metric of the rule that fired (MAPE when ok);
+ * *threshold: the bound crossed; *baseline: the baseline's MAPE (NAN if
+ * unknown). */
+int sx__pred_frule_check(const struct sx_pred_frule *r, const struct sx_pred_ferr *cur,
+			 const struct sx_pred_ferr *base, double *value, double *threshold, double *baseline);
+
+/* Where the actuals of a recipe's forecasts come from: the events plugin's
+ * metrics of `event`, the series key as the value of dimension `group_by`
+ * ("" = the event's total), `field` of the period's total. */
+#define SX_PRED_FKEY_MAX 200 /* bytes of a series key that is logged */
+struct sx_pred_fspec {
+	char event[SX_EVENTS_ID_MAX + 1];
+	char group_by[SX_EVENTS_ID_MAX + 1];
+	char field[8];  /* count | sum | users | avg */
+	int64_t period; /* ms: minute, hour, day or week */
+	int64_t origin; /* start of the first forecast period */
+};
+/* Reads the recipe's resolved `actual` table; origin defaults to now rounded
+ * down to the period. SX_EINVAL with the reason. */
+int sx__pred_fspec_parse(const msgpack_object *o, int64_t now, struct sx_pred_fspec *sp);
+/* Next forecast run id (stored). */
+uint64_t sx__pred_fc_next_run(void);
+/* Logs one series of a served forecast (h periods). 0, SX_E2BIG for a key that
+ * is not logged (over SX_PRED_FKEY_MAX bytes or holding NUL), or a store error. */
+int sx__pred_fc_log(const char *recipe, const struct sx_pred_fspec *sp, uint64_t run, const char *key,
+		    const char *model, double level, const double *mean, const double *lo, const double *hi, int h);
+
+struct sx_pred_fc_sweep {
+	size_t visited;                    /* log entries */
+	uint64_t periods, skipped, finished, dropped; /* folded; without an actual (avg of nothing);
+						       * entries done; entries whose actual cannot be read */
+	int stopped;
+};
+/* One chunk of the forecast pass at `now` (entries from the cursor): 1 when
+ * the pass is complete, 0 when more remains, or an error (the caller rolls
+ * back). */
+int sx__pred_fc_sweep_chunk(int64_t now, size_t limit, struct sx_pred_fc_sweep *s);
+void sx__pred_fc_sweep_reset(void);
+/* Checks every forecast alert rule at `now`; publishes changes on "alerts". */
+int sx__pred_fc_alerts_eval(int64_t now, int *fired);
+/* forecast.accuracy's result for its argument map. */
+int sx__pred_fc_accuracy_pack(const msgpack_object *args, msgpack_packer *pk);
+/* [{recipe, state, rule, value, threshold, baseline, samples, since, at}]. */
+int sx__pred_fc_alerts_pack(msgpack_packer *pk);
+int sx__pred_fc_start(struct sx_engine *e);
+/* forecast.c: 1 if recipe `name` declares `actual`, 0 if not, SX_ENOENT if
+ * there is no such recipe. */
+int sx__pred_recipe_tracked(const char *name);
 
 /* ---- lua.c ---- */
 void sx__pred_lua_close(void);

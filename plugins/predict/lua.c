@@ -204,8 +204,8 @@ static int lsx_predict_distribution(lua_State *L)
 	return 1;
 }
 
-/* accuracy(target [, {window, segment, bins, at}]) -> as predict.accuracy */
-static int lsx_predict_accuracy(lua_State *L)
+/* fn({[field] = arg 1, options of arg 2...}) for a method over an argument map. */
+static int call_map(lua_State *L, const char *what, const char *field, int (*fn)(const msgpack_object *, msgpack_packer *))
 {
 	luaL_checkstring(L, 1);
 	if (!lua_isnoneornil(L, 2))
@@ -221,19 +221,37 @@ static int lsx_predict_accuracy(lua_State *L)
 		}
 	}
 	lua_pushvalue(L, 1);
-	lua_setfield(L, a, "target");
+	lua_setfield(L, a, field);
 	scratch_reset();
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, &in, msgpack_sbuffer_write);
 	struct sx_mpack_limits lim = {4, 1 << 16};
 	if (sx_lua_pack(L, a, &pk, &lim) < 0)
-		return luaL_error(L, "predict.accuracy: %s", sx_diag_last());
+		return luaL_error(L, "predict.%s: %s", what, sx_diag_last());
 	msgpack_object o;
 	size_t off = 0;
 	if (msgpack_unpack(in.data, in.size, &off, &zone, &o) != MSGPACK_UNPACK_SUCCESS)
-		return luaL_error(L, "predict.accuracy: arguments do not encode");
+		return luaL_error(L, "predict.%s: arguments do not encode", what);
 	msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
-	return finish(L, "accuracy", sx__pred_accuracy_pack(&o, &pk));
+	return finish(L, what, fn(&o, &pk));
+}
+
+/* accuracy(target [, {window, segment, bins, at}]) -> as predict.accuracy */
+static int lsx_predict_accuracy(lua_State *L) { return call_map(L, "accuracy", "target", sx__pred_accuracy_pack); }
+
+/* forecast_accuracy(recipe [, {window, key, at}]) -> as forecast.accuracy */
+static int lsx_predict_forecast_accuracy(lua_State *L)
+{
+	return call_map(L, "forecast_accuracy", "recipe", sx__pred_fc_accuracy_pack);
+}
+
+/* forecast_alerts() -> [{recipe, state, rule, value, threshold, baseline, samples, since, at}] */
+static int lsx_predict_forecast_alerts(lua_State *L)
+{
+	scratch_reset();
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
+	return finish(L, "forecast_alerts", sx__pred_fc_alerts_pack(&pk));
 }
 
 /* alerts() -> [{target, state, rule, value, threshold, baseline, samples, since, at}] */
@@ -252,6 +270,8 @@ int sx_predict_lua_open(lua_State *L)
 		{"distribution", lsx_predict_distribution},
 		{"accuracy", lsx_predict_accuracy},
 		{"alerts", lsx_predict_alerts},
+		{"forecast_accuracy", lsx_predict_forecast_accuracy},
+		{"forecast_alerts", lsx_predict_forecast_alerts},
 		{NULL, NULL},
 	};
 	lua_createtable(L, 0, (int)SX_ARRAY_SIZE(fns) - 1);

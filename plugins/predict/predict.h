@@ -19,9 +19,9 @@
 int sx_predict_user(const char *user, size_t len, const char *target, double *p);
 
 /* The Lua API over scores (a lua_CFunction): pushes a new table
- * {user, distribution, accuracy, alerts} and returns 1. The predict plugin
- * allows it as `require "predict"` in every script; dashboards also set it
- * as ctx.predict. Loop thread only; docs/SCRIPTING.md has the contract. */
+ * {user, distribution, accuracy, alerts, forecast_accuracy, forecast_alerts}
+ * and returns 1. The predict plugin allows it as `require "predict"` in every
+ * script; dashboards also set it as ctx.predict. Loop thread only; docs/SCRIPTING.md has the contract. */
 struct lua_State;
 int sx_predict_lua_open(struct lua_State *L);
 

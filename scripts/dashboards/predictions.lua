@@ -2,7 +2,9 @@
 -- served predictions turned out once their label windows closed.
 -- Variables: target (a target of features/default.lua), bins (of the score
 -- histogram), window (days of closed label windows), segment ("all",
--- "band:high", "country:FR", ...), at (end of the window, ms; false = now).
+-- "band:high", "country:FR", ...), at (end of the window, ms; false = now),
+-- recipe (a forecast recipe with `actual`), forecast_window (days of closed
+-- forecast periods).
 
 local function accuracy(ctx, vars)
   return ctx.predict.accuracy(vars.target, { window = vars.window, segment = vars.segment,
@@ -12,7 +14,8 @@ end
 return {
   title = "Predictions",
   refresh_ms = 60000,
-  variables = { target = "churn_60d", bins = 10, window = 30, segment = "all", at = false },
+  variables = { target = "churn_60d", bins = 10, window = 30, segment = "all", at = false,
+                recipe = "bookings_by_destination", forecast_window = 30 },
   panels = {
     {
       id = "risk_distribution", title = "Score distribution over users", kind = "distribution",
@@ -65,6 +68,33 @@ return {
                       threshold = al.threshold, since = al.since }
         end
         return { columns = { "target", "state", "rule", "value", "threshold", "since" }, rows = rows }
+      end,
+    },
+    {
+      id = "forecast_accuracy", title = "Forecast error as actuals arrived", kind = "table",
+      query = function(ctx, vars)
+        local columns = { "key", "n", "mape", "smape", "mae", "rmse", "coverage" }
+        local a, err = ctx.predict.forecast_accuracy(vars.recipe, { window = vars.forecast_window,
+                                                                    at = vars.at or nil })
+        if not a then return { columns = columns, rows = {}, note = err } end
+        local function row(key, s)
+          return { key = key, n = s.n, mape = s.mape, smape = s.smape, mae = s.mae, rmse = s.rmse,
+                   coverage = s.coverage }
+        end
+        local rows = { row("(all)", a) }
+        for _, k in ipairs(a.keys) do rows[#rows + 1] = row(k.key, k) end
+        return { columns = columns, rows = rows, recipe = a.recipe, window = a.window, alert = a.alert }
+      end,
+    },
+    {
+      id = "forecast_alerts", title = "Forecast accuracy alerts", kind = "table",
+      query = function(ctx)
+        local rows = {}
+        for i, al in ipairs(ctx.predict.forecast_alerts()) do
+          rows[i] = { recipe = al.recipe, state = al.state, rule = al.rule, value = al.value,
+                      threshold = al.threshold, since = al.since }
+        end
+        return { columns = { "recipe", "state", "rule", "value", "threshold", "since" }, rows = rows }
       end,
     },
   },

@@ -1,7 +1,8 @@
 -- Daily bookings per destination over the last `days` days (default 56),
 -- from the live metrics of event "book" grouped by the item's destination
 -- (metrics.dimensions {event = "book", dimensions = {"destination"}} must be
--- set; the demo data sets it). Weekly season, two weeks ahead.
+-- set; the demo data sets it). Weekly season, two weeks ahead. The last value
+-- is yesterday (UTC): the first forecast day is today.
 local DAY = 86400000
 
 local recipe = { season = 7, horizon = 14, transform = "none" }
@@ -21,6 +22,14 @@ function recipe.series(ctx, args)
     end
   end
   return out
+end
+
+-- Accuracy tracking: forecast.run logs each destination's forecast, and once
+-- a forecast day has closed the sweep reads its actual from the same metric
+-- (the count of the event on that day, where destination = the series name).
+function recipe.actual(ctx, args)
+  return { event = args.event or "book", group_by = args.dimension or "destination",
+           field = "count", period = "day" }
 end
 
 return recipe

@@ -4,7 +4,8 @@ local function panel(id)
   for _, p in ipairs(dash.panels) do if p.id == id then return p end end
 end
 
-local VARS = { target = "churn_60d", bins = 4, window = 30, segment = "all", at = false }
+local VARS = { target = "churn_60d", bins = 4, window = 30, segment = "all", at = false,
+               recipe = "bookings_by_destination", forecast_window = 14 }
 
 local function fake_ctx(opts)
   opts = opts or {}
@@ -28,6 +29,17 @@ local function fake_ctx(opts)
   function p.alerts()
     return { { target = "churn_60d", state = "firing", rule = "auc_below", value = 0.55, threshold = 0.6, since = 5 } }
   end
+  function p.forecast_accuracy(recipe, o)
+    calls[#calls + 1] = { "forecast_accuracy", recipe, o }
+    if opts.untracked then return nil, "recipe 'x' declares no 'actual': its forecasts are not tracked" end
+    return { recipe = recipe, window = o.window, n = 14, mape = 12.5, smape = 11, mae = 1.5, rmse = 2, coverage = 0.9,
+             keys = { { key = "paris", n = 7, mape = 10, smape = 9, mae = 1, rmse = 1.5, coverage = 1 },
+                      { key = "rome", n = 7, mape = 15, smape = 13, mae = 2, rmse = 2.4, coverage = 0.8 } } }
+  end
+  function p.forecast_alerts()
+    return { { recipe = "bookings_by_destination", state = "firing", rule = "mape_above", value = 12.5,
+               threshold = 10, since = 7 } }
+  end
   return { predict = p }, calls
 end
 
@@ -35,7 +47,8 @@ describe("dashboards/predictions", function()
   it("declares a distribution panel and its variables", function()
     assert.are.equal("Predictions", dash.title)
     assert.are.equal("distribution", panel("risk_distribution").kind)
-    assert.are.same({ target = "churn_60d", bins = 10, window = 30, segment = "all", at = false }, dash.variables)
+    assert.are.same({ target = "churn_60d", bins = 10, window = 30, segment = "all", at = false,
+                      recipe = "bookings_by_destination", forecast_window = 30 }, dash.variables)
   end)
 
   it("passes target and bins to predict.distribution and returns its histogram", function()
@@ -73,5 +86,21 @@ describe("dashboards/predictions", function()
     assert.are.equal("band:low", s.rows[2].segment)
     local a = panel("alerts").query(ctx, VARS)
     assert.are.equal("firing", a.rows[1].state)
+  end)
+
+  it("tabulates forecast error, all series first, over the forecast window", function()
+    local ctx, calls = fake_ctx()
+    local r = panel("forecast_accuracy").query(ctx, VARS)
+    assert.are.same({ "forecast_accuracy", "bookings_by_destination", { window = 14 } }, calls[1])
+    assert.are.same({ "(all)", "paris", "rome" }, { r.rows[1].key, r.rows[2].key, r.rows[3].key })
+    assert.are.same({ key = "(all)", n = 14, mape = 12.5, smape = 11, mae = 1.5, rmse = 2, coverage = 0.9 }, r.rows[1])
+    panel("forecast_accuracy").query(ctx, { recipe = "r", forecast_window = 7, at = 99 })
+    assert.are.same({ window = 7, at = 99 }, calls[2][3])
+    local u = panel("forecast_accuracy").query(fake_ctx({ untracked = true }), VARS)
+    assert.are.same({}, u.rows)
+    assert.truthy(u.note:find("actual"))
+    local a = panel("forecast_alerts").query(ctx, VARS)
+    assert.are.same({ recipe = "bookings_by_destination", state = "firing", rule = "mape_above", value = 12.5,
+                      threshold = 10, since = 7 }, a.rows[1])
   end)
 end)
