@@ -9,10 +9,20 @@
  * Features are dense row-major double: row i is X[i*d .. i*d+d-1]. Labels are
  * 0 or 1. The solver is limited-memory BFGS (two-loop recursion) with a line
  * search that satisfies the strong Wolfe conditions (Nocedal & Wright, alg.
- * 3.5/3.6). Each evaluation of the objective is one pass over X, split into
- * fixed blocks of rows whose partial sums are added in block order, so a fit
- * is bit-for-bit the same for any number of threads (though not across CPUs
- * with and without AVX2+FMA, which the pass uses where available).
+ * 3.5/3.6), usually one evaluation per iteration. Each evaluation of the
+ * objective and its gradient is one pass over X, split into blocks of rows
+ * (about 128 KiB each, a function of d alone) whose partial sums are added in
+ * block order, so a fit is bit-for-bit the same for any number of threads
+ * (though not across CPUs with and without AVX2+FMA, which the pass uses
+ * where available; SX_VEC_ISA=sse in the environment, as for vec.h, selects
+ * the baseline pass).
+ *
+ * When every value of X converts to float exactly (e.g. features that came
+ * as float32, counts, one-hot columns), the fit reads a float copy of X after
+ * its first evaluation: half the memory traffic, and the same result to the
+ * bit, since the pass widens each value back to the same double. The copy
+ * costs n * d * 4 bytes (in huge pages where the kernel allows) for the
+ * duration of the fit; without that memory the fit reads X itself.
  *
  * Errors: functions return 0 or a negative SX_E* code (core/sx.h) and do not
  * touch the diagnostics slot.
@@ -48,22 +58,33 @@ struct sx_logreg;
 struct sx_logreg *sx_logreg_new(size_t d);
 void sx_logreg_free(struct sx_logreg *m);
 
-/* Fit on n rows, starting from zero. sample_weight may be NULL (all 1); y
- * holds 0 or 1. opts NULL means the defaults. Returns 0 also when max_iter is
- * reached or the line search can make no progress; sx_logreg_converged tells.
- * Returns SX_EINVAL (n == 0, non-finite X or weights, negative weights, a
- * label not 0 or 1, all weights zero, bad opts), SX_ENOMEM. If threads cannot
- * be started the pass runs on those that could, with the same result. On error
- * the coefficients are unchanged. */
+/* Fit on n rows, starting from zero. X, y and sample_weight are borrowed for
+ * the call only. sample_weight may be NULL (all 1); y holds 0 or 1. opts NULL
+ * means the defaults. Returns 0 also when max_iter is reached or the line
+ * search can make no progress; sx_logreg_converged tells. Returns SX_EINVAL
+ * (n == 0, non-finite X or weights, negative weights, a label not 0 or 1, all
+ * weights zero, bad opts), SX_ENOMEM. If threads cannot be started the pass
+ * runs on those that could, with the same result. On error the coefficients
+ * are unchanged. */
 int sx_logreg_fit(struct sx_logreg *m, const double *X, const uint8_t *y,
 		  const double *sample_weight, size_t n, const struct sx_logreg_opts *opts);
+
+/* Internal, for tests: allow_single == 0 never makes the float copy of X;
+ * sx__logreg_used_single tells whether the last fit ran on it. */
+int sx__logreg_fit_ex(struct sx_logreg *m, const double *X, const uint8_t *y,
+		      const double *sample_weight, size_t n, const struct sx_logreg_opts *opts,
+		      int allow_single);
+int sx__logreg_used_single(const struct sx_logreg *m);
 
 size_t sx_logreg_dim(const struct sx_logreg *m);
 /* Borrowed, d values, valid until the next fit/set or sx_logreg_free. */
 const double *sx_logreg_coef(const struct sx_logreg *m);
 double sx_logreg_intercept(const struct sx_logreg *m);
-/* Iterations of the last fit and whether it met the tolerance. */
+/* Iterations of the last fit, evaluations of the objective and gradient it
+ * made (one per pass over X, including the one at the start), and whether it
+ * met the tolerance. */
 int sx_logreg_n_iter(const struct sx_logreg *m);
+int sx_logreg_n_eval(const struct sx_logreg *m);
 int sx_logreg_converged(const struct sx_logreg *m);
 
 /* Install coefficients (d values) and intercept, e.g. from storage.

@@ -440,6 +440,207 @@ static void test_rejects_bad_input(void **state)
 	sx_logreg_free(m);
 }
 
+/* Synthetic rows with values k / 16, |k| <= 48, all exact in float, labels
+ * from a noisy linear rule; fixed LCG so every run sees the same data. */
+struct synth {
+	double *X, *sw;
+	uint8_t *y;
+};
+
+static uint32_t lcg(uint64_t *s)
+{
+	*s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+	return (uint32_t)(*s >> 33);
+}
+
+static struct synth make_synth(size_t n, size_t d, uint64_t seed)
+{
+	struct synth t = {malloc(n * d * sizeof(double)), malloc(n * sizeof(double)), malloc(n)};
+	assert_true(t.X && t.sw && t.y);
+	for (size_t i = 0; i < n; i++) {
+		double z = 0.25;
+		for (size_t j = 0; j < d; j++) {
+			double v = ((double)(lcg(&seed) % 97) - 48) / 16;
+			t.X[i * d + j] = v;
+			z += v * (j % 3 == 0 ? 0.5 : j % 3 == 1 ? -0.3 : 0.1);
+		}
+		z += ((double)(lcg(&seed) % 1000) - 500) / 250;
+		t.y[i] = z > 0;
+		t.sw[i] = 0.5 + (double)(lcg(&seed) % 4) / 2;
+	}
+	/* Both classes, so that the unpenalised intercept has a finite optimum. */
+	if (n > 1) {
+		t.y[0] = 0;
+		t.y[n - 1] = 1;
+	}
+	return t;
+}
+
+static void free_synth(struct synth *t)
+{
+	free(t->X);
+	free(t->sw);
+	free(t->y);
+}
+
+/* max |gradient| / sum s_i of the objective at the model's coefficients,
+ * in plain double loops, independent of the fit's blocked kernels. */
+static double true_gradient(const struct sx_logreg *m, const struct synth *t, size_t n, size_t d,
+			    const struct sx_logreg_opts *o, int weighted)
+{
+	double *g = calloc(d + 1, sizeof(double)), S = 0;
+	assert_non_null(g);
+	for (size_t i = 0; i < n; i++) {
+		double s = o->class_weight[t->y[i]] * (weighted ? t->sw[i] : 1.0);
+		double z = sx_logreg_decision(m, t->X + i * d);
+		double r = s * (1 / (1 + exp(-z)) - t->y[i]);
+		for (size_t j = 0; j < d; j++)
+			g[j] += r * t->X[i * d + j];
+		g[d] += r;
+		S += s;
+	}
+	double worst = o->fit_intercept ? fabs(g[d]) : 0;
+	for (size_t j = 0; j < d; j++)
+		worst = fmax(worst, fabs(g[j] + o->l2 * sx_logreg_coef(m)[j]));
+	free(g);
+	return worst / S;
+}
+
+static void test_block_shapes(void **state)
+{
+	(void)state;
+	/* Blocks are 16384 / d rows within [64, 1024]: 1024 for d <= 16, 512
+	 * for d = 32, 442 for d = 37, 64 for d = 300. The shapes cover n
+	 * smaller than a block, a multiple of it and one either side, a single
+	 * row, and d with remainders in every kernel (4-row margin groups,
+	 * 32-column gradient panels, 4-column and single-column tails). */
+	static const struct {
+		size_t n, d;
+	} shape[] = {{1, 1},   {2, 1},	 {3, 3},   {1023, 5}, {1024, 5}, {1025, 5},
+		     {511, 32}, {512, 32}, {513, 32}, {1537, 32}, {887, 37}, {129, 300}};
+	for (size_t k = 0; k < SX_ARRAY_SIZE(shape); k++) {
+		size_t n = shape[k].n, d = shape[k].d;
+		struct synth t = make_synth(n, d, 7 + k);
+		struct sx_logreg_opts o;
+		sx_logreg_opts_default(&o);
+		o.tol = 1e-9;
+		o.fit_intercept = n > 1;
+		o.class_weight[1] = k % 2 ? 2.0 : 1.0;
+		const double *sw = k % 3 == 0 ? t.sw : NULL;
+		struct sx_logreg *a = sx_logreg_new(d), *b = sx_logreg_new(d), *c = sx_logreg_new(d);
+		assert_true(a && b && c);
+		assert_int_equal(sx_logreg_fit(a, t.X, t.y, sw, n, &o), 0);
+		assert_true(sx_logreg_converged(a));
+		assert_true(sx__logreg_used_single(a));
+		double gw = true_gradient(a, &t, n, d, &o, sw != NULL);
+		print_message("n %zu d %zu: %d iterations, %d evaluations, max |gradient| %.1e\n", n,
+			      d, sx_logreg_n_iter(a), sx_logreg_n_eval(a), gw);
+		assert_true(gw < 1e-8);
+		assert_true(sx_logreg_n_eval(a) > sx_logreg_n_iter(a));
+
+		/* The float copy changes the memory traffic, not the arithmetic. */
+		assert_int_equal(sx__logreg_fit_ex(b, t.X, t.y, sw, n, &o, 0), 0);
+		assert_false(sx__logreg_used_single(b));
+		assert_memory_equal(sx_logreg_coef(a), sx_logreg_coef(b), d * sizeof(double));
+		assert_true(sx_logreg_intercept(a) == sx_logreg_intercept(b));
+		assert_int_equal(sx_logreg_n_eval(a), sx_logreg_n_eval(b));
+
+		o.nthreads = 3;
+		assert_int_equal(sx_logreg_fit(c, t.X, t.y, sw, n, &o), 0);
+		assert_memory_equal(sx_logreg_coef(a), sx_logreg_coef(c), d * sizeof(double));
+		assert_true(sx_logreg_intercept(a) == sx_logreg_intercept(c));
+		sx_logreg_free(a);
+		sx_logreg_free(b);
+		sx_logreg_free(c);
+		free_synth(&t);
+	}
+}
+
+static void test_scan_of_x(void **state)
+{
+	(void)state;
+	/* Three blocks and one row of d = 32; the odd value sits in a later
+	 * block than the first, where only the first evaluation's scan sees it. */
+	const size_t n = 1537, d = 32;
+	struct synth t = make_synth(n, d, 99);
+	struct sx_logreg *m = sx_logreg_new(d), *ref = sx_logreg_new(d);
+	assert_true(m && ref);
+	double coef[32];
+	for (size_t j = 0; j < d; j++)
+		coef[j] = (double)j;
+	static const struct {
+		size_t at;
+		double v;
+	} bad[] = {{1537 * 32 - 1, NAN}, {700 * 32 + 5, INFINITY}, {1024 * 32, -INFINITY}, {3, NAN}};
+	for (size_t k = 0; k < SX_ARRAY_SIZE(bad); k++) {
+		double keep = t.X[bad[k].at];
+		t.X[bad[k].at] = bad[k].v;
+		assert_int_equal(sx_logreg_set(m, coef, 0.5), 0);
+		assert_int_equal(sx_logreg_fit(m, t.X, t.y, NULL, n, NULL), SX_EINVAL);
+		assert_memory_equal(sx_logreg_coef(m), coef, sizeof coef);
+		assert_true(sx_logreg_intercept(m) == 0.5);
+		assert_int_equal(sx__logreg_fit_ex(m, t.X, t.y, NULL, n, NULL, 0), SX_EINVAL);
+		t.X[bad[k].at] = keep;
+	}
+	/* Values a float cannot hold exactly, or at all, keep the double pass. */
+	static const struct {
+		size_t at;
+		double v;
+	} inexact[] = {{1537 * 32 - 1, 0.1}, {600 * 32 + 7, 1e39}, {5, 1.0 + 0x1p-30}};
+	for (size_t k = 0; k < SX_ARRAY_SIZE(inexact); k++) {
+		double keep = t.X[inexact[k].at];
+		t.X[inexact[k].at] = inexact[k].v;
+		assert_int_equal(sx_logreg_fit(m, t.X, t.y, NULL, n, NULL), 0);
+		assert_false(sx__logreg_used_single(m));
+		assert_int_equal(sx__logreg_fit_ex(ref, t.X, t.y, NULL, n, NULL, 0), 0);
+		assert_memory_equal(sx_logreg_coef(m), sx_logreg_coef(ref), d * sizeof(double));
+		t.X[inexact[k].at] = keep;
+	}
+	assert_int_equal(sx_logreg_fit(m, t.X, t.y, NULL, n, NULL), 0);
+	assert_true(sx__logreg_used_single(m));
+	sx_logreg_free(m);
+	sx_logreg_free(ref);
+	free_synth(&t);
+}
+
+static void test_baseline_pass(void **state)
+{
+	(void)state;
+	/* SX_VEC_ISA=sse selects the pass compiled for baseline x86-64; it sums
+	 * without fused multiply-adds, so it agrees with the AVX2 pass to
+	 * rounding, and with its own double pass bit for bit. */
+	static const struct {
+		size_t n, d;
+	} shape[] = {{1025, 5}, {887, 37}, {3, 3}};
+	for (size_t k = 0; k < SX_ARRAY_SIZE(shape); k++) {
+		size_t n = shape[k].n, d = shape[k].d;
+		struct synth t = make_synth(n, d, 40 + k);
+		struct sx_logreg_opts o;
+		sx_logreg_opts_default(&o);
+		o.tol = 1e-9;
+		o.nthreads = 2;
+		struct sx_logreg *a = sx_logreg_new(d), *b = sx_logreg_new(d), *c = sx_logreg_new(d);
+		assert_true(a && b && c);
+		assert_int_equal(sx_logreg_fit(c, t.X, t.y, t.sw, n, &o), 0);
+		assert_int_equal(setenv("SX_VEC_ISA", "sse", 1), 0);
+		assert_int_equal(sx_logreg_fit(a, t.X, t.y, t.sw, n, &o), 0);
+		assert_int_equal(sx__logreg_fit_ex(b, t.X, t.y, t.sw, n, &o, 0), 0);
+		assert_int_equal(unsetenv("SX_VEC_ISA"), 0);
+		assert_true(sx_logreg_converged(a) && sx__logreg_used_single(a));
+		assert_true(true_gradient(a, &t, n, d, &o, 1) < 1e-8);
+		assert_memory_equal(sx_logreg_coef(a), sx_logreg_coef(b), d * sizeof(double));
+		assert_true(sx_logreg_intercept(a) == sx_logreg_intercept(b));
+		double worst = fabs(sx_logreg_intercept(a) - sx_logreg_intercept(c));
+		for (size_t j = 0; j < d; j++)
+			worst = fmax(worst, fabs(sx_logreg_coef(a)[j] - sx_logreg_coef(c)[j]));
+		assert_true(worst < 1e-6);
+		sx_logreg_free(a);
+		sx_logreg_free(b);
+		sx_logreg_free(c);
+		free_synth(&t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -448,6 +649,9 @@ int main(void)
 		cmocka_unit_test(test_no_intercept_and_tiny),
 		cmocka_unit_test(test_standardize),
 		cmocka_unit_test(test_rejects_bad_input),
+		cmocka_unit_test(test_block_shapes),
+		cmocka_unit_test(test_scan_of_x),
+		cmocka_unit_test(test_baseline_pass),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
