@@ -757,13 +757,14 @@ static void sweep_cb(uv_timer_t *t)
 
 void sx_server_turn_end(struct sx_server *srv)
 {
+	/* first: a batch committed on the loop answers its writers right here */
+	sx_store_flush(srv->store);
 	while (srv->dirty) {
 		struct sx_conn *c = srv->dirty;
 		srv->dirty = c->dnext;
 		c->dnext = NULL;
 		conn_flush(c);
 	}
-	sx_store_flush(srv->store);
 }
 
 /* ---- subscriptions and notifications ---- */

@@ -105,6 +105,8 @@ struct sx_store {
 	char done_msg[256];
 	int stop;
 	atomic_int offloop_readers;
+	int inline_dirty; /* relaxed: the loop committed a batch itself; the writer syncs it */
+	int flushing;
 	/* relaxed: set by the writer when a periodic fsync failed; sticky */
 	atomic_int sync_failed;
 	char sync_msg[200];
@@ -396,6 +398,10 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
 		while (!st->todo && !st->stop) {
+			if (st->inline_dirty) {
+				dirty = 1;
+				st->inline_dirty = 0;
+			}
 			if (st->relaxed && dirty) {
 				struct timespec ts;
 				clock_gettime(CLOCK_REALTIME, &ts);
@@ -560,16 +566,36 @@ static void async_cb(uv_async_t *a)
 		finish_batch(st, b, rc);
 }
 
+/* Relaxed durability commits small batches on the loop thread: without an
+ * fsync an LMDB commit of a few pages costs less than waking the writer and
+ * being woken back, which at pipeline depth 1 is most of a request's cost. */
+#define INLINE_MAX_ENTRIES 64
+#define INLINE_MAX_BYTES (64u << 10)
+
 void sx_store_flush(struct sx_store *st)
 {
-	if (st->committing || !st->filling || st->filling->n == 0)
+	if (st->committing || st->flushing || !st->filling || st->filling->n == 0)
 		return;
 	struct batch *nb = batch_new(st->next_seq++);
 	if (!nb)
 		return; /* retried at the next turn */
-	st->committing = st->filling;
+	struct batch *b = st->filling;
+	st->committing = b;
 	st->filling = nb;
-	submit(st, st->committing);
+	if (!st->relaxed || st->closing || b->n > INLINE_MAX_ENTRIES || b->bytes > INLINE_MAX_BYTES) {
+		submit(st, b);
+		return;
+	}
+	int rc = atomic_load(&st->sync_failed) ? sx_diag_set(SX_EIO, "%s", st->sync_msg) : apply_batch(st, b);
+	if (rc == 0) {
+		pthread_mutex_lock(&st->mu);
+		st->inline_dirty = 1;
+		pthread_cond_broadcast(&st->cv);
+		pthread_mutex_unlock(&st->mu);
+	}
+	st->flushing = 1; /* what the commit callbacks write waits for the next turn */
+	finish_batch(st, b, rc);
+	st->flushing = 0;
 }
 
 /* ---- open / close ---- */
@@ -752,7 +778,8 @@ void sx_store_close(struct sx_store *st)
 	/* Commit what is pending, batch after batch, through the loop's callbacks. */
 	while (st->committing || (st->filling && st->filling->n)) {
 		sx_store_flush(st);
-		uv_run(st->loop, UV_RUN_ONCE);
+		if (st->committing) /* on the writer, not committed on the loop */
+			uv_run(st->loop, UV_RUN_ONCE);
 	}
 	st->closing = 1;
 	pthread_mutex_lock(&st->mu);
