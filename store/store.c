@@ -48,6 +48,7 @@ const char *sx_store_table_name(int table)
 struct entry {
 	struct entry *chain;   /* next in hash bucket */
 	struct entry *shadow;  /* the older entry for the same key in this batch */
+	uint64_t hash;         /* of table and key: bucket growth and chain walks skip the keys */
 	uint32_t table, klen, vlen;
 	int del;
 	int stale; /* writer thread only: a newer entry of this batch has the same key */
@@ -133,13 +134,15 @@ static uint64_t hash_key(uint32_t table, const void *key, size_t len)
 	return XXH3_64bits_withSeed(key, len, table);
 }
 
-static struct batch *batch_new(uint64_t seq)
+/* nbucket: a power of two (at least 256), sized for what the batch will likely
+ * hold, so that a steady load does not rehash its way up in every batch. */
+static struct batch *batch_new(uint64_t seq, size_t nbucket)
 {
 	struct batch *b = calloc(1, sizeof(*b));
 	if (!b)
 		return NULL;
 	b->seq = seq;
-	b->nbucket = 256;
+	b->nbucket = nbucket < 256 ? 256 : nbucket;
 	b->bucket = calloc(b->nbucket, sizeof(*b->bucket));
 	if (!b->bucket) {
 		free(b);
@@ -183,12 +186,12 @@ static void batch_free(struct batch *b)
 	free(b);
 }
 
-static struct entry **batch_slot(struct batch *b, uint32_t table, const void *key, size_t klen)
+static struct entry **batch_slot_h(struct batch *b, uint64_t h, uint32_t table, const void *key, size_t klen)
 {
-	struct entry **pp = &b->bucket[hash_key(table, key, klen) & (b->nbucket - 1)];
+	struct entry **pp = &b->bucket[h & (b->nbucket - 1)];
 	for (; *pp; pp = &(*pp)->chain) {
 		struct entry *e = *pp;
-		if (e->table == table && e->klen == klen && memcmp(e->data, key, klen) == 0)
+		if (e->hash == h && e->table == table && e->klen == klen && memcmp(e->data, key, klen) == 0)
 			return pp;
 	}
 	return pp;
@@ -204,7 +207,7 @@ static int batch_grow(struct batch *b)
 		struct entry *e = b->bucket[i], *next;
 		for (; e; e = next) {
 			next = e->chain;
-			size_t h = hash_key(e->table, e->data, e->klen) & (nb - 1);
+			size_t h = e->hash & (nb - 1);
 			e->chain = nbk[h];
 			nbk[h] = e;
 		}
@@ -243,10 +246,11 @@ static int batch_add(struct batch *b, uint32_t table, const void *key, size_t kl
 	e->klen = (uint32_t)klen;
 	e->vlen = (uint32_t)vlen;
 	e->del = del;
+	e->hash = hash_key(table, key, klen);
 	memcpy(e->data, key, klen);
 	if (vlen)
 		memcpy(e->data + klen, val, vlen);
-	struct entry **pp = batch_slot(b, table, key, klen);
+	struct entry **pp = batch_slot_h(b, e->hash, table, key, klen);
 	e->shadow = *pp;
 	e->chain = *pp ? (*pp)->chain : NULL;
 	*pp = e;
@@ -256,9 +260,9 @@ static int batch_add(struct batch *b, uint32_t table, const void *key, size_t kl
 	return 0;
 }
 
-static struct entry *batch_find(struct batch *b, uint32_t table, const void *key, size_t klen)
+static struct entry *batch_find_h(struct batch *b, uint64_t h, uint32_t table, const void *key, size_t klen)
 {
-	return b ? *batch_slot(b, table, key, klen) : NULL;
+	return b ? *batch_slot_h(b, h, table, key, klen) : NULL;
 }
 
 /* Returns the tables it undid writes of, as bits 1 << table. */
@@ -269,7 +273,7 @@ static uint64_t batch_undo_to(struct batch *b, size_t n)
 		struct entry *e = b->log[--b->n];
 		tables |= (uint64_t)1 << e->table;
 		b->tn[e->table]--; /* undone last, so also the last of its table */
-		struct entry **pp = batch_slot(b, e->table, e->data, e->klen);
+		struct entry **pp = batch_slot_h(b, e->hash, e->table, e->data, e->klen);
 		if (e->shadow) {
 			e->shadow->chain = e->chain;
 			*pp = e->shadow;
@@ -318,12 +322,31 @@ static int keycmp(const void *a, size_t al, const void *b, size_t bl)
 	return al < bl ? -1 : al > bl;
 }
 
-static int tabkeycmp(const void *pa, const void *pb)
+/* An entry's place in (table, key) order: the table and the key's first 12
+ * bytes (zero-padded) as integers decide most comparisons without touching
+ * the entry; ties fall back to the whole key. Padding agrees with keycmp: a
+ * key that differs from another first at a padded byte is the shorter one. */
+struct sortkey {
+	uint64_t hi, lo;
+	struct entry *e;
+};
+
+static struct sortkey sortkey_of(struct entry *e)
 {
-	const struct entry *a = *(struct entry *const *)pa, *b = *(struct entry *const *)pb;
-	if (a->table != b->table)
-		return a->table < b->table ? -1 : 1;
-	return keycmp(a->data, a->klen, b->data, b->klen);
+	uint8_t p[12] = {0};
+	memcpy(p, e->data, e->klen < 12 ? e->klen : 12);
+	struct sortkey k = {(uint64_t)e->table << 32 | sx_get_be32(p), sx_get_be64(p + 4), e};
+	return k;
+}
+
+static int sortkeycmp(const void *pa, const void *pb)
+{
+	const struct sortkey *a = pa, *b = pb;
+	if (a->hi != b->hi)
+		return a->hi < b->hi ? -1 : 1;
+	if (a->lo != b->lo)
+		return a->lo < b->lo ? -1 : 1;
+	return keycmp(a->e->data, a->e->klen, b->e->data, b->e->klen);
 }
 
 /* Applies the newest entry of each key in key order, through one cursor per
@@ -334,7 +357,7 @@ static int apply_batch(struct sx_store *st, struct batch *b)
 	MDB_txn *txn;
 	MDB_cursor *cur = NULL;
 	uint32_t cur_table = UINT32_MAX;
-	struct entry **v = malloc((b->n ? b->n : 1) * sizeof(*v));
+	struct sortkey *v = malloc((b->n ? b->n : 1) * sizeof(*v));
 	size_t n = 0;
 	if (!v)
 		return sx_diag_set(SX_ENOMEM, "store: out of memory");
@@ -345,15 +368,15 @@ static int apply_batch(struct sx_store *st, struct batch *b)
 			b->log[i]->shadow->stale = 1;
 	for (size_t i = 0; i < b->n; i++)
 		if (!b->log[i]->stale)
-			v[n++] = b->log[i];
-	qsort(v, n, sizeof(*v), tabkeycmp);
+			v[n++] = sortkey_of(b->log[i]);
+	qsort(v, n, sizeof(*v), sortkeycmp);
 	int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 	if (rc) {
 		free(v);
 		return sx_diag_set(mdb_to_sx(rc), "store: begin: %s", mdb_strerror(rc));
 	}
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		struct entry *e = v[i];
+		struct entry *e = v[i].e;
 		if (e->table != cur_table) {
 			if (cur)
 				mdb_cursor_close(cur);
@@ -576,7 +599,12 @@ void sx_store_flush(struct sx_store *st)
 {
 	if (st->committing || st->flushing || !st->filling || st->filling->n == 0)
 		return;
-	struct batch *nb = batch_new(st->next_seq++);
+	/* sized for a batch like the one handed off, within bounds: a burst must
+	 * not leave every later batch clearing a huge bucket array */
+	size_t nbucket = 256;
+	while (nbucket < st->filling->n && nbucket < ((size_t)1 << 16))
+		nbucket <<= 1;
+	struct batch *nb = batch_new(st->next_seq++, nbucket);
 	if (!nb)
 		return; /* retried at the next turn */
 	struct batch *b = st->filling;
@@ -742,7 +770,7 @@ struct sx_store *sx_store_open(uv_loop_t *loop, const struct sx_store_opts *o)
 	}
 
 	st->next_seq = 1;
-	st->filling = batch_new(st->next_seq++);
+	st->filling = batch_new(st->next_seq++, 0);
 	if (!st->filling) {
 		sx_diag_set(SX_ENOMEM, "store: out of memory");
 		goto fail;
@@ -842,12 +870,13 @@ static void touch(struct sx_store *st, uint64_t seq)
 
 static struct entry *overlay_find(struct sx_store *st, int table, const void *key, size_t klen)
 {
-	struct entry *e = batch_find(st->filling, (uint32_t)table, key, klen);
+	uint64_t h = hash_key((uint32_t)table, key, klen);
+	struct entry *e = batch_find_h(st->filling, h, (uint32_t)table, key, klen);
 	if (e) {
 		touch(st, st->filling->seq);
 		return e;
 	}
-	e = batch_find(st->committing, (uint32_t)table, key, klen);
+	e = batch_find_h(st->committing, h, (uint32_t)table, key, klen);
 	if (e)
 		touch(st, st->committing->seq);
 	return e;
@@ -984,9 +1013,9 @@ static int overlay_range(struct sx_store *st, int table, const void *lo, size_t 
 			struct entry *e = b->tl[table][j];
 			if (!in_range(e, lo, lolen, hi, hilen))
 				continue;
-			if (*batch_slot(b, e->table, e->data, e->klen) != e)
+			if (*batch_slot_h(b, e->hash, e->table, e->data, e->klen) != e)
 				continue; /* shadowed within its batch */
-			if (i == 1 && batch_find(st->filling, e->table, e->data, e->klen))
+			if (i == 1 && batch_find_h(st->filling, e->hash, e->table, e->data, e->klen))
 				continue; /* shadowed by the filling batch */
 			touch(st, b->seq);
 			v[n++] = e;

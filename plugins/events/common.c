@@ -269,13 +269,17 @@ int sx__ev_counter_encode(const struct sx_ev_counter *c, msgpack_sbuffer *sb)
 	}
 	roaring_bitmap_run_optimize(c->users);
 	size_t n = roaring_bitmap_portable_size_in_bytes(c->users);
-	char *p = malloc(n);
-	if (!p)
-		return sx_diag_set(SX_ENOMEM, "out of memory");
-	roaring_bitmap_portable_serialize(c->users, p);
 	msgpack_pack_bin(&pk, n);
-	msgpack_pack_bin_body(&pk, p, n);
-	free(p);
+	/* serialized in place, not through a copy */
+	if (sb->alloc - sb->size < n) {
+		size_t cap = sb->size + n + 64;
+		char *d = realloc(sb->data, cap);
+		if (!d)
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		sb->data = d, sb->alloc = cap;
+	}
+	roaring_bitmap_portable_serialize(c->users, sb->data + sb->size);
+	sb->size += n;
 	return 0;
 }
 

@@ -64,8 +64,9 @@ static void notify_item(const char *id, size_t len, int deleted)
 }
 
 /* ev: an accepted event map as events.track took it; idx its user's index,
- * or NO_USER to look it up. */
-static void notify_track(const msgpack_object *ev, int64_t now, uint32_t idx)
+ * or NO_USER to look it up; ps: scratch space for the packed properties,
+ * reused across the events of a call. */
+static void notify_track(const msgpack_object *ev, int64_t now, uint32_t idx, msgpack_sbuffer *ps)
 {
 	const msgpack_object *user = sx_arg(ev, "user"), *name = sx_arg(ev, "name");
 	const msgpack_object *item = sx_arg(ev, "item"), *props = sx_arg(ev, "properties");
@@ -83,17 +84,15 @@ static void notify_track(const msgpack_object *ev, int64_t now, uint32_t idx)
 	e.name = name->via.str.ptr, e.name_len = name->via.str.size;
 	if (item)
 		e.item = item->via.str.ptr, e.item_len = item->via.str.size;
-	msgpack_sbuffer ps;
-	msgpack_sbuffer_init(&ps);
 	if (props && props->via.map.size) {
 		msgpack_packer ppk;
-		msgpack_packer_init(&ppk, &ps, msgpack_sbuffer_write);
+		msgpack_sbuffer_clear(ps);
+		msgpack_packer_init(&ppk, ps, msgpack_sbuffer_write);
 		sx_pack_object(&ppk, props);
-		e.props = ps.data, e.props_len = ps.size;
+		e.props = ps->data, e.props_len = ps->size;
 	}
 	for (int i = 0; i < n_track_obs; i++)
 		track_obs[i].fn(&e, track_obs[i].ud);
-	msgpack_sbuffer_destroy(&ps);
 }
 
 static uint64_t next_seq(void)
@@ -119,7 +118,9 @@ struct uent {
 	struct uent *next;
 	uint64_t h;
 	int64_t first; /* -1: no event yet */
+	uint64_t cver; /* the analytics consent answer, valid while sx_privacy_consent_version() == cver */
 	uint32_t idx;
+	uint8_t allowed;
 	uint8_t len;
 	char id[];
 };
@@ -154,13 +155,13 @@ static struct uent *ucache_find(const char *id, size_t len, uint64_t h)
 	return NULL;
 }
 
-/* Best effort: on no memory the user is simply not cached. */
-static void ucache_set(const char *id, size_t len, uint64_t h, uint32_t idx, int64_t first)
+/* Best effort: on no memory the user is simply not cached (NULL). */
+static struct uent *ucache_set(const char *id, size_t len, uint64_t h, uint32_t idx, int64_t first)
 {
 	struct uent *e = ucache_find(id, len, h);
 	if (e) {
 		e->idx = idx, e->first = first;
-		return;
+		return e;
 	}
 	if (ucache.n >= UCACHE_MAX)
 		sx__ev_user_cache_clear();
@@ -168,7 +169,7 @@ static void ucache_set(const char *id, size_t len, uint64_t h, uint32_t idx, int
 		size_t nb = ucache.nb ? ucache.nb * 2 : 4096;
 		struct uent **b = calloc(nb, sizeof(*b));
 		if (!b)
-			return;
+			return NULL;
 		for (size_t i = 0; i < ucache.nb; i++)
 			for (struct uent *x = ucache.b[i], *n; x; x = n) {
 				n = x->next;
@@ -179,12 +180,14 @@ static void ucache_set(const char *id, size_t len, uint64_t h, uint32_t idx, int
 		ucache.b = b, ucache.nb = nb;
 	}
 	if (!(e = malloc(sizeof(*e) + len)))
-		return;
+		return NULL;
 	e->h = h, e->idx = idx, e->first = first, e->len = (uint8_t)len;
+	e->cver = 0, e->allowed = 0;
 	memcpy(e->id, id, len);
 	e->next = ucache.b[h & (ucache.nb - 1)];
 	ucache.b[h & (ucache.nb - 1)] = e;
 	ucache.n++;
+	return e;
 }
 
 static void ucache_undo_cb(uint64_t tables, void *ud)
@@ -596,14 +599,28 @@ static int put(int table, const void *k, size_t klen, const void *v, size_t vlen
 	return sx_store_put(sx__ev_eng->store, table, k, klen, v, vlen);
 }
 
+/* get_rc: the outcome of reading the user's record into *v (0 or SX_ENOENT). */
+static int user_write(const char *id, size_t len, const msgpack_object *attrs, int64_t signup,
+		      int has_signup, uint32_t *idx, int *created, int get_rc, const struct sx_val *v);
+
 int sx__ev_user_put(const char *id, size_t len, const msgpack_object *attrs, int64_t signup,
 		    int has_signup, uint32_t *idx, int *created)
 {
 	struct sx_val v;
+	int rc = sx_store_get(sx__ev_eng->store, SX_T_USERS, id, len, &v);
+	if (rc < 0 && rc != SX_ENOENT)
+		return rc;
+	return user_write(id, len, attrs, signup, has_signup, idx, created, rc, &v);
+}
+
+static int user_write(const char *id, size_t len, const msgpack_object *attrs, int64_t signup,
+		      int has_signup, uint32_t *idx, int *created, int get_rc, const struct sx_val *vp)
+{
 	msgpack_zone z;
 	msgpack_object old = {.type = MSGPACK_OBJECT_NIL};
 	int64_t created_at = sx_wall_ms();
-	int rc = sx_store_get(sx__ev_eng->store, SX_T_USERS, id, len, &v);
+	struct sx_val v = get_rc == 0 ? *vp : (struct sx_val){NULL, 0};
+	int rc = get_rc;
 	msgpack_zone_init(&z, 1024);
 	if (rc == 0) {
 		if ((rc = sx__ev_unpack(v.data, v.len, &z, &old)) == 0 && (rc = user_rec_index(&v, idx)) == 0) {
@@ -732,6 +749,7 @@ struct ucache {
 struct acc {
 	uint8_t *key;
 	size_t klen;
+	uint64_t h; /* XXH3 of the key, also the counter cache's hash */
 	struct sx_ev_counter c; /* 'M' entries: users in uv instead of c.users */
 	roaring_bitmap_t *del; /* 'F' entries: users to remove before adding */
 	uint32_t *uv, nu, cu;   /* 'M' entries: the users, with repeats */
@@ -755,7 +773,7 @@ struct sx_ev_batch {
 	struct acc *acc[ACC_BUCKETS];
 	struct sx_ev_dims *dims;
 	struct icache *items;
-	msgpack_sbuffer sb;
+	msgpack_sbuffer sb, psb;
 	uint32_t last_user; /* of the last accepted event; NO_USER if anonymous */
 };
 
@@ -768,6 +786,7 @@ struct sx_ev_batch *sx__ev_batch_new(void)
 	}
 	msgpack_zone_init(&b->zone, 65536);
 	msgpack_sbuffer_init(&b->sb);
+	msgpack_sbuffer_init(&b->psb);
 	return b;
 }
 
@@ -795,6 +814,7 @@ void sx__ev_batch_free(struct sx_ev_batch *b)
 		n = it->next, free(it);
 	msgpack_zone_destroy(&b->zone);
 	msgpack_sbuffer_destroy(&b->sb);
+	msgpack_sbuffer_destroy(&b->psb);
 	free(b);
 }
 
@@ -803,7 +823,7 @@ static struct acc *acc_get(struct sx_ev_batch *b, const uint8_t *key, size_t kle
 	uint64_t h = XXH3_64bits(key, klen);
 	struct acc **pp = &b->acc[h & (ACC_BUCKETS - 1)];
 	for (struct acc *a = *pp; a; a = a->next)
-		if (a->klen == klen && memcmp(a->key, key, klen) == 0)
+		if (a->h == h && a->klen == klen && memcmp(a->key, key, klen) == 0)
 			return a;
 	struct acc *a = calloc(1, sizeof(*a) + klen);
 	if (!a)
@@ -811,6 +831,7 @@ static struct acc *acc_get(struct sx_ev_batch *b, const uint8_t *key, size_t kle
 	a->key = (uint8_t *)(a + 1);
 	memcpy(a->key, key, klen);
 	a->klen = klen;
+	a->h = h;
 	a->next = *pp;
 	*pp = a;
 	return a;
@@ -864,6 +885,9 @@ static int first_seen_move(struct sx_ev_batch *b, uint32_t user, int64_t old, in
 	return 0;
 }
 
+static struct ucache *user_lookup_slow(struct ucache *u, struct ucache **pp, const char *id, size_t len,
+				       uint64_t h, uint64_t cver, struct uent *g, int *rc);
+
 static struct ucache *user_lookup(struct sx_ev_batch *b, const char *id, size_t len, int *rc)
 {
 	uint64_t h = XXH3_64bits(id, len);
@@ -879,18 +903,9 @@ static struct ucache *user_lookup(struct sx_ev_batch *b, const char *id, size_t 
 	memcpy(u->id, id, len);
 	u->len = len;
 	u->attrs.type = MSGPACK_OBJECT_NIL;
-	if (!sx_privacy_allowed(id, len, SX_PURPOSE_ANALYTICS)) {
-		u->anon = 1;
-		u->idx = NO_USER;
-		u->first = u->orig_first = -1;
-		u->attrs_loaded = 1;
-		u->next = *pp;
-		*pp = u;
-		*rc = 0;
-		return u;
-	}
+	uint64_t cver = sx_privacy_consent_version();
 	struct uent *g = ucache_find(id, len, h);
-	if (g) {
+	if (g && g->cver == cver && g->allowed) {
 		u->idx = g->idx;
 		u->first = u->orig_first = g->first;
 		u->next = *pp;
@@ -898,13 +913,43 @@ static struct ucache *user_lookup(struct sx_ev_batch *b, const char *id, size_t 
 		*rc = 0;
 		return u;
 	}
-	*rc = sx_events_user_index(NULL, id, len, &u->idx);
+	*rc = 0;
+	return user_lookup_slow(u, pp, id, len, h, cver, g, rc);
+}
+
+/* user_lookup for a user whose consent answer is not cached, or who is not
+ * cached at all: consent first (no index for a user without it), then the
+ * index and first-seen time, creating the user if new. */
+static struct ucache *user_lookup_slow(struct ucache *u, struct ucache **pp, const char *id, size_t len,
+				       uint64_t h, uint64_t cver, struct uent *g, int *rc)
+{
+	int allowed = g && g->cver == cver ? g->allowed : sx_privacy_allowed(id, len, SX_PURPOSE_ANALYTICS);
+	if (g)
+		g->cver = cver, g->allowed = (uint8_t)allowed;
+	if (!allowed) {
+		u->anon = 1;
+		u->idx = NO_USER;
+		u->first = u->orig_first = -1;
+		u->attrs_loaded = 1;
+		u->next = *pp;
+		*pp = u;
+		return u;
+	}
+	if (g) {
+		u->idx = g->idx;
+		u->first = u->orig_first = g->first;
+		u->next = *pp;
+		*pp = u;
+		return u;
+	}
+	struct sx_val v;
+	*rc = sx_store_get(sx__ev_eng->store, SX_T_USERS, id, len, &v);
 	if (*rc == SX_ENOENT) {
 		int created;
-		*rc = sx__ev_user_put(id, len, NULL, 0, 0, &u->idx, &created);
+		*rc = user_write(id, len, NULL, 0, 0, &u->idx, &created, SX_ENOENT, NULL);
 		u->attrs_loaded = 1;
 		u->first = -1;
-	} else if (*rc == 0) {
+	} else if (*rc == 0 && (*rc = user_rec_index(&v, &u->idx)) == 0) {
 		int64_t f;
 		int r = sx_events_user_first_seen(NULL, u->idx, &f);
 		if (r == 0)
@@ -919,7 +964,8 @@ static struct ucache *user_lookup(struct sx_ev_batch *b, const char *id, size_t 
 		return NULL;
 	}
 	u->orig_first = u->first;
-	ucache_set(id, len, h, u->idx, u->first);
+	if ((g = ucache_set(id, len, h, u->idx, u->first)) != NULL)
+		g->cver = cver, g->allowed = 1;
 	u->next = *pp;
 	*pp = u;
 	return u;
@@ -1128,14 +1174,12 @@ int sx__ev_batch_add(struct sx_ev_batch *b, const msgpack_object *ev, int64_t no
 	else
 		msgpack_pack_nil(&pk);
 	if (props && props->via.map.size) {
-		msgpack_sbuffer ps;
 		msgpack_packer ppk;
-		msgpack_sbuffer_init(&ps);
-		msgpack_packer_init(&ppk, &ps, msgpack_sbuffer_write);
+		msgpack_sbuffer_clear(&b->psb);
+		msgpack_packer_init(&ppk, &b->psb, msgpack_sbuffer_write);
 		sx_pack_object(&ppk, props);
-		msgpack_pack_bin(&pk, ps.size);
-		msgpack_pack_bin_body(&pk, ps.data, ps.size);
-		msgpack_sbuffer_destroy(&ps);
+		msgpack_pack_bin(&pk, b->psb.size);
+		msgpack_pack_bin_body(&pk, b->psb.data, b->psb.size);
 	} else {
 		msgpack_pack_nil(&pk);
 	}
@@ -1277,7 +1321,7 @@ static void ccache_drop(struct cent *e)
 /* Adds the batch's part of an 'M' counter to the record and writes it. */
 static int acc_flush_metric(struct sx_ev_batch *b, struct acc *a)
 {
-	uint64_t h = XXH3_64bits(a->key, a->klen);
+	uint64_t h = a->h;
 	struct cent *e = ccache_find(a->key, a->klen, h);
 	int rc;
 	if (!e) {
@@ -1916,9 +1960,12 @@ static int m_events_track(struct sx_req *req, const msgpack_object *args, msgpac
 		}
 	}
 	if (ok) {
+		msgpack_sbuffer ps;
+		msgpack_sbuffer_init(&ps);
 		for (uint32_t i = 0; i < n; i++)
 			if (ok[i] != NOT_ACCEPTED)
-				notify_track(events ? &events->via.array.ptr[i] : &single, now, (uint32_t)ok[i]);
+				notify_track(events ? &events->via.array.ptr[i] : &single, now, (uint32_t)ok[i], &ps);
+		msgpack_sbuffer_destroy(&ps);
 		for (int i = 0; i < n_track_obs; i++)
 			track_obs[i].fn(NULL, track_obs[i].ud);
 		free(ok);

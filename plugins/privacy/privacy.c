@@ -126,6 +126,20 @@ const char *sx_privacy_user_id(const char *id, size_t len, char *buf, size_t *ou
 
 static int consent_default(void) { return eng ? eng->cfg->consent_default : 1; }
 
+/* Bumped by every consent write, every undone one and every start or stop of
+ * the plugin: an answer of sx_privacy_allowed() cached under one version
+ * holds while the version stays. */
+static uint64_t consent_version = 1;
+
+uint64_t sx_privacy_consent_version(void) { return consent_version; }
+
+static void consent_undo_cb(uint64_t tables, void *ud)
+{
+	SX_UNUSED(ud);
+	if (tables & (uint64_t)1 << SX_T_CONSENT)
+		consent_version++;
+}
+
 static const msgpack_object *map_get(const msgpack_object *m, const char *k)
 {
 	if (!m || m->type != MSGPACK_OBJECT_MAP)
@@ -310,6 +324,7 @@ static int m_consent_set(struct sx_req *req, const msgpack_object *args, msgpack
 		sx_pack_key(&spk, "source");
 		src ? sx_pack_strn(&spk, src, slen) : msgpack_pack_nil(&spk);
 	}
+	consent_version++;
 	rc = sx_store_put(eng->store, SX_T_CONSENT, id, len, sb.data, sb.size);
 	/* the audit entry: which purposes changed how, for a hashed user */
 	char hash[33];
@@ -376,6 +391,7 @@ static int m_erase(struct sx_req *req, const msgpack_object *args, msgpack_packe
 	}
 	struct sx_val v;
 	rc = sx_store_get(eng->store, SX_T_CONSENT, id, len, &v);
+	consent_version++;
 	if (rc == 0 && (rc = sx_store_del(eng->store, SX_T_CONSENT, id, len)) == 0)
 		sx_privacy_receipt_add(r, "consent", 1);
 	if (rc < 0 && rc != SX_ENOENT)
@@ -516,6 +532,9 @@ static int start(struct sx_engine *e)
 {
 	eng = e;
 	swept_total = 0;
+	consent_version++;
+	if (sx_store_on_undo(e->store, consent_undo_cb, NULL) < 0)
+		return sx_diag_last_code();
 	const struct sx_method methods[] = {
 		{"consent.set", SX_ROLE_WRITER, m_consent_set, NULL,
 		 "record a user's consent {user, purposes = {analytics, personalization, experiments, notifications}, source?}"},
@@ -546,6 +565,7 @@ static void stop(struct sx_engine *e)
 		sweep_timer_on = 0;
 	}
 	eng = NULL;
+	consent_version++;
 }
 
 static void info(struct sx_engine *e, msgpack_packer *pk)

@@ -40,6 +40,12 @@ const char *sx_privacy_purpose_name(int purpose);
  * "not allowed" (fail closed). `id` is the id as stored (already mapped by
  * sx_privacy_user_id). */
 int sx_privacy_allowed(const char *id, size_t len, int purpose);
+/* Changes whenever an answer of sx_privacy_allowed() may change: a consent
+ * record written or deleted (consent.set, privacy.erase), such a write undone
+ * (a rolled-back request, a failed batch), the plugin started or stopped.
+ * A caller may keep answers and reuse them while the version is the same
+ * (consent_default is read at start and does not change while running). */
+uint64_t sx_privacy_consent_version(void);
 /* The same for a user index of the events plugin (0 for an unknown index). */
 int sx_privacy_allowed_index(uint32_t idx, int purpose);
 

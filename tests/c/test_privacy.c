@@ -506,6 +506,90 @@ static void test_no_analytics_consent_counts_anonymously(void **state)
 	assert_false(get_bool(&get(&f->res, "entries")->via.array.ptr[0], "detail.purposes.analytics"));
 }
 
+static int count_cb(const struct sx_event *ev, void *ud)
+{
+	(void)ev;
+	++*(int *)ud;
+	return 0;
+}
+
+/* Events stored under the user's index. */
+static int stored_events(const char *user)
+{
+	uint32_t idx;
+	int n = 0;
+	assert_int_equal(sx_events_user_index(NULL, user, strlen(user), &idx), 0);
+	assert_int_equal(sx_events_user_scan(NULL, idx, 0, SX_EVENTS_TIME_MAX, 0, count_cb, &n), 0);
+	return n;
+}
+
+/* Ingest keeps each user's consent answer across batches: it must follow
+ * every consent.set and erasure, and forget what a rolled-back grant allowed. */
+static void test_cached_consent_follows_changes_and_undo(void **state)
+{
+	struct fx *f = *state;
+	uint64_t count, users;
+	track(f, "flip", "view", T0 + 1, NULL); /* allowed by default: cached as such */
+	track(f, "flip", "view", T0 + 2, NULL);
+	assert_int_equal(stored_events("flip"), 2);
+	assert_int_equal(call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": false}}"), 0);
+	track(f, "flip", "view", T0 + 3, NULL);
+	assert_int_equal(stored_events("flip"), 2); /* counted, not stored */
+	day_counter(f, "view", 0, &count, &users);
+	assert_true(count == 3 && users == 1);
+	sync_all(f);
+
+	/* a grant undone by its request's rollback leaves the refusal in force */
+	sx_store_req_begin(f->e.store);
+	uint64_t sp = sx_store_savepoint(f->e.store);
+	const struct sx_method *m = sx_rpc_find(f->e.rpc, "consent.set", 11);
+	assert_non_null(m);
+	msgpack_sbuffer sb, out;
+	msgpack_packer pk, opk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_sbuffer_init(&out);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_packer_init(&opk, &out, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	sx_pack_kv_str(&pk, "user", "flip");
+	sx_pack_key(&pk, "purposes");
+	msgpack_pack_map(&pk, 1);
+	sx_pack_kv_bool(&pk, "analytics", 1);
+	msgpack_zone z;
+	msgpack_object args;
+	msgpack_zone_init(&z, 1024);
+	assert_int_equal(sx__ev_unpack(sb.data, sb.size, &z, &args), 0);
+	struct sx_req req;
+	memset(&req, 0, sizeof(req));
+	req.role = SX_ROLE_ADMIN;
+	req.method = m->name;
+	assert_int_equal(m->fn(&req, &args, &opk, m->ud), 0);
+	track(f, "flip", "view", T0 + 4, NULL); /* inside the same batch: granted now */
+	assert_int_equal(stored_events("flip"), 3);
+	sx_store_rollback(f->e.store, sp);
+	sx_store_req_end(f->e.store);
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&out);
+	assert_int_equal(sx_privacy_allowed("flip", 4, SX_PURPOSE_ANALYTICS), 0);
+	track(f, "flip", "view", T0 + 5, NULL);
+	assert_int_equal(stored_events("flip"), 2);
+	day_counter(f, "view", 0, &count, &users);
+	assert_true(count == 4 && users == 1);
+
+	/* granted again for good */
+	assert_int_equal(call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": true}}"), 0);
+	track(f, "flip", "view", T0 + 6, NULL);
+	assert_int_equal(stored_events("flip"), 3);
+	/* erasure deletes the consent record: the default (allowed) applies afresh */
+	assert_int_equal(call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": false}}"), 0);
+	track(f, "flip", "view", T0 + 7, NULL);
+	assert_int_equal(stored_events("flip"), 3);
+	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"flip\"}"), 0);
+	track(f, "flip", "view", T0 + 8, NULL);
+	assert_int_equal(stored_events("flip"), 1);
+}
+
 static void test_consent_default_deny(void **state)
 {
 	struct fx *f = *state;
@@ -631,6 +715,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_erasers_join_the_erasure_and_can_fail_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_export_holds_everything, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_analytics_consent_counts_anonymously, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cached_consent_follows_changes_and_undo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_consent_default_deny, setup_deny, teardown),
 		cmocka_unit_test_setup_teardown(test_retention_expiry_in_chunks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_log, setup, teardown),
