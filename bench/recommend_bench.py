@@ -182,30 +182,46 @@ def open_loop(port, users, rate, conns, seconds, extra=None):
           f"p99_ms={q(0.99):.3f} throughput={answered / (end - t0):.0f} errors={errors[0]}", flush=True)
 
 
-def latency(n_items, n_users, rate=1000, conns=8, seconds=20):
+def populate(c, n_items, n_users):
     rnd = random.Random(5)
-    with Server({"durability": "relaxed"}) as srv, srv.client(timeout=600) as c:
-        t = time.monotonic()
-        for i in range(n_items):
-            v = [rnd.gauss(0, 1) for _ in range(16)]
-            c.call("items.put", id=f"i{i}", kind=("trip", "destination", "activity", "offer")[i % 4],
-                   attributes={"price": 100 + i % 2000, "region": f"r{i % 50}", "tags": [f"g{i % 30}"]}, vector=v)
-        print(f"{n_items} items in {time.monotonic() - t:.0f} s", flush=True)
-        t = time.monotonic()
-        batch = []
-        for u in range(n_users):
-            for _ in range(3):
-                batch.append({"user": f"u{u}", "name": "view", "item": f"i{int(rnd.paretovariate(0.8)) % n_items}"})
-            if len(batch) >= 9000:
-                c.call("events.track", events=batch, _timeout=600)
-                batch = []
-        if batch:
+    t = time.monotonic()
+    for i in range(n_items):
+        v = [rnd.gauss(0, 1) for _ in range(16)]
+        c.call("items.put", id=f"i{i}", kind=("trip", "destination", "activity", "offer")[i % 4],
+               attributes={"price": 100 + i % 2000, "region": f"r{i % 50}", "tags": [f"g{i % 30}"]}, vector=v)
+    print(f"{n_items} items in {time.monotonic() - t:.0f} s", flush=True)
+    t = time.monotonic()
+    batch = []
+    for u in range(n_users):
+        for _ in range(3):
+            batch.append({"user": f"u{u}", "name": "view", "item": f"i{int(rnd.paretovariate(0.8)) % n_items}"})
+        if len(batch) >= 9000:
             c.call("events.track", events=batch, _timeout=600)
-        print(f"{n_users} users x 3 events in {time.monotonic() - t:.0f} s", flush=True)
-        st = c.call("recommend.train", params={"k": 32, "iterations": 8})
-        while c.call("job.status", id=st["job"])["state"] == "running":
-            time.sleep(0.5)
-        print("trained:", c.call("job.status", id=st["job"])["state"], flush=True)
+            batch = []
+    if batch:
+        c.call("events.track", events=batch, _timeout=600)
+    print(f"{n_users} users x 3 events in {time.monotonic() - t:.0f} s", flush=True)
+    st = c.call("recommend.train", params={"k": 32, "iterations": 8})
+    while c.call("job.status", id=st["job"])["state"] == "running":
+        time.sleep(0.5)
+    print("trained:", c.call("job.status", id=st["job"])["state"], flush=True)
+
+
+def latency(n_items, n_users, rate=1000, conns=8, seconds=20):
+    """$SX_BENCH_KEEP=DIR keeps the populated data directory there and reuses it
+    on later runs with the same ITEMS and USERS (a restart instead of the set-up)."""
+    keep = os.environ.get("SX_BENCH_KEEP")
+    cfg = {"durability": "relaxed"}
+    marker = None
+    if keep:
+        cfg["data_dir"] = os.path.join(keep, "data")
+        marker = os.path.join(keep, f"populated-{n_items}-{n_users}")
+    with Server(cfg) as srv, srv.client(timeout=600) as c:
+        if not marker or not os.path.exists(marker):
+            populate(c, n_items, n_users)
+            if marker:
+                open(marker, "w").close()
+        rnd = random.Random(7)
         for warm in range(2000):
             c.call("recommend.items", user=f"u{rnd.randrange(n_users)}", n=20)
         lat = []
@@ -218,8 +234,13 @@ def latency(n_items, n_users, rate=1000, conns=8, seconds=20):
         lat.sort()
         print(f"recommend.items n=20, 1 connection, sequential: p50={lat[len(lat) // 2]:.2f} ms "
               f"p99={lat[int(len(lat) * 0.99)]:.2f} ms throughput={len(lat) / el:.0f}/s", flush=True)
+        if os.environ.get("SX_BENCH_PAUSE"):
+            # for a profiler or an external load generator: the server stays up until stdin closes
+            print(f"server pid={srv.pid} port={srv.port}; press Enter to stop", flush=True)
+            sys.stdin.readline()
         for r in (rate if isinstance(rate, list) else [rate]):
-            open_loop(srv.port, n_users, r, conns, seconds)
+            if r > 0:
+                open_loop(srv.port, n_users, r, conns, seconds)
 
 
 def factors(out_dir, k=32):

@@ -20,10 +20,29 @@
  * once and replays them.
  * --method ping sends the same frames to `ping`: the ceiling of client, transport and
  * frame decoding. Prints events/s (accepted events; with ping, events sent).
+ *
+ * sextant only: --op recommend [--users N] [--n 20] sends recommend.items {user = "u<r>", n}
+ * with r uniform in [0, N) (bench/recommend_bench.py latency's users).
+ *
+ * Open loop (sextant only): --rate R sends request i at t0 + i / R whatever the earlier
+ * ones are doing, round-robin over the connections (--depth is ignored), for --seconds,
+ * then waits up to 10 s for the last replies. Latency counts from the due time, so a
+ * stalled server (or a late sender) is not hidden. One sender thread sleeps to each due
+ * time; one receiver thread reads every connection (epoll). Prints answered requests/s
+ * and p50/p90/p99/p99.9/max in microseconds; requests without a reply count as errors.
  */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <msgpack.h>
 #include <uv.h>
@@ -46,12 +65,14 @@ struct conn {
 	uint64_t nsent;
 };
 
-enum { OP_PING, OP_COUNTER, OP_ASSIGN, OP_TRACK };
+enum { OP_PING, OP_COUNTER, OP_ASSIGN, OP_TRACK, OP_RECOMMEND };
 
 #define TRACK_BATCHES 16
 
 static struct {
-	int redis, op, conns, depth, experiments, batch;
+	int redis, op, conns, depth, experiments, batch, n;
+	double rate;
+	uint64_t rng;
 	long users;
 	uint64_t spread_ms; /* OP_TRACK: event times spread over the last spread_ms */
 	const char *method;
@@ -135,6 +156,15 @@ static void pack_one(struct conn *c, msgpack_sbuffer *buf)
 			sx_pack_str(&pk, "context");
 			msgpack_pack_map(&pk, 1);
 			sx_pack_kv_str(&pk, "country", "FR");
+		} else if (B.op == OP_RECOMMEND) {
+			char user[32];
+			B.rng ^= B.rng << 13, B.rng ^= B.rng >> 7, B.rng ^= B.rng << 17;
+			snprintf(user, sizeof(user), "u%llu", (unsigned long long)(B.rng % (uint64_t)B.users));
+			sx_pack_str(&pk, "recommend.items");
+			msgpack_pack_array(&pk, 1);
+			msgpack_pack_map(&pk, 2);
+			sx_pack_kv_str(&pk, "user", user);
+			sx_pack_kv_int(&pk, "n", B.n);
 		} else {
 			sx_pack_str(&pk, "ping");
 			msgpack_pack_array(&pk, 0);
@@ -335,6 +365,170 @@ static void redis_script_load(void)
 	pclose(p);
 }
 
+/* ---- open loop (--rate) ---- */
+
+struct oconn {
+	int fd;
+	uint64_t *due;           /* due times of the requests sent on it, in order */
+	size_t cap;
+	_Atomic size_t head;      /* written by the sender */
+	size_t tail;              /* read by the receiver */
+	char *rbuf;
+	size_t rlen, rcap;
+};
+
+static struct oconn *oc;
+static uint64_t o_t0, o_n;
+static _Atomic int o_sent_all;
+
+static void sleep_until(uint64_t ns)
+{
+	struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *o_sender(void *arg)
+{
+	SX_UNUSED(arg);
+	struct conn dummy;
+	memset(&dummy, 0, sizeof(dummy));
+	uint64_t slot = 0;
+	dummy.sent_at = &slot;
+	int depth = B.depth;
+	B.depth = 1; /* pack_one's ring is not used here */
+	for (uint64_t i = 0; i < o_n; i++) {
+		uint64_t due = o_t0 + (uint64_t)((double)i * 1e9 / B.rate);
+		if (mono_ns() < due)
+			sleep_until(due);
+		struct oconn *c = &oc[i % (uint64_t)B.conns];
+		msgpack_sbuffer buf;
+		msgpack_sbuffer_init(&buf);
+		pack_one(&dummy, &buf);
+		size_t h = atomic_load_explicit(&c->head, memory_order_relaxed);
+		c->due[h] = due;
+		atomic_store_explicit(&c->head, h + 1, memory_order_release);
+		for (size_t off = 0; off < buf.size;) {
+			ssize_t w = send(c->fd, buf.data + off, buf.size - off, MSG_NOSIGNAL);
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				perror("send");
+				exit(1);
+			}
+			off += (size_t)w;
+		}
+		msgpack_sbuffer_destroy(&buf);
+	}
+	B.depth = depth;
+	atomic_store(&o_sent_all, 1);
+	return NULL;
+}
+
+static int open_loop(void)
+{
+	o_n = (uint64_t)(B.rate * B.seconds);
+	if (o_n == 0)
+		return 0;
+	oc = calloc((size_t)B.conns, sizeof(*oc));
+	int ep = epoll_create1(0);
+	struct sockaddr_in addr;
+	uv_ip4_addr(B.host, B.port, &addr);
+	for (int i = 0; i < B.conns; i++) {
+		struct oconn *c = &oc[i];
+		c->fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+			perror("connect");
+			return 1;
+		}
+		int one = 1;
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->cap = (size_t)(o_n / (uint64_t)B.conns) + 2;
+		c->due = malloc(c->cap * sizeof(uint64_t));
+		c->rcap = 1 << 20;
+		c->rbuf = malloc(c->rcap);
+		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+		epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+	}
+	B.lat_us = malloc(o_n * sizeof(*B.lat_us));
+	o_t0 = mono_ns() + 100000000u;
+	pthread_t th;
+	pthread_create(&th, NULL, o_sender, NULL);
+	uint64_t got = 0, last_due = o_t0 + (uint64_t)((double)(o_n - 1) * 1e9 / B.rate), last_reply = 0;
+	uint64_t give_up = last_due + 10000000000ull;
+	while (got < o_n) {
+		struct epoll_event evs[64];
+		int ne = epoll_wait(ep, evs, 64, 100);
+		uint64_t now = mono_ns();
+		if (ne <= 0) {
+			if (atomic_load(&o_sent_all) && now > give_up)
+				break;
+			continue;
+		}
+		for (int e = 0; e < ne; e++) {
+			struct oconn *c = &oc[evs[e].data.u32];
+			if (c->rcap - c->rlen < 65536) {
+				c->rcap *= 2;
+				c->rbuf = realloc(c->rbuf, c->rcap);
+			}
+			ssize_t r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+			if (r <= 0) {
+				fprintf(stderr, "connection closed\n");
+				return 1;
+			}
+			c->rlen += (size_t)r;
+			size_t off = 0;
+			for (;;) {
+				int err = 0;
+				size_t len = sextant_reply(c->rbuf + off, c->rlen - off, &err);
+				if (!len)
+					break;
+				off += len;
+				if (err)
+					B.errors++;
+				if (c->tail >= atomic_load_explicit(&c->head, memory_order_acquire)) {
+					fprintf(stderr, "a reply before its request\n");
+					return 1;
+				}
+				uint64_t due = c->due[c->tail++];
+				B.lat_us[B.nlat++] = (uint32_t)((now > due ? now - due : 0) / 1000);
+				got++;
+				last_reply = now;
+			}
+			memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+			c->rlen -= off;
+		}
+	}
+	pthread_join(th, NULL);
+	double span = (double)((last_reply > o_t0 ? last_reply : last_due) - o_t0) / 1e9;
+	qsort(B.lat_us, B.nlat, sizeof(*B.lat_us), cmp_u32);
+#define PCT(f) (B.nlat ? B.lat_us[(size_t)((double)B.nlat * (f)) < B.nlat ? (size_t)((double)B.nlat * (f)) : B.nlat - 1] : 0)
+	static const char *const ops[] = {"ping", "counter", "assign", "track", "recommend"};
+	printf("{\"proto\":\"sextant\",\"op\":\"%s\",\"mode\":\"open\",\"rate\":%.0f,\"conns\":%d,\"seconds\":%.1f,"
+	       "\"sent\":%llu,\"answered\":%llu,\"throughput\":%.0f,\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,"
+	       "\"p999_us\":%u,\"max_us\":%u,\"errors\":%llu}\n",
+	       ops[B.op], B.rate, B.conns, B.seconds, (unsigned long long)o_n, (unsigned long long)got,
+	       span > 0 ? (double)got / span : 0.0, PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999),
+	       B.nlat ? B.lat_us[B.nlat - 1] : 0, (unsigned long long)(B.errors + (o_n - got)));
+#undef PCT
+	for (int i = 0; i < B.conns; i++) {
+		close(oc[i].fd);
+		free(oc[i].due);
+		free(oc[i].rbuf);
+	}
+	free(oc);
+	close(ep);
+	free(B.lat_us);
+	return B.errors || got < o_n ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	B.conns = 50;
@@ -345,6 +539,8 @@ int main(int argc, char **argv)
 	B.experiments = 20;
 	B.batch = 1000;
 	B.method = "events.track";
+	B.n = 20;
+	B.rng = 0x2545F4914F6CDD1Dull;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--proto"))
 			B.redis = !strcmp(argv[i + 1], "redis");
@@ -360,6 +556,7 @@ int main(int argc, char **argv)
 			B.op = !strcmp(argv[i + 1], "counter")  ? OP_COUNTER
 			       : !strcmp(argv[i + 1], "assign") ? OP_ASSIGN
 			       : !strcmp(argv[i + 1], "track")  ? OP_TRACK
+			       : !strcmp(argv[i + 1], "recommend") ? OP_RECOMMEND
 								: OP_PING;
 		else if (!strcmp(argv[i], "--experiments"))
 			B.experiments = atoi(argv[i + 1]);
@@ -371,17 +568,25 @@ int main(int argc, char **argv)
 			B.method = argv[i + 1];
 		else if (!strcmp(argv[i], "--spread-ms"))
 			B.spread_ms = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--rate"))
+			B.rate = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--n"))
+			B.n = atoi(argv[i + 1]);
 	}
 	if (!B.spread_ms)
 		B.spread_ms = 86400000u;
+	if (B.op == OP_RECOMMEND && B.users <= 0)
+		B.users = 1000000;
 	if (B.op == OP_TRACK && B.users <= 0)
 		B.users = 100000;
 	if (B.batch < 1)
 		B.batch = 1;
-	if (B.redis && (B.op == OP_ASSIGN || B.op == OP_TRACK)) {
-		fprintf(stderr, "bench_rpc: --op assign and track are for sextant\n");
+	if (B.redis && (B.op == OP_ASSIGN || B.op == OP_TRACK || B.op == OP_RECOMMEND || B.rate > 0)) {
+		fprintf(stderr, "bench_rpc: --op assign, track, recommend and --rate are for sextant\n");
 		return 2;
 	}
+	if (B.rate > 0)
+		return open_loop();
 	if (B.redis && B.op == OP_COUNTER)
 		redis_script_load();
 	B.loop = uv_default_loop();
@@ -407,7 +612,7 @@ int main(int argc, char **argv)
 	double secs = (double)(B.stop_ns - B.start_ns) / 1e9;
 	qsort(B.lat_us, B.nlat, sizeof(*B.lat_us), cmp_u32);
 	uint32_t p50 = B.nlat ? B.lat_us[B.nlat / 2] : 0, p99 = B.nlat ? B.lat_us[B.nlat * 99 / 100] : 0;
-	static const char *const ops[] = {"ping", "counter", "assign", "track"};
+	static const char *const ops[] = {"ping", "counter", "assign", "track", "recommend"};
 	printf("{\"proto\":\"%s\",\"op\":\"%s\",\"conns\":%d,\"depth\":%d,\"users\":%ld,\"rps\":%.0f,"
 	       "\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu",
 	       B.redis ? "redis" : "sextant", ops[B.op], B.conns, B.depth, B.users, (double)B.done / secs, p50, p99,

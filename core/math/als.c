@@ -745,3 +745,57 @@ int sx_als_explain(const struct sx_als *a, const int32_t *items, const float *we
 	free(h);
 	return rc ? rc : (int)len;
 }
+
+int sx_als_explain_many(const struct sx_als *a, const int32_t *items, const float *weights, size_t n_items,
+			const int32_t *targets, size_t n_targets, size_t n, int32_t *out_items, float *out_contrib,
+			double *out_total, int *out_count)
+{
+	if (!a || (n_items && (!items || !weights)) || (n_targets && (!targets || !out_total || !out_count)) ||
+	    (n && n_targets && (!out_items || !out_contrib)))
+		return SX_EINVAL;
+	for (size_t t = 0; t < n_targets; t++)
+		if (targets[t] < 0 || targets[t] >= a->n_items)
+			return SX_EINVAL;
+	if (n_targets == 0)
+		return 0;
+	const int k = a->k;
+	/* A (k x k), then Z (k x n_targets, row-major): one factorisation and one
+	 * multi-right-hand-side solve for all targets. */
+	double *A = malloc(((size_t)k * k + (size_t)k * n_targets) * sizeof(double));
+	struct scored *h = malloc((n ? n : 1) * sizeof *h);
+	if (!A || !h) {
+		free(A);
+		free(h);
+		return SX_ENOMEM;
+	}
+	double *Z = A + (size_t)k * k;
+	int rc = user_system(a, items, weights, n_items, A, NULL);
+	if (rc == 0) {
+		for (size_t t = 0; t < n_targets; t++)
+			for (int i = 0; i < k; i++)
+				Z[(size_t)i * n_targets + t] = a->V[(size_t)targets[t] * k + i];
+		if (LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', k, (lapack_int)n_targets, A, k, Z, (lapack_int)n_targets) != 0)
+			rc = SX_EINTERNAL;
+	}
+	for (size_t t = 0; rc == 0 && t < n_targets; t++) {
+		double total = 0;
+		size_t len = 0;
+		for (size_t j = 0; j < n_items; j++) {
+			if (!(weights[j] > 0))
+				continue;
+			const float *y = a->V + (size_t)items[j] * k;
+			double s = 0;
+			for (int i = 0; i < k; i++)
+				s += Z[(size_t)i * n_targets + t] * y[i];
+			s *= 1.0 + (double)(a->alpha * weights[j]);
+			total += s;
+			heap_offer(h, &len, n, (struct scored){(float)s, items[j]});
+		}
+		heap_drain(h, len, out_items + t * n, out_contrib + t * n);
+		out_total[t] = total;
+		out_count[t] = (int)len;
+	}
+	free(A);
+	free(h);
+	return rc;
+}

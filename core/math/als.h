@@ -115,4 +115,12 @@ int sx_als_explain(const struct sx_als *als, const int32_t *items, const float *
 		   size_t n_items, int32_t item, size_t n, int32_t *out_items,
 		   float *out_contrib, double *out_total);
 
+/* sx_als_explain for n_targets items at once, with one factorisation of A:
+ * target t's contributors go to out_items / out_contrib [t * n, t * n + out_count[t]),
+ * its score to out_total[t]. Returns 0, or SX_EINVAL (also for a target out of
+ * range), SX_ENOMEM, SX_EINTERNAL; the outputs are then unspecified. */
+int sx_als_explain_many(const struct sx_als *als, const int32_t *items, const float *weights, size_t n_items,
+			const int32_t *targets, size_t n_targets, size_t n, int32_t *out_items, float *out_contrib,
+			double *out_total, int *out_count);
+
 #endif

@@ -16,12 +16,33 @@
 #define FORMAT_VERSION 1u
 #define HEADER_SIZE 96u
 #define PREDICATE_SAMPLE 256u
-#define PREFETCH_AHEAD 3u
 
+/* (distance, id) as one integer: the distance's bits made order-preserving in the
+ * high half, the id in the low half, so that "nearer, then lower id" is one
+ * unsigned compare in the heaps. */
 struct dist_id {
-	float d;
-	uint32_t id;
+	uint64_t key;
 };
+
+static inline struct dist_id di(float d, uint32_t id)
+{
+	d += 0.0f; /* -0 -> +0, so that equal distances tie on the id */
+	uint32_t u;
+	memcpy(&u, &d, 4);
+	u ^= (uint32_t)((int32_t)u >> 31) | 0x80000000u;
+	return (struct dist_id){(uint64_t)u << 32 | id};
+}
+
+static inline uint32_t di_id(struct dist_id x) { return (uint32_t)x.key; }
+
+static inline float di_d(struct dist_id x)
+{
+	uint32_t u = (uint32_t)(x.key >> 32);
+	u = (u & 0x80000000u) ? u ^ 0x80000000u : ~u;
+	float d;
+	memcpy(&d, &u, 4);
+	return d;
+}
 
 /* label -> slot id; open addressing with linear probing and backward-shift
  * deletion, so there are no tombstones to clean up. */
@@ -50,6 +71,7 @@ struct sx_hnsw {
 	double level_mult;
 	uint64_t rng;
 	sx_vec_dist_fn dist;
+	sx_vec_dist_batch_fn distb;
 
 	/* Block layout: vector (dim floats) | label (u64) | n0 (u32) | links0 (M0 u32). */
 	size_t block_size, off_label, off_links;
@@ -228,7 +250,7 @@ static void lm_del(struct labelmap *m, uint64_t key)
 
 /* ---- heaps of (distance, id) ---- */
 
-static inline bool dless(struct dist_id a, struct dist_id b) { return a.d < b.d || (a.d == b.d && a.id < b.id); }
+static inline bool dless(struct dist_id a, struct dist_id b) { return a.key < b.key; }
 
 /* max-heap: worst on top */
 static inline void maxh_push(struct dist_id *hp, size_t *n, struct dist_id x)
@@ -436,6 +458,7 @@ static struct sx_hnsw *alloc_index(int metric, uint32_t dim, uint32_t M)
 	h->dim = dim;
 	h->M = M;
 	h->dist = sx_vec_dist_kernel(metric);
+	h->distb = sx_vec_dist_batch_kernel(metric);
 	h->entry = NO_ID;
 	h->maxlevel = -1;
 	layout(h);
@@ -583,15 +606,17 @@ static inline void greedy(const struct sx_hnsw *h, const float *q, uint32_t self
 	while (changed) {
 		changed = false;
 		const uint32_t *l = read_links(h, *cur, lev, mode, buf);
-		uint32_t n = l[0];
-		for (uint32_t j = 1; j <= n; j++) {
-			uint32_t nb = l[j];
-			if (nb == self)
-				continue;
-			float d = h->dist(q, vec_of(h, nb), h->dim);
-			if (d < *curd) {
-				*curd = d;
-				*cur = nb;
+		uint32_t ids[2 * MAX_M];
+		float dd[2 * MAX_M];
+		uint32_t n = l[0], m = 0;
+		for (uint32_t j = 1; j <= n; j++)
+			if (l[j] != self)
+				ids[m++] = l[j];
+		h->distb(q, h->blocks, h->block_size, ids, m, h->dim, dd);
+		for (uint32_t j = 0; j < m; j++) {
+			if (dd[j] < *curd) {
+				*curd = dd[j];
+				*cur = ids[j];
 				changed = true;
 			}
 		}
@@ -615,49 +640,50 @@ search_layer(const struct sx_hnsw *h, struct scratch *s, const float *q, uint32_
 	if (self != NO_ID)
 		vis[self] = tag;
 	vis[ep] = tag;
-	minh_push(s->cand, &ncand, (struct dist_id){epd, ep});
+	minh_push(s->cand, &ncand, di(epd, ep));
 	if (!filtered || allowed(h, ep, f)) {
-		maxh_push(s->res, &nres, (struct dist_id){epd, ep});
+		maxh_push(s->res, &nres, di(epd, ep));
 		lower = epd;
 	}
 	while (ncand) {
 		struct dist_id c = s->cand[0];
-		if (c.d > lower && (nres >= ef || !filtered))
+		if (di_d(c) > lower && (nres >= ef || !filtered))
 			break;
 		minh_pop(s->cand, &ncand);
 		/* The next node to expand is probably the new top: start loading its links. */
 		if (ncand)
-			__builtin_prefetch(links_of(h, s->cand[0].id, lev));
-		const uint32_t *l = read_links(h, c.id, lev, mode, buf);
+			__builtin_prefetch(links_of(h, di_id(s->cand[0]), lev));
+		const uint32_t *l = read_links(h, di_id(c), lev, mode, buf);
 		/* Mark and collect the unvisited neighbours first, so that the memory
 		 * of several vectors is in flight before the first distance needs it. */
 		uint32_t todo[2 * MAX_M];
+		float dd[2 * MAX_M];
 		uint32_t n = l[0], m = 0;
+		/* Branch-free: whether a neighbour was visited is a coin toss to the
+		 * predictor. A list holds no duplicates, so this equals the branchy form. */
 		for (uint32_t j = 1; j <= n; j++) {
 			uint32_t nb = l[j];
-			if (vis[nb] == tag)
-				continue;
+			todo[m] = nb;
+			m += vis[nb] != tag;
 			vis[nb] = tag;
-			todo[m++] = nb;
 		}
-		for (uint32_t j = 0; j < m && j < PREFETCH_AHEAD; j++)
+		for (uint32_t j = 0; j < m; j++)
 			prefetch_vec(h, todo[j]);
+		h->distb(q, h->blocks, h->block_size, todo, m, h->dim, dd);
 		for (uint32_t j = 0; j < m; j++) {
 			uint32_t nb = todo[j];
-			if (j + PREFETCH_AHEAD < m)
-				prefetch_vec(h, todo[j + PREFETCH_AHEAD]);
-			float d = h->dist(q, vec_of(h, nb), h->dim);
+			float d = dd[j];
 			if (nres < ef || d < lower) {
 				if (ncand + 1 >= s->cand_cap && grow(&s->cand, &s->cand_cap, ncand + 2) < 0) {
 					*err = SX_ENOMEM;
 					return nres;
 				}
-				minh_push(s->cand, &ncand, (struct dist_id){d, nb});
+				minh_push(s->cand, &ncand, di(d, nb));
 				if (!filtered || allowed(h, nb, f)) {
-					maxh_push(s->res, &nres, (struct dist_id){d, nb});
+					maxh_push(s->res, &nres, di(d, nb));
 					if (nres > ef)
 						maxh_pop(s->res, &nres);
-					lower = s->res[0].d;
+					lower = di_d(s->res[0]);
 				}
 			}
 		}
@@ -675,9 +701,9 @@ static size_t select_neighbors(const struct sx_hnsw *h, struct dist_id *cand, si
 	size_t kept = 0;
 	for (size_t i = 0; i < n && kept < m; i++) {
 		bool good = true;
-		const float *v = vec_of(h, cand[i].id);
+		const float *v = vec_of(h, di_id(cand[i]));
 		for (size_t j = 0; j < kept; j++) {
-			if (h->dist(v, vec_of(h, cand[j].id), h->dim) < cand[i].d) {
+			if (h->dist(v, vec_of(h, di_id(cand[j])), h->dim) < di_d(cand[i])) {
 				good = false;
 				break;
 			}
@@ -706,12 +732,12 @@ static void add_link(struct sx_hnsw *h, uint32_t a, uint32_t b, int lev, int mod
 			struct dist_id c[2 * MAX_M + 1];
 			const float *va = vec_of(h, a);
 			for (uint32_t j = 0; j < n; j++)
-				c[j] = (struct dist_id){h->dist(va, vec_of(h, l[j + 1]), h->dim), l[j + 1]};
-			c[n] = (struct dist_id){h->dist(va, vec_of(h, b), h->dim), b};
+				c[j] = di(h->dist(va, vec_of(h, l[j + 1]), h->dim), l[j + 1]);
+			c[n] = di(h->dist(va, vec_of(h, b), h->dim), b);
 			insertion_sort(c, n + 1);
 			size_t k = select_neighbors(h, c, n + 1, mx);
 			for (size_t j = 0; j < k; j++)
-				l[j + 1] = c[j].id;
+				l[j + 1] = di_id(c[j]);
 			l[0] = (uint32_t)k;
 		}
 	}
@@ -766,19 +792,19 @@ static int link_node(struct sx_hnsw *h, uint32_t id, int mode)
 			return sx_diag_set(err, "hnsw: out of memory");
 		}
 		maxh_sort(s->res, nres);
-		ep = s->res[0].id;
-		epd = s->res[0].d;
+		ep = di_id(s->res[0]);
+		epd = di_d(s->res[0]);
 		size_t k = select_neighbors(h, s->res, nres, h->M);
 		uint32_t *ll = links_of(h, id, l);
 		if (mode == MODE_BUILD_LOCKED)
 			pthread_mutex_lock(stripe(h, id));
 		for (size_t j = 0; j < k; j++)
-			ll[j + 1] = s->res[j].id;
+			ll[j + 1] = di_id(s->res[j]);
 		ll[0] = (uint32_t)k;
 		if (mode == MODE_BUILD_LOCKED)
 			pthread_mutex_unlock(stripe(h, id));
 		for (size_t j = 0; j < k; j++)
-			add_link(h, s->res[j].id, id, l, mode);
+			add_link(h, di_id(s->res[j]), id, l, mode);
 	}
 	for (int l = top + 1; l <= level; l++)
 		links_of(h, id, l)[0] = 0;
@@ -1130,7 +1156,7 @@ struct exact_ctx {
 static inline void exact_consider(struct exact_ctx *e, uint32_t id)
 {
 	float d = e->h->dist(e->q, vec_of(e->h, id), e->h->dim);
-	struct dist_id x = {d, id};
+	struct dist_id x = di(d, id);
 	if (e->n < e->k) {
 		maxh_push(e->heap, &e->n, x);
 	} else if (dless(x, e->heap[0])) {
@@ -1230,19 +1256,20 @@ int sx_hnsw_search(const struct sx_hnsw *h, const float *q, size_t dim, size_t k
 	size_t m = nres < k ? nres : k;
 	for (size_t i = 0; i < m; i++) {
 		/* Equal distances are ordered by label, so results do not depend on slot numbering. */
-		float d = s->res[i].d;
-		uint64_t l = label_of(h, s->res[i].id);
+		struct dist_id x = s->res[i];
+		float d = di_d(x);
+		uint64_t l = label_of(h, di_id(x));
 		size_t j = i;
-		for (; j > 0 && s->res[j - 1].d == d && labels[j - 1] > l; j--) {
+		for (; j > 0 && di_d(s->res[j - 1]) == d && labels[j - 1] > l; j--) {
 			labels[j] = labels[j - 1];
-			s->res[j].d = s->res[j - 1].d;
+			s->res[j] = s->res[j - 1];
 		}
 		labels[j] = l;
-		s->res[j].d = d;
+		s->res[j] = x;
 	}
 	if (dists)
 		for (size_t i = 0; i < m; i++)
-			dists[i] = s->res[i].d;
+			dists[i] = di_d(s->res[i]);
 	*n_found = m;
 done:
 	scratch_put(h, s);

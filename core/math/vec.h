@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum sx_metric {
 	SX_METRIC_L2 = 0,     /* distance = squared Euclidean distance */
@@ -45,6 +46,17 @@ bool sx_vec_finite(const float *a, size_t n);
  * Callers resolve it once (e.g. when an index is created) and keep the pointer. */
 sx_vec_dist_fn sx_vec_dist_kernel(int metric);
 
+/* Distances (as sx_vec_dist_fn for the metric) from q (dim floats) to n rows of
+ * a strided array: row i is the dim floats at (const char *)base + ids[i] * stride;
+ * written to out[0 .. n). Rows need 4-byte alignment only. One call for a whole
+ * neighbour list amortises the horizontal sums and the indirect call. */
+typedef void (*sx_vec_dist_batch_fn)(const float *q, const void *base, size_t stride, const uint32_t *ids,
+				     size_t n, size_t dim, float *out);
+
+/* The batch kernel of a metric for this CPU (the same instruction set as
+ * sx_vec_dist_kernel), or NULL for an unknown metric. */
+sx_vec_dist_batch_fn sx_vec_dist_batch_kernel(int metric);
+
 /* Name of the instruction set the kernels above use: "avx512", "avx2" or "sse". */
 const char *sx_vec_isa(void);
 
@@ -53,5 +65,6 @@ const char *sx_vec_isa(void);
  * lacks it. */
 enum { SX__VEC_SSE = 0, SX__VEC_AVX2 = 1, SX__VEC_AVX512 = 2 };
 sx_vec_dist_fn sx__vec_kernel_isa(int metric, int isa);
+sx_vec_dist_batch_fn sx__vec_batch_kernel_isa(int metric, int isa);
 
 #endif

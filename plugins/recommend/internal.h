@@ -270,9 +270,13 @@ int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, in
 			     const msgpack_object *options, double diversity, int32_t *out);
 
 /* Readable reasons for item (sources in mask, bit per REC_SRC_*): up to max
- * strings into out. via: the co-visited item or -1; budget NAN: none. */
+ * strings into out. via: the co-visited item or -1; budget NAN: none; collab:
+ * the collaborative reason already worked out ("" for none), or NULL to work it
+ * out here. */
 int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t via, double budget,
-		    const char *location, char (*out)[160], int max);
+		    const char *location, const char *collab, char (*out)[160], int max);
+/* Frees the ctx functions' reusable per-item scratch (plugin stop). */
+void sx__rec_lua_marks_free(void);
 
 /* ---- the registry's model (registry.c) ----
  * Config (SX_T_ARTIFACTS "rec/config"): {model, alias, pool_above}. */

@@ -23,6 +23,60 @@
 
 /* ---- helpers ---- */
 
+/* Per-item scratch reused across requests instead of an nitems-sized array
+ * allocated and cleared per call (100k items: 0.5 MB a request): an entry is
+ * set when its stamp equals the current epoch. One set per function; a nested
+ * call of the same function (a metamethod can run one) gets NULL and falls
+ * back to fresh Lua memory. */
+struct marks {
+	uint32_t *stamp;
+	int32_t *val;
+	size_t cap;
+	uint32_t epoch;
+	int busy;
+};
+enum { MARK_BLEND, MARK_FILTER, MARK_RESULT, MARK_SETS };
+static struct marks marks[MARK_SETS];
+
+static struct marks *marks_begin(int which, size_t n)
+{
+	struct marks *m = &marks[which];
+	if (m->busy)
+		return NULL;
+	if (m->cap < n) {
+		size_t cap = n + n / 2 + 64;
+		uint32_t *st = calloc(cap, sizeof(*st));
+		int32_t *v = malloc(cap * sizeof(*v));
+		if (!st || !v) {
+			free(st), free(v);
+			return NULL;
+		}
+		free(m->stamp), free(m->val);
+		m->stamp = st, m->val = v, m->cap = cap, m->epoch = 0;
+	}
+	if (++m->epoch == 0) {
+		memset(m->stamp, 0, m->cap * sizeof(*m->stamp));
+		m->epoch = 1;
+	}
+	m->busy = 1;
+	return m;
+}
+
+static inline int marks_has(const struct marks *m, size_t i) { return m->stamp[i] == m->epoch; }
+static inline void marks_set(struct marks *m, size_t i, int32_t v)
+{
+	m->stamp[i] = m->epoch;
+	m->val[i] = v;
+}
+
+void sx__rec_lua_marks_free(void)
+{
+	for (int i = 0; i < MARK_SETS; i++) {
+		free(marks[i].stamp), free(marks[i].val);
+		memset(&marks[i], 0, sizeof(marks[i]));
+	}
+}
+
 static struct rec_user *user_arg(lua_State *L, int idx)
 {
 	size_t len;
@@ -49,23 +103,58 @@ static const char *item_name(uint32_t i)
 	return it->name[0] ? it->name : it->id;
 }
 
+/* Item id strings kept alive between requests (a direct-mapped table in the
+ * registry, slot item % ID_CACHE): without it every request re-creates (and
+ * the collector frees) a few hundred id strings, and that allocation was the
+ * largest single cost of a recommendation. */
+#define ID_CACHE 16384
+static int id_cache_ref = LUA_NOREF;
+
+/* Pushes the id table; its stack index is what push_item_id takes. */
+static int id_cache_push(lua_State *L)
+{
+	lua_rawgeti(L, LUA_REGISTRYINDEX, id_cache_ref);
+	return lua_gettop(L);
+}
+
+static void push_item_id(lua_State *L, int cache, uint32_t item)
+{
+	const struct rec_item *it = &sx__rec->items[item];
+	if (!lua_istable(L, cache)) {
+		lua_pushlstring(L, it->id, it->len);
+		return;
+	}
+	int slot = (int)(item % ID_CACHE) + 1;
+	lua_rawgeti(L, cache, slot);
+	size_t len;
+	const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+	if (s && len == it->len && memcmp(s, it->id, len) == 0)
+		return;
+	lua_pop(L, 1);
+	lua_pushlstring(L, it->id, it->len);
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, cache, slot);
+}
+
 static void push_cands(lua_State *L, const struct rec_cand *c, int n)
 {
+	int cache = id_cache_push(L);
 	lua_createtable(L, n > 0 ? n : 0, 0);
 	for (int i = 0; i < n; i++) {
 		lua_createtable(L, 0, 4);
-		lua_pushlstring(L, sx__rec->items[c[i].item].id, sx__rec->items[c[i].item].len);
+		push_item_id(L, cache, c[i].item);
 		lua_setfield(L, -2, "item");
 		lua_pushnumber(L, c[i].score);
 		lua_setfield(L, -2, "score");
 		lua_pushstring(L, sx__rec_source_names[c[i].source]);
 		lua_setfield(L, -2, "source");
 		if (c[i].via >= 0) {
-			lua_pushlstring(L, sx__rec->items[c[i].via].id, sx__rec->items[c[i].via].len);
+			push_item_id(L, cache, (uint32_t)c[i].via);
 			lua_setfield(L, -2, "via");
 		}
 		lua_rawseti(L, -2, i + 1);
 	}
+	lua_remove(L, cache);
 }
 
 static struct rec_cand *cand_buf(lua_State *L, size_t n)
@@ -358,9 +447,15 @@ static int l_filter(lua_State *L)
 	lua_getfield(L, 2, "include_seen");
 	include_seen = lua_toboolean(L, -1);
 	lua_pop(L, 3);
-	/* exclusions: a set marked in Lua-owned memory */
-	uint8_t *excl = lua_newuserdata(L, R->nitems + 1);
-	memset(excl, 0, R->nitems + 1);
+	/* exclusions: a set of item indexes */
+	struct marks *mk = marks_begin(MARK_FILTER, R->nitems + 1);
+	uint8_t *excl = NULL;
+	if (!mk) {
+		excl = lua_newuserdata(L, R->nitems + 1);
+		memset(excl, 0, R->nitems + 1);
+	}
+#define EXCL_SET(x) (excl ? (void)(excl[x] = 1) : marks_set(mk, (size_t)(x), 1))
+#define EXCL_HAS(x) (excl ? excl[x] != 0 : marks_has(mk, (size_t)(x)))
 	lua_getfield(L, 2, "context");
 	int ctxi = lua_gettop(L);
 	if (lua_istable(L, ctxi)) {
@@ -382,7 +477,7 @@ static int l_filter(lua_State *L)
 				const char *id = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
 				int64_t x = id ? sx__rec_item_find(id, len) : -1;
 				if (x >= 0)
-					excl[x] = 1;
+					EXCL_SET(x);
 				lua_pop(L, 1);
 			}
 		}
@@ -391,12 +486,12 @@ static int l_filter(lua_State *L)
 	if (u)
 		for (uint32_t i = 0; i < u->ninter; i++)
 			if (u->inter[i].booked || !include_seen)
-				excl[u->inter[i].item] = 1;
+				EXCL_SET(u->inter[i].item);
 	lua_createtable(L, n, 0);
 	int out = 0;
 	for (int i = 0; i < n; i++) {
 		int64_t x = r[i].item;
-		if (x < 0 || excl[x])
+		if (x < 0 || EXCL_HAS(x))
 			continue;
 		const struct rec_item *it = &R->items[x];
 		if (it->kind < 0 || !it->available || (kind >= 0 && it->kind != kind) ||
@@ -404,10 +499,14 @@ static int l_filter(lua_State *L)
 			continue;
 		if (has_dates && (it->avail_to < dfrom || it->avail_from > dto || !months_overlap(it->months, dfrom, dto)))
 			continue;
-		excl[x] = 1; /* once */
+		EXCL_SET(x); /* once */
 		lua_rawgeti(L, 1, r[i].ref_pos);
 		lua_rawseti(L, -2, ++out);
 	}
+#undef EXCL_SET
+#undef EXCL_HAS
+	if (mk)
+		mk->busy = 0;
 	SX_UNUSED(rows);
 	return 1;
 }
@@ -459,9 +558,13 @@ static int l_blend(lua_State *L)
 	}
 	lua_settop(L, 2);
 	struct rec *R = sx__rec;
-	int32_t *pos = lua_newuserdata(L, (R->nitems + 1) * sizeof(int32_t));
-	for (uint32_t i = 0; i <= R->nitems; i++)
-		pos[i] = -1;
+	struct marks *mk = marks_begin(MARK_BLEND, R->nitems + 1);
+	int32_t *pos = NULL;
+	if (!mk) {
+		pos = lua_newuserdata(L, (R->nitems + 1) * sizeof(int32_t));
+		for (uint32_t i = 0; i <= R->nitems; i++)
+			pos[i] = -1;
+	}
 	size_t total = 0;
 	lua_pushnil(L);
 	while (lua_next(L, 1)) {
@@ -498,11 +601,15 @@ static int l_blend(lua_State *L)
 				continue;
 			double s = mx > 0 ? (r[i].score > 0 ? r[i].score / mx : 0) : 1.0 / (1 + i);
 			double c = w * s;
-			int p = pos[r[i].item];
+			int p = pos ? pos[r[i].item] : marks_has(mk, (size_t)r[i].item) ? mk->val[r[i].item] : -1;
 			if (p < 0) {
 				if ((size_t)na == total)
 					continue;
-				p = pos[r[i].item] = na++;
+				p = na++;
+				if (pos)
+					pos[r[i].item] = p;
+				else
+					marks_set(mk, (size_t)r[i].item, p);
 				a[p] = (struct acc){r[i].item, 0, -INFINITY, si, 0, -1};
 			}
 			a[p].score += c;
@@ -536,29 +643,44 @@ static int l_blend(lua_State *L)
 			a[i].score *= pow((pop[i] + 1e-3 * mx + 1e-9) / (mx + 1e-9), prior);
 		lua_pop(L, 1);
 	}
+	if (mk)
+		mk->busy = 0;
 	qsort(a, (size_t)na, sizeof(*a), acc_cmp);
+	/* One `sources` list per (best source, set of sources), shared by the
+	 * entries that have it: a blend of a few hundred candidates has a handful. */
+	int cache = id_cache_push(L);
+	lua_createtable(L, 0, 8);
+	int shared = lua_gettop(L);
 	lua_createtable(L, na, 0);
 	for (int i = 0; i < na; i++) {
-		const struct rec_item *it = &R->items[a[i].item];
 		lua_createtable(L, 0, 5);
-		lua_pushlstring(L, it->id, it->len);
+		push_item_id(L, cache, (uint32_t)a[i].item);
 		lua_setfield(L, -2, "item");
 		lua_pushnumber(L, a[i].score);
 		lua_setfield(L, -2, "score");
 		lua_pushstring(L, sx__rec_source_names[a[i].best_src]);
 		lua_setfield(L, -2, "source");
-		lua_newtable(L);
-		int k = 0;
-		lua_pushstring(L, sx__rec_source_names[a[i].best_src]);
-		lua_rawseti(L, -2, ++k);
-		for (int s = 0; s < REC_SRC_COUNT; s++)
-			if ((a[i].srcmask >> s & 1) && s != a[i].best_src) {
-				lua_pushstring(L, sx__rec_source_names[s]);
-				lua_rawseti(L, -2, ++k);
-			}
+		lua_Integer key = (lua_Integer)a[i].srcmask * 16 + a[i].best_src;
+		lua_pushinteger(L, key);
+		lua_rawget(L, shared);
+		if (lua_isnil(L, -1)) {
+			lua_pop(L, 1);
+			lua_newtable(L);
+			int k = 0;
+			lua_pushstring(L, sx__rec_source_names[a[i].best_src]);
+			lua_rawseti(L, -2, ++k);
+			for (int s = 0; s < REC_SRC_COUNT; s++)
+				if ((a[i].srcmask >> s & 1) && s != a[i].best_src) {
+					lua_pushstring(L, sx__rec_source_names[s]);
+					lua_rawseti(L, -2, ++k);
+				}
+			lua_pushinteger(L, key);
+			lua_pushvalue(L, -2);
+			lua_rawset(L, shared);
+		}
 		lua_setfield(L, -2, "sources");
 		if (a[i].via >= 0) {
-			lua_pushlstring(L, R->items[a[i].via].id, R->items[a[i].via].len);
+			push_item_id(L, cache, (uint32_t)a[i].via);
 			lua_setfield(L, -2, "via");
 		}
 		lua_rawseti(L, -2, i + 1);
@@ -665,8 +787,55 @@ static void collab_reason(struct rec_state *s, struct rec_user *u, uint32_t item
 		snprintf(buf, size, "because you liked %s", item_name((uint32_t)top[0]));
 }
 
+/* collab_reason for the targets (item indexes) at once: one factorisation of the
+ * user's system for all of them when the source can (explain_many). */
+static void collab_reasons(struct rec_state *s, struct rec_user *u, const uint32_t *targets, size_t nt,
+			   char (*out)[400])
+{
+	struct sx_rec_factor_source *fs = s->fs;
+	for (size_t t = 0; t < nt; t++)
+		out[t][0] = 0;
+	if (!fs || !u || !u->ninter || !nt)
+		return;
+	if (!fs->explain_many) {
+		for (size_t t = 0; t < nt; t++)
+			collab_reason(s, u, targets[t], out[t], sizeof(out[t]));
+		return;
+	}
+	int32_t items[256], tg[64], top[64 * 2];
+	float w[256], contrib[64 * 2];
+	double total[64];
+	int count[64];
+	size_t at[64], n = 0;
+	for (uint32_t i = 0; i < u->ninter && n < 256; i++)
+		if (u->inter[i].item < fs->n_items)
+			items[n] = (int32_t)u->inter[i].item, w[n++] = u->inter[i].w;
+	if (!n)
+		return;
+	for (size_t b = 0; b < nt; b += 64) {
+		size_t m = 0;
+		for (size_t t = b; t < nt && t < b + 64; t++)
+			if (targets[t] < fs->n_items)
+				at[m] = t, tg[m++] = (int32_t)targets[t];
+		if (!m || fs->explain_many(fs->ud, items, w, n, tg, m, 2, top, contrib, total, count) < 0)
+			continue;
+		for (size_t j = 0; j < m; j++) {
+			const int32_t *ti = top + j * 2;
+			const float *tc = contrib + j * 2;
+			char *o = out[at[j]];
+			if (count[j] <= 0 || tc[0] <= 0)
+				continue;
+			if (count[j] == 2 && tc[1] > 0)
+				snprintf(o, 400, "because you liked %s and %s", item_name((uint32_t)ti[0]),
+					 item_name((uint32_t)ti[1]));
+			else
+				snprintf(o, 400, "because you liked %s", item_name((uint32_t)ti[0]));
+		}
+	}
+}
+
 int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t via, double budget,
-		    const char *location, char (*out)[160], int max)
+		    const char *location, const char *collab, char (*out)[160], int max)
 {
 	struct rec *R = sx__rec;
 	const struct rec_item *it = &R->items[item];
@@ -687,7 +856,10 @@ int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t vi
 	} while (0)
 	if (mask >> REC_SRC_COLLAB & 1) {
 		char cr[400];
-		collab_reason(R->cur, u, item, cr, sizeof(cr));
+		if (collab)
+			snprintf(cr, sizeof(cr), "%s", collab);
+		else
+			collab_reason(R->cur, u, item, cr, sizeof(cr));
 		if (cr[0])
 			PUT("%s", cr);
 		else
@@ -762,19 +934,19 @@ static int l_explain(lua_State *L)
 	}
 	lua_pop(L, 2);
 	char (*reasons)[160] = lua_newuserdata(L, 12 * 160);
+	uint32_t *masks = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(uint32_t));
+	int64_t *vias = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(int64_t));
+	uint32_t *targets = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(uint32_t));
+	int32_t *tpos = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(int32_t));
+	size_t nt = 0;
+	/* first the sources of every entry, so that the collaborative reasons of
+	 * all of them come from one solve */
 	for (int i = 0; i < n; i++) {
+		tpos[i] = -1;
 		if (r[i].item < 0)
 			continue;
 		lua_rawgeti(L, 1, r[i].ref_pos);
 		int e = lua_gettop(L);
-		lua_getfield(L, e, "reasons");
-		if (!lua_istable(L, -1)) {
-			lua_pop(L, 1);
-			lua_newtable(L);
-			lua_pushvalue(L, -1);
-			lua_setfield(L, e, "reasons");
-		}
-		int rt = lua_gettop(L), nr = (int)lua_objlen(L, rt);
 		uint32_t mask = 0;
 		lua_getfield(L, e, "sources");
 		if (lua_istable(L, -1)) {
@@ -796,8 +968,29 @@ static int l_explain(lua_State *L)
 		lua_getfield(L, e, "via");
 		size_t vl = 0;
 		const char *via = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &vl) : NULL;
-		int64_t v = via ? sx__rec_item_find(via, vl) : -1;
-		int m = sx__rec_reasons(u, (uint32_t)r[i].item, mask, v, budget, location, reasons, 12);
+		vias[i] = via ? sx__rec_item_find(via, vl) : -1;
+		masks[i] = mask;
+		if (mask >> REC_SRC_COLLAB & 1)
+			tpos[i] = (int32_t)nt, targets[nt++] = (uint32_t)r[i].item;
+		lua_settop(L, e - 1);
+	}
+	char (*collab)[400] = lua_newuserdata(L, (nt ? nt : 1) * 400);
+	collab_reasons(sx__rec->cur, u, targets, nt, collab);
+	for (int i = 0; i < n; i++) {
+		if (r[i].item < 0)
+			continue;
+		lua_rawgeti(L, 1, r[i].ref_pos);
+		int e = lua_gettop(L);
+		lua_getfield(L, e, "reasons");
+		if (!lua_istable(L, -1)) {
+			lua_pop(L, 1);
+			lua_newtable(L);
+			lua_pushvalue(L, -1);
+			lua_setfield(L, e, "reasons");
+		}
+		int rt = lua_gettop(L), nr = (int)lua_objlen(L, rt);
+		int m = sx__rec_reasons(u, (uint32_t)r[i].item, masks[i], vias[i], budget, location,
+					tpos[i] >= 0 ? collab[tpos[i]] : NULL, reasons, 12);
 		for (int k = 0; k < m; k++)
 			add_reason(L, rt, &nr, reasons[k]);
 		lua_settop(L, e - 1);
@@ -899,6 +1092,8 @@ int sx__rec_lua_start(struct sx_engine *e)
 	lua_State *L = sx_lua_state(e->lua);
 	build_api(L);
 	sx__rec->api_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_createtable(L, ID_CACHE, 0);
+	id_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return sx_scripts_add_kind(e->scripts, &kind);
 }
 
@@ -908,6 +1103,9 @@ static int call_strategy(const char *name, int top)
 	struct sx_engine *e = sx__rec->e;
 	lua_State *L = sx_lua_state(e->lua);
 	int rc;
+	/* a ctx function that raised left its marks claimed; none is in use here */
+	for (int i = 0; i < MARK_SETS; i++)
+		marks[i].busy = 0;
 	/* stack: req at top */
 	if ((rc = sx_scripts_push(e->scripts, "strategies", name)) < 0) {
 		lua_settop(L, top);
@@ -948,9 +1146,12 @@ int sx__rec_run_strategy(const char *name, const msgpack_object *req, const char
 	/* validate first, then pack */
 	int m = 0;
 	int *take = malloc(sizeof(int) * (size_t)(len ? len : 1));
-	uint8_t *seen = calloc(sx__rec->nitems + 1, 1);
-	if (!take || !seen) {
+	struct marks *mk = marks_begin(MARK_RESULT, sx__rec->nitems + 1);
+	uint8_t *seen = mk ? NULL : calloc(sx__rec->nitems + 1, 1);
+	if (!take || (!mk && !seen)) {
 		free(take), free(seen);
+		if (mk)
+			mk->busy = 0;
 		lua_settop(L, base);
 		return sx_diag_set(SX_ENOMEM, "out of memory");
 	}
@@ -985,9 +1186,12 @@ int sx__rec_run_strategy(const char *name, const msgpack_object *req, const char
 		}
 		lua_pop(L, 5);
 		if (x >= 0) {
-			if (seen[x])
+			if (mk ? marks_has(mk, (size_t)x) : seen[x])
 				continue;
-			seen[x] = 1;
+			if (mk)
+				marks_set(mk, (size_t)x, 1);
+			else
+				seen[x] = 1;
 		}
 		take[m++] = i;
 	}
@@ -1017,10 +1221,14 @@ int sx__rec_run_strategy(const char *name, const msgpack_object *req, const char
 		lua_pop(L, 5);
 	}
 	free(take), free(seen);
+	if (mk)
+		mk->busy = 0;
 	lua_settop(L, base);
 	return 0;
 bad:
 	free(take), free(seen);
+	if (mk)
+		mk->busy = 0;
 	lua_settop(L, base);
 	return sx_diag_set(SX_ESCRIPT, "strategies/%s.lua: recommend must return a list of {item = id, score = number, source = string, reasons = {strings}}", name);
 }

@@ -70,6 +70,13 @@ static int fs_explain(void *ud, const int32_t *items, const float *w, size_t n, 
 	return sx_als_explain(m->als, items, w, n, item, top, oi, oc, total);
 }
 
+static int fs_explain_many(void *ud, const int32_t *items, const float *w, size_t n, const int32_t *targets,
+			   size_t nt, size_t top, int32_t *oi, float *oc, double *total, int *count)
+{
+	struct rec_model *m = ud;
+	return sx_als_explain_many(m->als, items, w, n, targets, nt, top, oi, oc, total, count);
+}
+
 static void fs_release(void *ud) { sx__rec_model_free(ud); }
 
 static void source_init(struct rec_model *m)
@@ -79,6 +86,7 @@ static void source_init(struct rec_model *m)
 	m->fs.index = m->index;
 	m->fs.fold_in = fs_fold_in;
 	m->fs.explain = fs_explain;
+	m->fs.explain_many = fs_explain_many;
 	m->fs.release = fs_release;
 	m->fs.ud = m;
 	m->fs.description = "als (recommend.train)";

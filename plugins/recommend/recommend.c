@@ -391,7 +391,7 @@ static void pack_cands(msgpack_packer *pk, const struct rec_cand *c, int m, int 
 			sx_pack_kv_str(pk, "region", it->region[0] ? it->region : NULL);
 		}
 		char reasons[4][160];
-		int nr = sx__rec_reasons(NULL, c[i].item, 1u << c[i].source, c[i].via >= 0 ? c[i].via : via, NAN, NULL,
+		int nr = sx__rec_reasons(NULL, c[i].item, 1u << c[i].source, c[i].via >= 0 ? c[i].via : via, NAN, NULL, NULL,
 					 reasons, 4);
 		sx_pack_key(pk, "reasons");
 		msgpack_pack_array(pk, (uint32_t)nr);
@@ -594,7 +594,7 @@ static int m_explain(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	for (uint32_t i = 0; i < nm; i++)
 		sx_pack_str(pk, matched[i]);
 	char reasons[12][160];
-	int nr = sx__rec_reasons(u, item, mask, via, NAN, NULL, reasons, 12);
+	int nr = sx__rec_reasons(u, item, mask, via, NAN, NULL, NULL, reasons, 12);
 	sx_pack_key(pk, "reasons");
 	msgpack_pack_array(pk, (uint32_t)nr);
 	for (int i = 0; i < nr; i++)
@@ -1370,6 +1370,7 @@ static void rec_free(struct rec *R)
 		free(R->items[i].id);
 	}
 	sx__rec_regions_free();
+	sx__rec_lua_marks_free();
 	free(R->items);
 	free(R->hash);
 	sx_hnsw_free(R->content);

@@ -68,6 +68,13 @@ struct sx_rec_factor_source {
 	/* The largest per-item contributions to item's score (as sx_als_explain). */
 	int (*explain)(void *ud, const int32_t *items, const float *weights, size_t n, int32_t item,
 		       size_t top, int32_t *out_items, float *out_contrib, double *out_total);
+	/* Optional (NULL: explain is called per target): explain for nt targets at
+	 * once (as sx_als_explain_many): target t's contributors at [t * top, t * top +
+	 * out_count[t]), its score in out_total[t]; a target without factors gets
+	 * count 0 and total 0. Returns 0 or a negative SX_E* code. */
+	int (*explain_many)(void *ud, const int32_t *items, const float *weights, size_t n, const int32_t *targets,
+			    size_t nt, size_t top, int32_t *out_items, float *out_contrib, double *out_total,
+			    int *out_count);
 	void (*release)(void *ud);
 	void *ud;
 	const char *description; /* for recommend.model: "als (recommend.train)", ... */

@@ -111,6 +111,42 @@ static int fs_explain(void *ud, const int32_t *items, const float *w, size_t n, 
 	return rc;
 }
 
+static int fs_explain_many(void *ud, const int32_t *items, const float *w, size_t n, const int32_t *targets,
+			   size_t nt, size_t top, int32_t *oi, float *oc, double *total, int *count)
+{
+	struct reg_source *r = ud;
+	int32_t *mi = malloc(n * sizeof(int32_t) + 1);
+	float *mw = malloc(n * sizeof(float) + 1);
+	int32_t *mt = malloc(nt * sizeof(int32_t) + 1);
+	size_t *at = malloc(nt * sizeof(size_t) + 1);
+	int rc = SX_ENOMEM;
+	if (mi && mw && mt && at) {
+		size_t k = translate(r, items, w, n, mi, mw), m = 0;
+		for (size_t t = 0; t < nt; t++) {
+			total[t] = 0, count[t] = 0;
+			if (targets[t] >= 0 && (uint32_t)targets[t] < r->fs.n_items && r->rec2m[targets[t]] >= 0)
+				at[m] = t, mt[m++] = r->rec2m[targets[t]];
+		}
+		rc = 0;
+		if (k && m) {
+			/* results land at the compacted positions, then move to their targets' */
+			rc = sx_als_explain_many(sx_model_als(r->m), mi, mw, k, mt, m, top, oi, oc, total, count);
+			for (size_t j = m; rc == 0 && j-- > 0;) {
+				size_t t = at[j];
+				total[t] = total[j], count[t] = count[j];
+				memmove(oi + t * top, oi + j * top, top * sizeof(*oi));
+				memmove(oc + t * top, oc + j * top, top * sizeof(*oc));
+				for (int i = 0; i < count[t]; i++)
+					oi[t * top + i] = r->m2rec[oi[t * top + i]];
+				if (t != j)
+					total[j] = 0, count[j] = 0;
+			}
+		}
+	}
+	free(mi), free(mw), free(mt), free(at);
+	return rc;
+}
+
 /* Loop thread: the id maps (the catalogue is the loop's). */
 static struct reg_source *reg_new(struct sx_model *m)
 {
@@ -150,6 +186,7 @@ static struct reg_source *reg_new(struct sx_model *m)
 	}
 	r->fs.fold_in = fs_fold_in;
 	r->fs.explain = fs_explain;
+	r->fs.explain_many = fs_explain_many;
 	r->fs.release = fs_release;
 	r->fs.ud = r;
 	snprintf(r->desc, sizeof(r->desc), "als (registry %s v%u)", sx_model_name(m), r->version);

@@ -72,6 +72,71 @@ static void test_kernels_all_isas(void **state)
 	free(b);
 }
 
+/* The batch kernels of every instruction set give the scalar kernel's distance
+ * (as a double-precision reference) for each row of a strided array, at
+ * dimensions that are and are not multiples of 8 and 16, for any number of rows
+ * (the groups of four and every remainder), and in the order of ids. */
+static void test_batch_kernels(void **state)
+{
+	(void)state;
+	static const size_t dims[] = {1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 63, 64, 65, 100, 130};
+	enum { ROWS = 50 };
+	size_t stride = 140 * sizeof(float) + 4; /* rows 4-byte aligned only */
+	char *base = malloc(ROWS * stride);
+	float q[130], out[ROWS + 1];
+	uint32_t ids[ROWS];
+	int tested = 0;
+	for (int isa = SX__VEC_SSE; isa <= SX__VEC_AVX512; isa++) {
+		sx_vec_dist_batch_fn l2 = sx__vec_batch_kernel_isa(SX_METRIC_L2, isa);
+		sx_vec_dist_batch_fn ip = sx__vec_batch_kernel_isa(SX_METRIC_IP, isa);
+		if (!l2) {
+			assert_null(ip);
+			assert_null(sx__vec_kernel_isa(SX_METRIC_L2, isa));
+			continue;
+		}
+		tested++;
+		assert_ptr_equal(ip, sx__vec_batch_kernel_isa(SX_METRIC_COSINE, isa));
+		for (size_t t = 0; t < SX_ARRAY_SIZE(dims); t++) {
+			size_t dim = dims[t];
+			for (size_t i = 0; i < dim; i++)
+				q[i] = frand();
+			for (size_t r = 0; r < ROWS; r++) {
+				float *v = (float *)(base + r * stride);
+				for (size_t i = 0; i < 140; i++)
+					v[i] = frand();
+			}
+			for (size_t n = 0; n <= ROWS; n += (n < 9 ? 1 : 7)) {
+				for (size_t j = 0; j < n; j++)
+					ids[j] = (uint32_t)((j * 17 + t) % ROWS);
+				out[n] = 12345.0f;
+				for (int m = 0; m < 2; m++) {
+					(m ? ip : l2)(q, base, stride, ids, n, dim, out);
+					assert_float_equal(out[n], 12345.0f, 0.0f); /* nothing past n */
+					for (size_t j = 0; j < n; j++) {
+						const float *v = (const float *)(base + (size_t)ids[j] * stride);
+						double dot = 0, l2ref = 0, mag = 0;
+						for (size_t i = 0; i < dim; i++) {
+							dot += (double)q[i] * v[i];
+							l2ref += ((double)q[i] - v[i]) * ((double)q[i] - v[i]);
+							mag += fabs((double)q[i] * v[i]);
+						}
+						if (m)
+							assert_true(fabs((1.0 - out[j]) - dot) <= 1e-5 * mag + 1e-6);
+						else
+							assert_true(fabs(out[j] - l2ref) <= 1e-5 * l2ref + 1e-6);
+					}
+				}
+			}
+		}
+	}
+	assert_true(tested >= 1);
+	assert_null(sx__vec_batch_kernel_isa(SX_METRIC_L2, 7));
+	assert_null(sx__vec_batch_kernel_isa(99, SX__VEC_SSE));
+	assert_non_null(sx_vec_dist_batch_kernel(SX_METRIC_IP));
+	assert_null(sx_vec_dist_batch_kernel(SX_METRIC_COUNT));
+	free(base);
+}
+
 static void test_dispatch(void **state)
 {
 	(void)state;
@@ -127,6 +192,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_known_values), cmocka_unit_test(test_kernels_all_isas),
+		cmocka_unit_test(test_batch_kernels),
 		cmocka_unit_test(test_dispatch),     cmocka_unit_test(test_finite),
 		cmocka_unit_test(test_normalize),
 	};
