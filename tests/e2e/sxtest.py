@@ -488,6 +488,20 @@ class Client:
                 return True
 
 
+def same_recs(a, b, rel=1e-6):
+    """Two recommendation lists agree: the same items, sources and reasons in the same
+    order, scores equal to `rel` (time-decayed sources move scores between two calls
+    a millisecond apart)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if {k: v for k, v in x.items() if k != "score"} != {k: v for k, v in y.items() if k != "score"}:
+            return False
+        if not math.isclose(x["score"], y["score"], rel_tol=rel, abs_tol=1e-12):
+            return False
+    return True
+
+
 def wait_until(pred, timeout, interval=0.05):
     deadline = time.monotonic() + timeout
     while True:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sxtest import RpcError, Server, wait_until
+from sxtest import RpcError, Server, same_recs, wait_until
 
 DAY = 86_400_000
 THEMES = ("beach", "mountain", "city")
@@ -189,7 +189,7 @@ def test_experiment_chooses_the_strategy(c):
         assert r["experiment"] == "reco" and r["enrolled"] is True and r["reason"] == ""
         want = {"pop": "popular", "cf": "collaborative"}[r["variant"]]
         assert r["strategy"] == want
-        assert r["items"] == c.call("recommend.items", user=u, n=4, strategy=want)
+        assert same_recs(r["items"], c.call("recommend.items", user=u, n=4, strategy=want))
         # sticky, and the same answer experiment.assign gives
         assert c.call("experiment.assign", key="reco", user=u)["variant"] == r["variant"]
         seen[r["variant"]] = seen.get(r["variant"], 0) + 1
@@ -202,7 +202,7 @@ def test_experiment_chooses_the_strategy(c):
                                                                     {"name": "b"}]})
     r = c.call("recommend.items", user="old-1", n=3, experiment="reco-draft")
     assert r["enrolled"] is False and r["variant"] is None and r["reason"] == "not_running"
-    assert r["strategy"] == "hybrid" and r["items"] == c.call("recommend.items", user="old-1", n=3)
+    assert r["strategy"] == "hybrid" and same_recs(r["items"], c.call("recommend.items", user="old-1", n=3))
     r = c.call("recommend.items", user="old-1", n=3, experiment="reco-draft", strategy="content")
     assert r["strategy"] == "content"
 

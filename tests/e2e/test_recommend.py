@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sxtest import RpcError, Server
+from sxtest import RpcError, Server, same_recs
 
 DAY = 86_400_000
 THEMES = ("beach", "mountain", "city")
@@ -309,7 +309,7 @@ def test_options_and_diversity(c):
     half = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, content=1), "diversity": 0.5})
     assert half != content
     plain = c.call("recommend.items", user="tuner", n=6)
-    assert c.call("recommend.items", user="tuner", n=6, diversity=0) == plain
+    assert same_recs(c.call("recommend.items", user="tuner", n=6, diversity=0), plain)
 
 
 def test_evaluate_options_params_split():
