@@ -52,19 +52,25 @@ static const char *const reason_msg[R_COUNT] = {
 /* The watchdog. Budget checks read the clock only at instrumented points, in
  * the allocator and in host charges, so a C function that runs long between
  * them would overshoot the deadline. A thread per VM sleeps until the deadline
- * of the outermost call; if the call still runs then, it signals the VM's
+ * of the outermost call (polling every few ms while idle, so that arming a
+ * call is two atomic stores); if the call still runs then, it signals the VM's
  * thread, whose handler sets `expired` and a count hook (what LuaJIT's own
  * interpreter does on SIGINT): interpreted code stops at its next
  * instruction, compiled code at its next budget check, host loops that poll
  * sx_lua_expired() at once. */
 #define WD_SIGNAL (SIGRTMIN + 5)
 
+#define WD_TICK_NS 5000000u /* how often an idle watchdog looks for a new call */
+
 struct watchdog {
 	pthread_t thread, owner;
-	pthread_mutex_t mu;
+	pthread_mutex_t mu; /* only for stop */
 	pthread_cond_t cv;
 	int started, stop;
-	uint64_t gen, deadline_ns; /* deadline 0: nothing to watch */
+	/* Arming a call costs two atomic stores, no system call: the thread
+	 * polls every WD_TICK_NS while no deadline is set. */
+	_Atomic uint64_t gen, deadline_ns; /* deadline 0: nothing to watch */
+	_Atomic uint64_t kill_gen;	   /* the call the last signal was meant for */
 };
 
 struct sx_lua {
@@ -323,7 +329,8 @@ static void wd_handler(int sig)
 {
 	struct sx_lua *lx = wd_current;
 	SX_UNUSED(sig);
-	if (lx && lx->armed) {
+	/* a signal meant for a call that has ended (and maybe a new one begun) is ignored */
+	if (lx && lx->armed && atomic_load(&lx->wd.kill_gen) == atomic_load(&lx->wd.gen)) {
 		atomic_store(&lx->expired, 1);
 		lua_sethook(lx->L, wd_hook, LUA_MASKCOUNT, 1);
 	}
@@ -332,21 +339,18 @@ static void wd_handler(int sig)
 static void *wd_main(void *arg)
 {
 	struct watchdog *wd = arg;
+	uint64_t signalled = 0;
 	pthread_mutex_lock(&wd->mu);
 	while (!wd->stop) {
-		if (!wd->deadline_ns) {
-			pthread_cond_wait(&wd->cv, &wd->mu);
-			continue;
+		uint64_t gen = atomic_load(&wd->gen), dl = atomic_load(&wd->deadline_ns), now = sx_now_ns();
+		if (dl && now >= dl && gen != signalled && atomic_load(&wd->gen) == gen) {
+			signalled = gen;
+			atomic_store(&wd->kill_gen, gen);
+			pthread_kill(wd->owner, WD_SIGNAL);
 		}
-		uint64_t gen = wd->gen, dl = wd->deadline_ns;
-		struct timespec ts = {(time_t)(dl / 1000000000u), (long)(dl % 1000000000u)};
-		while (!wd->stop && wd->gen == gen && sx_now_ns() < dl)
-			pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
-		if (wd->stop || wd->gen != gen)
-			continue;
-		pthread_kill(wd->owner, WD_SIGNAL);
-		while (!wd->stop && wd->gen == gen)
-			pthread_cond_wait(&wd->cv, &wd->mu);
+		uint64_t until = dl && dl > now && dl - now < WD_TICK_NS ? dl : now + WD_TICK_NS;
+		struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+		pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
 	}
 	pthread_mutex_unlock(&wd->mu);
 	return NULL;
@@ -399,11 +403,8 @@ static void wd_arm(struct sx_lua *lx)
 		return;
 	lx->wd_prev = wd_current;
 	wd_current = lx;
-	pthread_mutex_lock(&wd->mu);
-	wd->gen++;
-	wd->deadline_ns = lx->deadline_ns;
-	pthread_cond_signal(&wd->cv);
-	pthread_mutex_unlock(&wd->mu);
+	atomic_fetch_add(&wd->gen, 1);
+	atomic_store(&wd->deadline_ns, lx->deadline_ns);
 	lx->armed = 1;
 }
 
@@ -413,12 +414,8 @@ static void wd_disarm(lua_State *L, struct sx_lua *lx)
 		return;
 	lx->armed = 0; /* from here the handler leaves this VM alone */
 	atomic_signal_fence(memory_order_seq_cst);
-	struct watchdog *wd = &lx->wd;
-	pthread_mutex_lock(&wd->mu);
-	wd->gen++;
-	wd->deadline_ns = 0;
-	pthread_cond_signal(&wd->cv);
-	pthread_mutex_unlock(&wd->mu);
+	atomic_store(&lx->wd.deadline_ns, 0);
+	atomic_fetch_add(&lx->wd.gen, 1);
 	if (lua_gethook(L) == wd_hook)
 		lua_sethook(L, NULL, 0, 0);
 	wd_current = lx->wd_prev;
