@@ -154,7 +154,7 @@ static int bcollect_cb(const struct sx_event *ev, void *ud)
 	struct sx_train *t = c->t;
 	if ((++c->seen & 4095) == 0 && sx_job_cancelled(t->job))
 		return sx_diag_set(SX_ECANCELED, "cancelled");
-	if (!sx__consent_allows(&t->consent, ev->user)) {
+	if (!sx_privacy_snapshot_allows(&t->consent, ev->user)) {
 		if (c->nskipped == c->skcap) {
 			size_t cap = c->skcap ? c->skcap * 2 : 256;
 			uint32_t *a = realloc(c->skipped, cap * sizeof(uint32_t));

@@ -26,6 +26,7 @@
 #include "core/math/logreg.h"
 #include "core/math/text.h"
 #include "plugins/models/models.h"
+#include "plugins/privacy/privacy.h"
 
 struct sx_als;
 struct sx_logreg;
@@ -170,18 +171,6 @@ void sx__models_ref_fit(double *scores, size_t n, double *edges, double *expecte
 /* The bin of s. */
 int sx__models_bin(const double *edges, double s);
 
-/* ---- consent during training (train.c) ---- */
-/* Users whose personalization consent differs from the default, read on the
- * loop thread when a training starts, so that a pool thread can tell. */
-struct sx_consent_set {
-	int dflt;
-	uint32_t *idx; /* sorted */
-	size_t n;
-};
-int sx__consent_snapshot(struct sx_consent_set *cs);
-void sx__consent_close(struct sx_consent_set *cs);
-int sx__consent_allows(const struct sx_consent_set *cs, uint32_t idx);
-
 /* ---- training (train.c, text.c, behaviour.c) ---- */
 /* A training request, copied on the loop thread and run on the pool. */
 struct sx_train {
@@ -205,7 +194,7 @@ struct sx_train {
 	struct sx_logreg_opts lo;
 	int balanced;
 	/* als and behaviour: users without personalization consent are skipped */
-	struct sx_consent_set consent;
+	struct sx_privacy_snapshot consent; /* personalization, for ALS and behaviour */
 	/* text */
 	int algorithm, tfidf;
 	struct sx_text_feat_opts fo;

@@ -113,81 +113,6 @@ int sx__train_window(const msgpack_object *data, int64_t *from, int64_t *to)
 	return 0;
 }
 
-/* ---- consent ---- */
-
-struct id_list {
-	char (*ids)[SX_EVENTS_ID_MAX + 1];
-	size_t *lens;
-	size_t n, cap;
-};
-
-static int consent_key_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
-{
-	struct id_list *l = ud;
-	SX_UNUSED(val);
-	if (key->len == 0 || key->len > SX_EVENTS_ID_MAX)
-		return 0;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 64;
-		void *a = realloc(l->ids, cap * sizeof(*l->ids)), *b = a ? realloc(l->lens, cap * sizeof(size_t)) : NULL;
-		if (a)
-			l->ids = a;
-		if (!a || !b)
-			return sx_diag_set(SX_ENOMEM, "out of memory");
-		l->lens = b, l->cap = cap;
-	}
-	memcpy(l->ids[l->n], key->data, key->len);
-	l->lens[l->n++] = key->len;
-	return 0;
-}
-
-static int u32_cmp(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Only users with a consent record can differ from the default, so the
- * snapshot costs one lookup per record, not per user. The ids are
- * collected first: the lookups must not run inside the scan. */
-int sx__consent_snapshot(struct sx_consent_set *cs)
-{
-	struct id_list l = {0};
-	memset(cs, 0, sizeof(*cs));
-	cs->dflt = sx__models_eng->cfg->consent_default ? 1 : 0;
-	int rc = sx_store_scan(sx__models_eng->store, SX_T_CONSENT, NULL, 0, NULL, 0, 0, consent_key_cb, &l);
-	if (rc == 0 && l.n && !(cs->idx = malloc(l.n * sizeof(uint32_t))))
-		rc = sx_diag_set(SX_ENOMEM, "out of memory");
-	for (size_t i = 0; rc == 0 && i < l.n; i++) {
-		uint32_t idx;
-		if (sx_events_user_index(NULL, l.ids[i], l.lens[i], &idx) < 0)
-			continue;
-		if (sx_privacy_allowed_index(idx, SX_PURPOSE_PERSONALIZATION) != cs->dflt)
-			cs->idx[cs->n++] = idx;
-	}
-	free(l.ids), free(l.lens);
-	if (rc < 0) {
-		sx__consent_close(cs);
-		return rc;
-	}
-	if (cs->n)
-		qsort(cs->idx, cs->n, sizeof(uint32_t), u32_cmp);
-	return 0;
-}
-
-void sx__consent_close(struct sx_consent_set *cs)
-{
-	free(cs->idx);
-	cs->idx = NULL;
-	cs->n = 0;
-}
-
-int sx__consent_allows(const struct sx_consent_set *cs, uint32_t idx)
-{
-	int listed = cs->n && bsearch(&idx, cs->idx, cs->n, sizeof(uint32_t), u32_cmp) != NULL;
-	return listed ? !cs->dflt : cs->dflt;
-}
-
 static int prepare_als(struct sx_train *t, const msgpack_object *p, const msgpack_object *data)
 {
 	static const char *const pk_known[] = {"factors", "iterations", "lambda", "alpha", "cg_steps", "seed",
@@ -428,7 +353,7 @@ struct sx_train *sx__train_prepare(int type, const char *name, const msgpack_obj
 	}
 	if (rc < 0)
 		goto fail;
-	if ((type == SX_MODEL_ALS || type == SX_MODEL_BEHAVIOUR) && sx__consent_snapshot(&t->consent) < 0)
+	if ((type == SX_MODEL_ALS || type == SX_MODEL_BEHAVIOUR) && sx_privacy_snapshot_take(SX_PURPOSE_PERSONALIZATION, &t->consent) < 0)
 		goto fail;
 	return t;
 fail:
@@ -441,7 +366,7 @@ void sx__train_free(struct sx_train *t)
 	if (!t)
 		return;
 	msgpack_sbuffer_destroy(&t->params);
-	sx__consent_close(&t->consent);
+	sx_privacy_snapshot_free(&t->consent);
 	sx__text_free(t);
 	free(t->bnames), free(t->inames);
 	free(t->X), free(t->Xt), free(t->y), free(t->yt);
@@ -504,7 +429,7 @@ static int collect_cb(const struct sx_event *ev, void *ud)
 		return sx_diag_set(SX_ECANCELED, "cancelled");
 	if (!ev->item)
 		return 0;
-	if (!sx__consent_allows(&c->t->consent, ev->user)) {
+	if (!sx_privacy_snapshot_allows(&c->t->consent, ev->user)) {
 		c->skipped++;
 		return 0;
 	}

@@ -194,6 +194,85 @@ int sx_privacy_allowed_index(uint32_t idx, int purpose)
 	return sx_privacy_allowed(id, len, purpose);
 }
 
+/* ---- consent snapshots ---- */
+
+struct id_list {
+	char (*ids)[SX_EVENTS_ID_MAX + 1];
+	size_t *lens;
+	size_t n, cap;
+};
+
+static int consent_key_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct id_list *l = ud;
+	SX_UNUSED(val);
+	if (key->len == 0 || key->len > SX_EVENTS_ID_MAX)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		void *a = realloc(l->ids, cap * sizeof(*l->ids)), *b = a ? realloc(l->lens, cap * sizeof(size_t)) : NULL;
+		if (a)
+			l->ids = a;
+		if (!a || !b)
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		l->lens = b, l->cap = cap;
+	}
+	memcpy(l->ids[l->n], key->data, key->len);
+	l->lens[l->n++] = key->len;
+	return 0;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Only users with a consent record can differ from the default, so a
+ * snapshot costs one lookup per record, not per user. The ids are collected
+ * first: the lookups must not run inside the scan. */
+int sx_privacy_snapshot_take(int purpose, struct sx_privacy_snapshot *out)
+{
+	struct id_list l = {0};
+	memset(out, 0, sizeof(*out));
+	out->dflt = consent_default() ? 1 : 0;
+	if (!eng) {
+		out->dflt = 1;
+		return 0;
+	}
+	int rc = sx_store_scan(eng->store, SX_T_CONSENT, NULL, 0, NULL, 0, 0, consent_key_cb, &l);
+	if (rc == 0 && l.n && !(out->idx = malloc(l.n * sizeof(uint32_t))))
+		rc = sx_diag_set(SX_ENOMEM, "out of memory");
+	for (size_t i = 0; rc == 0 && i < l.n; i++) {
+		uint32_t idx;
+		if (sx_events_user_index(NULL, l.ids[i], l.lens[i], &idx) < 0)
+			continue;
+		if (sx_privacy_allowed(l.ids[i], l.lens[i], purpose) != out->dflt)
+			out->idx[out->n++] = idx;
+	}
+	free(l.ids), free(l.lens);
+	if (rc < 0) {
+		sx_privacy_snapshot_free(out);
+		return rc;
+	}
+	if (out->n)
+		qsort(out->idx, out->n, sizeof(uint32_t), u32_cmp);
+	return 0;
+}
+
+int sx_privacy_snapshot_allows(const struct sx_privacy_snapshot *s, uint32_t idx)
+{
+	int listed = s->n && bsearch(&idx, s->idx, s->n, sizeof(uint32_t), u32_cmp) != NULL;
+	return listed ? !s->dflt : s->dflt;
+}
+
+void sx_privacy_snapshot_free(struct sx_privacy_snapshot *s)
+{
+	free(s->idx);
+	s->idx = NULL;
+	s->n = 0;
+}
+
 /* Packs {PURPOSE = {granted, time, source}} for every purpose; rec may be NULL. */
 static void pack_purposes(msgpack_packer *pk, const msgpack_object *rec)
 {

@@ -49,6 +49,20 @@ uint64_t sx_privacy_consent_version(void);
 /* The same for a user index of the events plugin (0 for an unknown index). */
 int sx_privacy_allowed_index(uint32_t idx, int purpose);
 
+/* A snapshot of one purpose's answers by user index, for work off the loop
+ * (training jobs): taken on the loop thread, read from any thread, blind to
+ * changes made after it was taken. It lists the users whose answer differs
+ * from the default (only users with a consent record can), so taking it costs
+ * one lookup per consent record. 0, SX_ENOMEM or a store error. */
+struct sx_privacy_snapshot {
+	int dflt;
+	uint32_t *idx; /* sorted */
+	size_t n;
+};
+int sx_privacy_snapshot_take(int purpose, struct sx_privacy_snapshot *out);
+int sx_privacy_snapshot_allows(const struct sx_privacy_snapshot *s, uint32_t idx);
+void sx_privacy_snapshot_free(struct sx_privacy_snapshot *s);
+
 #define SX_PRIVACY_ID_BUF 65
 
 /* The id to store and look up for a client's user id: `id` itself (returned

@@ -966,6 +966,8 @@ struct train {
 	MDB_dbi dbi;
 	struct sx_store *store; /* the pool thread must not reach sx__rec */
 	struct sx_job *job;
+	struct sx_privacy_snapshot consent; /* personalization, as of the start */
+	uint64_t skipped;		    /* events of users without it */
 };
 
 static float weight_in(const struct rec_params *p, const char *name, size_t len)
@@ -982,6 +984,10 @@ static int train_scan_cb(const struct sx_event *ev, void *ud)
 	float w;
 	if (!ev->item || (w = weight_in(&t->p, ev->name, ev->name_len)) <= 0)
 		return 0;
+	if (!sx_privacy_snapshot_allows(&t->consent, ev->user)) {
+		t->skipped++;
+		return 0;
+	}
 	uint8_t k[6 + SX_EVENTS_ID_MAX];
 	memcpy(k, "rec/i/", 6);
 	memcpy(k + 6, ev->item, ev->item_len);
@@ -1037,14 +1043,16 @@ static void train_done(struct sx_job *job, int rc, msgpack_packer *pk, void *ud)
 			sx_log_warn("recommend: cannot store the model: %s", sx_diag_last());
 		sx__rec_counts_save(&R->live);
 		sx__rec_content_save();
-		msgpack_pack_map(pk, 2);
+		msgpack_pack_map(pk, 3);
 		sx_pack_kv_int(pk, "ms", sx_wall_ms() - t->started);
+		sx_pack_kv_uint(pk, "skipped_events_no_consent", t->skipped);
 		sx_pack_key(pk, "model");
 		sx__rec_model_pack_info(t->m, pk);
 		t->m = NULL;
 	}
 	sx__rec_model_free(t->m);
 	sx__rec_triplets_free(&t->tr);
+	sx_privacy_snapshot_free(&t->consent);
 	free(t);
 }
 
@@ -1076,8 +1084,13 @@ static int m_train(struct sx_req *req, const msgpack_object *args, msgpack_packe
 	t->n_items = R->nitems;
 	t->store = R->e->store;
 	t->started = sx_wall_ms();
+	if ((rc = sx_privacy_snapshot_take(SX_PURPOSE_PERSONALIZATION, &t->consent)) < 0) {
+		free(t);
+		return rc;
+	}
 	int64_t id = sx_jobs_start(R->e->jobs, "recommend.train", train_work, train_done, t);
 	if (id < 0) {
+		sx_privacy_snapshot_free(&t->consent);
 		free(t);
 		return (int)id;
 	}

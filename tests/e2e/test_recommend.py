@@ -382,3 +382,19 @@ def test_trending_follows_an_item_that_changes_region(c):
     c.call("items.delete", id="mover")
     assert c.call("recommend.trending", region="greece", n=5) == []
     assert c.call("recommend.trending", region="nowhere", n=5) == []
+
+
+def test_train_leaves_out_users_without_personalization_consent():
+    with Server() as s, s.client(timeout=60) as c:
+        load_catalogue(c)
+        background(c)
+        c.call("consent.set", user="shy", purposes={"personalization": False})
+        for i in range(4):
+            c.call("events.track", user="shy", name="view", item=f"beach-{i}")
+        st = wait_job(c, c.call("recommend.train", params={"k": 4, "iterations": 2})["job"])
+        assert st["state"] == "done", st
+        assert st["result"]["skipped_events_no_consent"] == 4, st["result"]
+        # granted again: the next training takes their events
+        c.call("consent.set", user="shy", purposes={"personalization": True})
+        st = wait_job(c, c.call("recommend.train", params={"k": 4, "iterations": 2})["job"])
+        assert st["result"]["skipped_events_no_consent"] == 0, st["result"]
