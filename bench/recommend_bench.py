@@ -36,10 +36,13 @@ from sxtest import Server  # noqa: E402
 # MMR lambda 0.9, ALS k 32, 12 iterations, lambda 0.05, alpha 10.
 BEFORE = {"options": {"weights": {"collaborative": 1.0, "content": 0.4, "covisit": 0.5, "trending": 0.25,
                                   "offers": 0.2, "popular": 0.15},
-                      "pool": 50, "top_pool": 10, "popularity": 0, "seen_in_pool": True},
+                      "pool": 50, "top_pool": 10, "popularity": 0, "seen_in_pool": True,
+                      "calibrate": False, "affinity": 0},
           "diversity": 0.1, "params": {"k": 32, "iterations": 12, "lambda": 0.05, "alpha": 10}}
+# the default of 2026-11-26 (1.74x / 1.76x / 0.82x): no calibrated popularity weight, no tag affinity
+PREVIOUS = {"options": {"calibrate": False, "affinity": 0}}
 RUNS = [("popular", "popular", {}), ("collaborative", "collaborative", {}), ("content", "content", {}),
-        ("hybrid before", "hybrid", BEFORE), ("hybrid", "hybrid", {}),
+        ("hybrid before", "hybrid", BEFORE), ("hybrid 2026-11-26", "hybrid", PREVIOUS), ("hybrid", "hybrid", {}),
         ("hybrid div 0.1", "hybrid", {"diversity": 0.1}), ("hybrid div 0.3", "hybrid", {"diversity": 0.3})]
 
 
@@ -52,7 +55,7 @@ def evaluate(c, label, split="time", kind=None):
         r = c.call("recommend.evaluate", strategy=strategy, k=10, holdout=0.2, max_users=1000, split=split,
                    _timeout=600, **extra)
         pop = r["ndcg"] if name == "popular" else pop
-        print(f"{label:9s} {split:4s} {name:15s} users={r['users']:4d} P@10={r['precision']:.4f} "
+        print(f"{label:9s} {split:4s} {name:17s} users={r['users']:4d} P@10={r['precision']:.4f} "
               f"R@10={r['recall']:.4f} NDCG@10={r['ndcg']:.4f} ({r['ndcg'] / pop:.2f}x popular) "
               f"coverage={r['coverage']:.4f} novelty={r['novelty']:.2f} ({time.monotonic() - t:.1f} s)", flush=True)
 

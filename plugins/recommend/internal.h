@@ -117,6 +117,14 @@ struct rec_state {
 	uint64_t jseq_next;  /* the next record's sequence */
 	size_t jbytes;       /* journaled since the snapshot */
 	size_t snap_bytes;   /* size of the snapshot */
+	/* sx__rec_calibrate's last answer, for this factor source */
+	const struct sx_rec_factor_source *calib_fs;
+	int64_t calib_at;
+	struct rec_calibration {
+		double popular;      /* the popularity weight that ranked held-out items best */
+		double ndcg, ndcg_collab, ndcg_popular; /* at that weight, at 0, popularity alone */
+		uint32_t users;
+	} calib;
 };
 
 struct rec_weight {
@@ -257,6 +265,20 @@ int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int windo
 		    struct rec_cand *out);
 void sx__rec_top_cache_clear(void);
 int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec_cand *out);
+/* How much popularity the collaborative scores need: for up to REC_CALIB_USERS
+ * users with at least 3 items, their newest item (first seen then) is hidden,
+ * the rest folded in, and the item ranked among the unseen ones by
+ * collaborative / max + w * popularity / max for each w of a grid; the w with
+ * the best mean NDCG@10 wins (ties: the smaller). The sample is every
+ * (bound / 4 REC_CALIB_USERS)-th user index, loaded into a live state if
+ * absent (with personalization consent only), so it does not depend on who
+ * is in memory; fewer users on large catalogues (the work is bounded to about
+ * 4e7 multiply-adds). Kept per factor source for REC_CALIB_TTL (live) or the
+ * state's life (evaluation). Without a model or sample users, popular is 0
+ * and users 0. Loop thread. */
+#define REC_CALIB_USERS 400
+#define REC_CALIB_TTL (3600 * 1000LL)
+const struct rec_calibration *sx__rec_calibrate(struct rec_state *s);
 
 /* ---- Lua (lua.c) ---- */
 int sx__rec_lua_start(struct sx_engine *e);

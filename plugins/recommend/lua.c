@@ -365,6 +365,15 @@ struct row {
 	double score;
 };
 
+/* score descending, then input order */
+static int row_cmp(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->ref_pos - y->ref_pos;
+}
+
 /* Reads list at idx into rows (Lua-owned memory); returns the count. */
 static struct row *read_list(lua_State *L, int idx, int *count)
 {
@@ -1009,6 +1018,111 @@ static int l_weight(lua_State *L)
 
 /* ---- the api table and the kind ---- */
 
+/* affinity(list, user, {strength = 0.3, prior = 1}): the list re-scored by the
+ * user's tag lift, best first. A tag's lift is how much likelier it is among
+ * the items the user interacted with than in the list (weighted by score),
+ * smoothed towards 1 by `prior` pseudo-items: (n_t + prior g_t) / (N + prior) / g_t.
+ * An entry's score is multiplied by 1 + strength * sum over its tags of
+ * max(0, lift - 1); entries are the input's tables with `score` replaced. */
+#define AFF_TAGS 64
+static int l_affinity(lua_State *L)
+{
+	int n;
+	struct row *r = read_list(L, 1, &n);
+	int rows = lua_gettop(L);
+	struct rec_user *u = lua_isnoneornil(L, 2) ? NULL : user_arg(L, 2);
+	double strength = 0.3, prior = 1;
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		lua_getfield(L, 3, "strength");
+		strength = luaL_optnumber(L, -1, strength);
+		lua_getfield(L, 3, "prior");
+		prior = luaL_optnumber(L, -1, prior);
+		lua_pop(L, 2);
+		if (!(strength >= 0 && strength <= 100))
+			luaL_argerror(L, 3, "strength must be in [0, 100]");
+		if (!(prior > 0 && prior <= 1e6))
+			luaL_argerror(L, 3, "prior must be in (0, 1e6]");
+	}
+	struct rec *R = sx__rec;
+	struct tagw ut[AFF_TAGS], gt[AFF_TAGS];
+	int nut = 0, ngt = 0;
+	double N = 0, G = 0;
+	for (uint32_t i = 0; u && i < u->ninter; i++) {
+		const struct rec_item *it = &R->items[u->inter[i].item];
+		if (it->ntags)
+			N += 1;
+		for (int t = 0; t < it->ntags; t++) {
+			int j = 0;
+			while (j < nut && strcmp(ut[j].tag, it->tags[t]) != 0)
+				j++;
+			if (j == nut && nut < AFF_TAGS)
+				ut[nut++] = (struct tagw){it->tags[t], 0};
+			if (j < nut)
+				ut[j].w += 1;
+		}
+	}
+	for (int i = 0; i < n && nut; i++) {
+		if (r[i].item < 0 || r[i].score <= 0)
+			continue;
+		const struct rec_item *it = &R->items[r[i].item];
+		G += r[i].score;
+		for (int t = 0; t < it->ntags; t++) {
+			int j = 0;
+			while (j < ngt && strcmp(gt[j].tag, it->tags[t]) != 0)
+				j++;
+			if (j == ngt && ngt < AFF_TAGS)
+				gt[ngt++] = (struct tagw){it->tags[t], 0};
+			if (j < ngt)
+				gt[j].w += r[i].score;
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		double boost = 0;
+		const struct rec_item *it = r[i].item >= 0 ? &R->items[r[i].item] : NULL;
+		for (int t = 0; it && N > 0 && G > 0 && t < it->ntags; t++) {
+			double g = 0, c = 0;
+			for (int j = 0; j < ngt; j++)
+				if (strcmp(gt[j].tag, it->tags[t]) == 0)
+					g = gt[j].w / G;
+			for (int j = 0; j < nut; j++)
+				if (strcmp(ut[j].tag, it->tags[t]) == 0)
+					c = ut[j].w;
+			if (g > 0)
+				boost += fmax(0, (c + prior * g) / (N + prior) / g - 1);
+		}
+		r[i].score *= 1 + strength * boost;
+	}
+	qsort(r, (size_t)n, sizeof(*r), row_cmp);
+	lua_createtable(L, n, 0);
+	for (int i = 0; i < n; i++) {
+		lua_rawgeti(L, 1, r[i].ref_pos);
+		lua_pushnumber(L, r[i].score);
+		lua_setfield(L, -2, "score");
+		lua_rawseti(L, -2, i + 1);
+	}
+	SX_UNUSED(rows);
+	return 1;
+}
+
+/* calibration(): {popular, ndcg, ndcg_collab, ndcg_popular, users} (sx__rec_calibrate) */
+static int l_calibration(lua_State *L)
+{
+	const struct rec_calibration *c = sx__rec_calibrate(sx__rec->cur);
+	lua_createtable(L, 0, 5);
+	lua_pushnumber(L, c->popular);
+	lua_setfield(L, -2, "popular");
+	lua_pushnumber(L, c->ndcg);
+	lua_setfield(L, -2, "ndcg");
+	lua_pushnumber(L, c->ndcg_collab);
+	lua_setfield(L, -2, "ndcg_collab");
+	lua_pushnumber(L, c->ndcg_popular);
+	lua_setfield(L, -2, "ndcg_popular");
+	lua_pushinteger(L, (lua_Integer)c->users);
+	lua_setfield(L, -2, "users");
+	return 1;
+}
+
 static int build_api(lua_State *L)
 {
 	static const luaL_Reg sources[] = {{"collaborative", l_collab}, {"content", l_content},
@@ -1017,7 +1131,8 @@ static int build_api(lua_State *L)
 					   {NULL, NULL}};
 	static const luaL_Reg top[] = {{"user", l_user},     {"profile", l_profile}, {"filter", l_filter},
 				       {"blend", l_blend},   {"mmr", l_mmr},         {"explain", l_explain},
-				       {"weight", l_weight}, {NULL, NULL}};
+				       {"weight", l_weight}, {"calibration", l_calibration},
+				       {"affinity", l_affinity}, {NULL, NULL}};
 	lua_newtable(L);
 	lua_newtable(L);
 	for (const luaL_Reg *r = sources; r->name; r++) {

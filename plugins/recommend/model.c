@@ -340,6 +340,7 @@ void sx__rec_set_own_model(struct rec_state *s, struct rec_model *m)
 		s->fs->release(s->fs->ud);
 	s->fs = m ? &m->fs : NULL;
 	s->own = m;
+	s->calib_fs = NULL;
 	for (uint32_t i = 0; i < s->nusers; i++)
 		if (s->users[i])
 			s->users[i]->als_ok = 0;
@@ -359,6 +360,7 @@ int sx_rec_set_factor_source(struct sx_rec_factor_source *fs)
 	if (s->fs && s->fs->release)
 		s->fs->release(s->fs->ud);
 	s->fs = fs;
+	s->calib_fs = NULL;
 	s->own = NULL;
 	for (uint32_t i = 0; i < s->nusers; i++)
 		if (s->users[i]) {

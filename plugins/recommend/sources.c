@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/math/vec.h"
 #include "core/sx.h"
 #include "plugins/recommend/internal.h"
 
@@ -297,4 +298,120 @@ int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec
 		free(acc);
 	}
 	return m;
+}
+
+/* ---- calibration of the popularity weight ---- */
+
+static const double calib_grid[] = {0, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10};
+#define CALIB_GRID (sizeof(calib_grid) / sizeof(calib_grid[0]))
+
+const struct rec_calibration *sx__rec_calibrate(struct rec_state *s)
+{
+	struct rec *R = sx__rec;
+	const struct sx_rec_factor_source *fs = s->fs;
+	int64_t now = sx__rec_now(s);
+	if (fs && s->calib_fs == fs && (!s->live || now - s->calib_at < REC_CALIB_TTL))
+		return &s->calib;
+	memset(&s->calib, 0, sizeof(s->calib));
+	s->calib_fs = fs, s->calib_at = now;
+	if (!fs || !fs->index || !fs->fold_in || fs->k < 1 || !fs->n_items)
+		return &s->calib;
+	uint32_t ni = fs->n_items < R->nitems ? fs->n_items : R->nitems;
+	size_t k = (size_t)fs->k;
+	/* bounds the work (every sample user scores every item) on large catalogues */
+	double budget = 4e7 / ((double)ni * (double)(k + 2));
+	uint32_t want = budget >= REC_CALIB_USERS ? REC_CALIB_USERS : budget < 30 ? 30 : (uint32_t)budget;
+	float *F = calloc((size_t)ni * k + 1, sizeof(float)), *v = malloc(k * sizeof(float));
+	float *c = malloc((size_t)ni * sizeof(float) + 1), *p = malloc((size_t)ni * sizeof(float) + 1);
+	uint32_t *stamp = calloc((size_t)ni + 1, sizeof(uint32_t));
+	int32_t *items = NULL;
+	float *w = NULL;
+	double sum[CALIB_GRID + 1] = {0};
+	if (!F || !v || !c || !p || !stamp)
+		goto out;
+	double pmax = 0;
+	for (uint32_t i = 0; i < ni; i++) {
+		p[i] = (float)sx__rec_pop(s, i, REC_W_MONTH, now);
+		int has = R->items[i].kind >= 0 && sx_hnsw_contains(fs->index, i) &&
+			  sx_hnsw_get(fs->index, i, F + (size_t)i * k, k) == 0;
+		if (!has)
+			memset(F + (size_t)i * k, 0, k * sizeof(float)), p[i] = -1;
+		else if (p[i] > pmax)
+			pmax = p[i];
+	}
+	if (pmax <= 0)
+		goto out;
+	for (uint32_t i = 0; i < ni; i++)
+		p[i] = p[i] < 0 ? -1 : (float)(p[i] / pmax); /* -1: not a candidate */
+	/* the same sample whichever users happen to be in memory: a live state
+	 * loads them */
+	uint32_t bound = s->live ? sx_events_user_bound() : s->nusers;
+	uint32_t stride = bound / (want * 4) + 1, n = 0, round = 0;
+	for (uint32_t uu = 0; uu < bound && n < want; uu += stride) {
+		struct rec_user *u = sx__rec_user(s, uu);
+		if (!u || u->ninter < 3 || !u->nrecent)
+			continue;
+		round++;
+		uint32_t x = u->recent[u->nrecent - 1];
+		if (x >= ni || p[x] < 0)
+			continue;
+		int first = 0;
+		size_t m = 0;
+		free(items), free(w);
+		items = malloc(u->ninter * sizeof(int32_t));
+		w = malloc(u->ninter * sizeof(float));
+		if (!items || !w)
+			goto out;
+		for (uint32_t q = 0; q < u->ninter; q++) {
+			uint32_t it = u->inter[q].item;
+			if (it == x) {
+				first = u->inter[q].n == 1;
+				continue;
+			}
+			if (it < ni) {
+				items[m] = (int32_t)it, w[m++] = u->inter[q].w;
+				stamp[it] = round;
+			}
+		}
+		if (!first || m < 2 || fs->fold_in(fs->ud, items, w, m, v) < 0)
+			continue;
+		float cmax = 0;
+		for (uint32_t i = 0; i < ni; i++) {
+			if (p[i] < 0 || stamp[i] == round) {
+				c[i] = NAN;
+				continue;
+			}
+			c[i] = sx_vec_dot(F + (size_t)i * k, v, k);
+			if (c[i] > cmax)
+				cmax = c[i];
+		}
+		if (!(cmax > 0))
+			continue;
+		for (size_t g = 0; g <= CALIB_GRID; g++) {
+			/* g == CALIB_GRID: popularity alone, collaborative breaking ties */
+			double wg = g < CALIB_GRID ? calib_grid[g] : 1e6;
+			double bx = fmax(c[x], 0) / cmax + wg * p[x];
+			uint32_t rank = 0;
+			for (uint32_t i = 0; i < ni && rank < 10; i++)
+				if (i != x && !isnan(c[i]) && fmax(c[i], 0) / cmax + wg * p[i] > bx)
+					rank++;
+			if (rank < 10)
+				sum[g] += 1 / log2(rank + 2.0);
+		}
+		n++;
+	}
+	if (n) {
+		size_t best = 0;
+		for (size_t g = 1; g < CALIB_GRID; g++)
+			if (sum[g] > sum[best] * (1 + 1e-9))
+				best = g;
+		s->calib.popular = calib_grid[best];
+		s->calib.ndcg = sum[best] / n;
+		s->calib.ndcg_collab = sum[0] / n;
+		s->calib.ndcg_popular = sum[CALIB_GRID] / n;
+		s->calib.users = n;
+	}
+out:
+	free(F), free(v), free(c), free(p), free(stamp), free(items), free(w);
+	return &s->calib;
 }

@@ -13,6 +13,8 @@ local DEFAULTS = {
   top_pool = 20,   -- of trending and popular (at least n)
   diversity = 0,   -- MMR: 0 keeps the blended order, 1 is diversity only
   popularity = 0,  -- exponent of the popularity prior on blended scores
+  calibrate = true, -- raise the popular weight to what ctx.calibration() finds
+  affinity = 0.3,  -- re-score the popular list by the user's tag lift (ctx.affinity strength; 0: off)
 }
 
 local function cap_offers(list, n)
@@ -35,17 +37,20 @@ local function settings(req)
   end
   local function num(x, d) return type(x) == "number" and x or d end
   local diversity = num(req.diversity, num(o.diversity, DEFAULTS.diversity))
+  local calibrate = DEFAULTS.calibrate
+  if type(o.calibrate) == "boolean" then calibrate = o.calibrate end
   return w, num(o.pool, DEFAULTS.pool), num(o.top_pool, DEFAULTS.top_pool), math.min(1, math.max(0, diversity)),
-    math.min(4, math.max(0, num(o.popularity, DEFAULTS.popularity)))
+    math.min(4, math.max(0, num(o.popularity, DEFAULTS.popularity))), calibrate,
+    math.min(100, math.max(0, num(o.affinity, DEFAULTS.affinity)))
 end
 
 return {
   name = "hybrid",
-  description = "collaborative + content + co-visitation + trending, filtered, optionally diversified",
+  description = "collaborative + content + co-visitation + trending + tag-aware popularity (calibrated), filtered, optionally diversified",
   defaults = DEFAULTS,
   recommend = function(ctx, req)
     local n = req.n or 10
-    local weights, pool, top_pool, diversity, prior = settings(req)
+    local weights, pool, top_pool, diversity, prior, calibrate, affinity = settings(req)
     pool = math.min(1000, math.max(3 * n, pool))
     top_pool = math.min(1000, math.max(n, top_pool))
     local user = ctx.user(req.user)
@@ -63,7 +68,20 @@ return {
       add("content", ctx.sources.content, req.user, pool, seen)
       add("covisit", ctx.sources.covisit, req.user, pool, seen)
       add("trending", ctx.sources.trending, {kind = req.kind, region = region, n = top_pool})
-      add("popular", ctx.sources.popular, {kind = req.kind, n = top_pool})
+      -- where popularity ranks users' next new items better than the model
+      -- does (few items, weak tastes: the dashboards' demo data), the
+      -- calibration says by how much; elsewhere it stays at the default
+      if calibrate and weights.collaborative > 0 and weights.popular > 0 then
+        local cal = ctx.calibration()
+        if cal.popular > weights.popular then
+          weights.popular = cal.popular
+          top_pool = math.max(top_pool, pool)
+        end
+      end
+      if weights.popular > 0 then
+        lists.popular = ctx.sources.popular{kind = req.kind, n = top_pool}
+        if affinity > 0 then lists.popular = ctx.affinity(lists.popular, req.user, {strength = affinity}) end
+      end
       -- no collaborative candidates (no model yet, or a user it cannot
       -- place): content and co-visitation take over its weight, so a first
       -- event already personalises

@@ -298,11 +298,16 @@ def test_options_and_diversity(c):
     # only the content source: the nearest content vectors, all beaches
     content = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, content=1)})
     assert themes_of(content) == ["beach"] * 6 and {r["source"] for r in content} == {"content"}
-    # only the popular source: what the crowd viewed (no beach), in popularity order
-    only_pop = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, popular=1)})
+    # only the popular source without the tag affinity: what the crowd viewed
+    # (no beach), in popularity order
+    only_pop = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, popular=1), "affinity": 0})
     assert {r["source"] for r in only_pop} == {"popular"}, only_pop
     assert "beach" not in themes_of(only_pop)
     assert only_pop == sorted(only_pop, key=lambda r: -r["score"])
+    # with it (the default), popular items sharing the user's tags move up
+    tagged = c.call("recommend.items", user="tuner", n=6, options={"weights": dict(zero, popular=1)})
+    assert {r["source"] for r in tagged} == {"popular"}, tagged
+    assert themes_of(tagged)[0] == "beach", tagged
     # full diversity: MMR takes the least similar next, so themes mix
     div = c.call("recommend.items", user="tuner", n=6, diversity=1.0, options={"weights": dict(zero, content=1)})
     assert len(set(themes_of(div))) == 3, div
@@ -325,11 +330,14 @@ def evaluate_options_params_split(c):
     assert same == base  # deterministic: one thread builds the evaluation's index
     per_user = c.call("recommend.evaluate", k=5, holdout=0.3, split="user")
     assert per_user["split"] == "user" and per_user["users"] >= base["users"]
-    pop_only = c.call("recommend.evaluate", k=5, holdout=0.3, options={"weights": {
-        "collaborative": 0, "content": 0, "covisit": 0, "trending": 0, "offers": 0, "popular": 1}})
+    only = {"collaborative": 0, "content": 0, "covisit": 0, "trending": 0, "offers": 0, "popular": 1}
+    pop_only = c.call("recommend.evaluate", k=5, holdout=0.3, options={"weights": only, "affinity": 0})
     popular = c.call("recommend.evaluate", strategy="popular", k=5, holdout=0.3)
     for m in ("precision", "recall", "ndcg"):
         assert pop_only[m] == pytest.approx(popular[m]), m
+    # the tag affinity: popularity within the user's themes beats popularity
+    tagged = c.call("recommend.evaluate", k=5, holdout=0.3, options={"weights": only})
+    assert tagged["ndcg"] > 1.5 * popular["ndcg"], (tagged, popular)
     small = c.call("recommend.evaluate", k=5, holdout=0.3, strategy="collaborative", params={"k": 2, "iterations": 2})
     assert small["users"] == base["users"]
     assert small["ndcg"] != base["ndcg"]

@@ -48,6 +48,45 @@ describe("strategies/hybrid", function()
     assert.are.same({"k", "m", "p"}, items)
   end)
 
+  it("raises the popular weight to the calibration's, never lowers it", function()
+    local function order(cal, options)
+      local ctx = fake.new{known = true, calibration = cal, sources = {
+        collaborative = {{"c1", 1.0}}, popular = {{"p1", 1.0}, {"p2", 0.4}},
+      }}
+      local items = {}
+      for i, r in ipairs(hybrid.recommend(ctx, {user = "u", n = 3, options = options})) do items[i] = r.item end
+      return items, ctx
+    end
+    -- default popular weight 0.15: p1 0.15, p2 0.06 under c1
+    local items, ctx = order(nil)
+    assert.are.same({"c1", "p1", "p2"}, items)
+    assert.is_truthy(table.concat(ctx.calls, ","):find("calibration"))
+    -- calibrated 2: p1 2.0 above c1 1.0 above p2 0.8
+    assert.are.same({"p1", "c1", "p2"}, (order({popular = 2, users = 50})))
+    assert.are.same({"c1", "p1", "p2"}, (order({popular = 0.05, users = 50})))
+    items, ctx = order({popular = 2, users = 50}, {calibrate = false})
+    assert.are.same({"c1", "p1", "p2"}, items)
+    assert.is_falsy(table.concat(ctx.calls, ","):find("calibration"))
+  end)
+
+  it("re-scores popular items by the user's tag affinity", function()
+    local function run(options)
+      local ctx = fake.new{known = true, boost = {p2 = 1}, calibration = {popular = 1, users = 10}, sources = {
+        popular = {{"p1", 1.0}, {"p2", 0.9}},
+      }}
+      local items = {}
+      for i, r in ipairs(hybrid.recommend(ctx, {user = "u", n = 2, options = options})) do items[i] = r.item end
+      return items, ctx.affinities
+    end
+    -- p2: 0.9 * (1 + 0.3) = 1.17 above p1
+    local items, strengths = run(nil)
+    assert.are.same({"p2", "p1"}, items)
+    assert.are.same({0.3}, strengths)
+    items, strengths = run({affinity = 0})
+    assert.are.same({"p1", "p2"}, items)
+    assert.are.same({}, strengths)
+  end)
+
   it("runs MMR only when diversity is asked for", function()
     local ctx = fake.new{known = true, sources = {collaborative = {{"a", 1}, {"b", 0.5}}}}
     local lambdas = {}

@@ -1,6 +1,8 @@
 -- A fake strategy ctx for specs: canned sources, and simple Lua versions of
 -- the C helpers (filter drops `exclude` and `seen`, blend sums weighted
--- scores, mmr keeps order, explain adds the source as a reason).
+-- scores, mmr keeps order, explain adds the source as a reason; calibration
+-- returns opts.calibration, affinity multiplies scores by 1 + strength *
+-- opts.boost[item] and records the strength).
 local M = {}
 
 function M.new(opts)
@@ -56,11 +58,26 @@ function M.new(opts)
       for i = 1, math.min(n, #list) do out[i] = list[i] end
       return out
     end,
+    affinities = {},
+    calibration = function()
+      calls[#calls + 1] = "calibration"
+      return opts.calibration or {popular = 0, ndcg = 0, ndcg_collab = 0, ndcg_popular = 0, users = 0}
+    end,
     explain = function(list)
       for _, c in ipairs(list) do c.reasons = {c.source} end
       return list
     end,
   }
+  ctx.affinity = function(list, user, o)
+    local strength = (o or {}).strength or 0.3
+    ctx.affinities[#ctx.affinities + 1] = strength
+    local out = {}
+    for i, c in ipairs(list) do
+      out[i] = {item = c.item, source = c.source, score = c.score * (1 + strength * ((opts.boost or {})[c.item] or 0))}
+    end
+    table.sort(out, function(a, b) if a.score ~= b.score then return a.score > b.score end return a.item < b.item end)
+    return out
+  end
   return ctx
 end
 
