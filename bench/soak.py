@@ -12,9 +12,11 @@ the data while anonymous memory is the server's own). It stops by itself; the se
 
     SX_BIN=build/sextant SX_SOURCE_DIR=$PWD /usr/bin/python3 bench/soak.py [MINUTES]
     SOAK_DASHBOARDS=0 ...     # without the dashboard subscribers
+    SOAK_LOG=/tmp/soak.log ...  # debug log level (per-panel query times), server log copied there
 """
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -60,7 +62,11 @@ def anon_kb(pid):
 
 
 def main():
-    with Server(config={"demo": True, "script_timeout_ms": 5000}, copy_scripts=True) as srv:
+    config = {"demo": True, "script_timeout_ms": 5000}
+    if os.environ.get("SOAK_LOG"):
+        config["log_level"] = "debug"
+    with Server(config=config, copy_scripts=True) as srv:
+        print(f"server pid {srv.pid}", flush=True)
         c = srv.client()
         time.sleep(3)  # the demo data loads
         items = [i["id"] for i in c.call("items.list", limit=200)["items"]]
@@ -141,6 +147,8 @@ def main():
         stop.set()
         for t in threads:
             t.join(10)
+        if os.environ.get("SOAK_LOG"):
+            shutil.copy(srv.stderr_path, os.environ["SOAK_LOG"])
         print("\n| t (s) | operation | calls | errors | p50 ms | p99 ms | RSS MiB | anonymous MiB |")
         print("|---|---|---|---|---|---|---|---|")
         for t, op, n, err, p50, p99, rss, anon in rows:

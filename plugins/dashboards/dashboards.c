@@ -399,7 +399,9 @@ static int render_run(const char *name, const msgpack_object *vars, struct rende
 		rawfield(L, p, "query");
 		sx_scripts_push_ctx(sc, KIND, name);
 		copy_table(L, vt);
+		uint64_t q0 = sx_now_ns();
 		rc = sx_lua_call(lx, 2, 1);
+		sx_log_debug("dashboard %s panel %s: %.2f ms", name, po->id, (double)(sx_now_ns() - q0) / 1e6);
 		size_t mark = r->panels.size;
 		pack_panel_head(&pk, po->id, title, kind);
 		sx_pack_key(&pk, "data");

@@ -63,22 +63,32 @@ int sx__funnel_blocks = 1;
 int sx__funnel_match(const struct sx_funnel_ev *ev, size_t n, int nsteps, int64_t from, int64_t to,
 		     int64_t window, int64_t *t, size_t *start)
 {
+	/* at[k]: the first step-k event after the step-(k-1) event of some
+	 * earlier start (n: none). A later start's chain lies at or after an
+	 * earlier one's, step by step, so at[k] only moves forward: linear in
+	 * n per step, not quadratic when a user has many step-1 events. */
+	size_t at[SX_FUNNEL_STEPS_MAX] = {0};
 	int best = 0;
 	for (size_t s = 0; s < n && best < nsteps; s++) {
 		if (!(ev[s].mask & 1) || ev[s].time < from || ev[s].time >= to)
 			continue;
-		int64_t tt[SX_FUNNEL_STEPS_MAX];
+		int64_t last = ev[s].time + window;
+		size_t prev = s;
 		int k = 1;
-		tt[0] = ev[s].time;
-		for (size_t j = s + 1; j < n && k < nsteps; j++) {
-			if (ev[j].time > tt[0] + window)
+		for (; k < nsteps; k++) {
+			size_t j = at[k] > prev ? at[k] : prev + 1;
+			while (j < n && !(ev[j].mask & (1u << k)))
+				j++;
+			at[k] = j;
+			if (j >= n || ev[j].time > last)
 				break;
-			if (ev[j].mask & (1u << k))
-				tt[k++] = ev[j].time;
+			prev = j;
 		}
 		if (k > best) {
 			best = k, *start = s;
-			memcpy(t, tt, sizeof(int64_t) * (size_t)k);
+			t[0] = ev[s].time;
+			for (int i = 1; i < k; i++)
+				t[i] = ev[at[i]].time;
 		}
 	}
 	return best;

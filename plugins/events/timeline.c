@@ -15,9 +15,15 @@
 #define BUCKETS 4096
 #define NAME_SLOTS 2048 /* > 2 x SX_TL_NAMES_MAX */
 #define MS_BITS 22      /* 3,600,000 < 2^22 */
+/* Events are stamped at ingest and committed shortly after: an extension
+ * rereads this much before the previous build, so that such an event, not
+ * in that build's snapshot, is not taken for a late one. */
+#define SETTLE_MS 5000
 
 struct blk {
 	int64_t hour;
+	int64_t last; /* the time of its latest event (hour - 1: none) */
+	int64_t at;   /* wall clock when it was built */
 	uint64_t count, gen, used;
 	uint64_t *e;
 	size_t n;
@@ -31,11 +37,14 @@ struct sx_tl_set {
 	size_t nh;
 	uint64_t gen;
 	struct blk **b;  /* per hour: the block, NULL if the hour is empty or not built yet */
-	uint8_t *need;   /* per hour: to build */
+	struct blk **old; /* per hour: the block to extend (need EXTEND), referenced */
+	uint8_t *need;   /* per hour: BUILD, EXTEND, or BUILT once sx__tl_fill made it */
 };
 
+enum { BUILD = 1, EXTEND, BUILT };
+
 static struct blk *table[BUCKETS];
-static uint64_t gen = 1, tick, entries, built, reused;
+static uint64_t gen = 1, tick, entries, built, reused, extended;
 
 /* ---- names ---- */
 
@@ -159,8 +168,9 @@ struct sx_tl_set *sx__tl_acquire(MDB_txn *txn, int64_t from, int64_t to)
 	s->nh = (size_t)((h1 - h0) / SX_EV_HOUR_MS);
 	s->gen = gen;
 	s->b = calloc(s->nh, sizeof(*s->b));
+	s->old = calloc(s->nh, sizeof(*s->old));
 	s->need = calloc(s->nh, 1);
-	if (!s->b || !s->need) {
+	if (!s->b || !s->old || !s->need) {
 		sx_diag_set(SX_ENOMEM, "out of memory");
 		sx__tl_release(s);
 		return NULL;
@@ -184,8 +194,14 @@ struct sx_tl_set *sx__tl_acquire(MDB_txn *txn, int64_t from, int64_t to)
 			b->used = tick;
 			s->b[i] = b;
 			reused++;
+		} else if (b && b->count < count && b->gen == gen) {
+			/* events were added: most likely after its latest one (the hour
+			 * being filled now), which sx__tl_fill reads alone */
+			b->refs++;
+			s->old[i] = b;
+			s->need[i] = EXTEND;
 		} else {
-			s->need[i] = 1;
+			s->need[i] = BUILD;
 		}
 	}
 	return s;
@@ -226,27 +242,21 @@ static int push(struct blk *b, size_t *cap, uint64_t x)
 	return 0;
 }
 
-static int build(MDB_txn *txn, MDB_cursor *cur, struct nmap *m, int64_t hour, uint64_t g, struct blk **out)
+/* Appends to b the events of `users` with since <= time < the hour's end,
+ * in (user, time, seq) order. */
+static int read_events(MDB_cursor *cur, struct nmap *m, int64_t since, const roaring_bitmap_t *users, struct blk *b,
+		       size_t *cap)
 {
-	roaring_bitmap_t *users;
-	uint64_t count;
-	size_t cap = 0;
-	int rc = hour_count(txn, hour, &count, &users);
-	if (rc < 0)
-		return rc;
-	struct blk *b = calloc(1, sizeof(*b));
-	if (!b) {
-		if (users)
-			roaring_bitmap_free(users);
+	int64_t end = b->hour + SX_EV_HOUR_MS;
+	int rc = 0;
+	roaring_uint32_iterator_t *it = roaring_create_iterator(users);
+	if (!it)
 		return sx_diag_set(SX_ENOMEM, "out of memory");
-	}
-	b->hour = hour, b->count = count, b->gen = g, b->refs = 1;
-	roaring_uint32_iterator_t *it = users ? roaring_create_iterator(users) : NULL;
-	for (; rc == 0 && it && it->has_value; roaring_advance_uint32_iterator(it)) {
+	for (; rc == 0 && it->has_value; roaring_advance_uint32_iterator(it)) {
 		uint32_t u = it->current_value;
 		uint8_t lo[SX_EV_EVKEY];
 		MDB_val k = {sizeof(lo), lo}, v;
-		sx__ev_event_key(lo, u, hour, 0);
+		sx__ev_event_key(lo, u, since, 0);
 		int r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 		for (; r == 0 && rc == 0; r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 			const uint8_t *kp = k.mv_data, *vp = v.mv_data;
@@ -255,7 +265,7 @@ static int build(MDB_txn *txn, MDB_cursor *cur, struct nmap *m, int64_t hour, ui
 				break;
 			}
 			int64_t t = (int64_t)sx_get_be64(kp + 4);
-			if (sx_get_be32(kp) != u || t >= hour + SX_EV_HOUR_MS)
+			if (sx_get_be32(kp) != u || t >= end)
 				break;
 			/* [name, item, properties]: the name is a str right after the array header */
 			size_t nl, h;
@@ -276,22 +286,122 @@ static int build(MDB_txn *txn, MDB_cursor *cur, struct nmap *m, int64_t hour, ui
 				rc = sx_diag_set(SX_ELIMIT, "more than %d event names", SX_TL_NAMES_MAX);
 				break;
 			}
-			rc = push(b, &cap, (uint64_t)u << 32 | (uint64_t)(t - hour) << 10 | id);
+			if (t > b->last)
+				b->last = t;
+			rc = push(b, cap, (uint64_t)u << 32 | (uint64_t)(t - b->hour) << 10 | id);
 		}
 		if (r != 0 && r != MDB_NOTFOUND && rc == 0)
 			rc = sx_diag_set(SX_EIO, "store scan: %s", mdb_strerror(r));
 	}
-	if (it)
-		roaring_free_uint32_iterator(it);
+	roaring_free_uint32_iterator(it);
+	return rc;
+}
+
+static struct blk *blk_new(int64_t hour, uint64_t count, uint64_t g)
+{
+	struct blk *b = calloc(1, sizeof(*b));
+	if (!b) {
+		sx_diag_set(SX_ENOMEM, "out of memory");
+		return NULL;
+	}
+	b->hour = hour, b->last = hour - 1, b->count = count, b->gen = g, b->refs = 1;
+	b->at = sx_wall_ms();
+	return b;
+}
+
+static void blk_drop(struct blk *b)
+{
+	if (b) {
+		free(b->e);
+		free(b);
+	}
+}
+
+static int build(MDB_txn *txn, MDB_cursor *cur, struct nmap *m, int64_t hour, uint64_t g, struct blk **out)
+{
+	roaring_bitmap_t *users;
+	uint64_t count;
+	size_t cap = 0;
+	int rc = hour_count(txn, hour, &count, &users);
+	if (rc < 0)
+		return rc;
+	struct blk *b = blk_new(hour, count, g);
+	if (!b)
+		rc = SX_ENOMEM;
+	else if (users)
+		rc = read_events(cur, m, hour, users, b, &cap);
 	if (users)
 		roaring_bitmap_free(users);
 	if (rc < 0) {
-		free(b->e);
-		free(b);
+		blk_drop(b);
 		return rc;
 	}
 	*out = b;
 	return 0;
+}
+
+/* A new block for old's hour as of txn: old's events before a time W, and
+ * the events read from W on, only for the users active in W's minute or
+ * later. W is old's latest event, or SETTLE_MS before old was built if that
+ * is earlier (events stamped later than the clock: demo data, skewed
+ * clients). Exact when every event the store added to the hour since old
+ * was built lies at or after W, which the hour's count proves: 1 (with *out
+ * NULL) when it does not (a late event), so the caller builds the hour whole. */
+static int extend(MDB_txn *txn, MDB_cursor *cur, struct nmap *m, const struct blk *old, struct blk **out)
+{
+	int64_t w = old->last, end = old->hour + SX_EV_HOUR_MS;
+	uint64_t count;
+	size_t cap = 0;
+	*out = NULL;
+	if (old->at - SETTLE_MS < w)
+		w = old->at - SETTLE_MS;
+	if (w < old->hour)
+		w = old->hour;
+	int rc = hour_count(txn, old->hour, &count, NULL);
+	if (rc < 0)
+		return rc;
+	roaring_bitmap_t *users = sx__ev_series_users(txn, "*", 1, "", 0, "", 0, sx__ev_floor(w, SX_EV_MIN_MS), end);
+	if (!users) {
+		rc = sx_diag_last_code();
+		return rc < 0 ? rc : sx_diag_set(SX_EINTERNAL, "bitmap query failed");
+	}
+	struct blk *d = blk_new(old->hour, 0, old->gen), *b = NULL;
+	rc = d ? read_events(cur, m, w, users, d, &cap) : SX_ENOMEM;
+	roaring_bitmap_free(users);
+	uint64_t wms = (uint64_t)(w - old->hour), kept = 0;
+	for (size_t i = 0; rc == 0 && i < old->n; i++)
+		kept += (old->e[i] >> 10 & ((1u << MS_BITS) - 1)) < wms;
+	if (rc == 0 && kept + d->n != count)
+		rc = 1;
+	if (rc == 0 && !(b = blk_new(old->hour, count, old->gen)))
+		rc = SX_ENOMEM;
+	if (rc == 0 && !(b->e = malloc((kept + d->n ? kept + d->n : 1) * sizeof(*b->e)))) {
+		blk_drop(b);
+		rc = sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	if (rc == 0) {
+		/* both runs are in (user, time, seq) order; a user's kept events
+		 * come before W, the read ones at or after it */
+		uint64_t last = 0;
+		size_t i = 0, j = 0;
+		while (i < old->n || j < d->n) {
+			uint64_t ms = i < old->n ? old->e[i] >> 10 & ((1u << MS_BITS) - 1) : 0;
+			if (i < old->n && ms >= wms) {
+				i++;
+				continue;
+			}
+			if (i < old->n && (j == d->n || old->e[i] >> 32 <= d->e[j] >> 32)) {
+				b->e[b->n++] = old->e[i++];
+				last = ms > last ? ms : last;
+			} else {
+				b->e[b->n++] = d->e[j++];
+			}
+		}
+		b->last = d->n ? d->last : kept ? old->hour + (int64_t)last : old->hour - 1;
+		*out = b;
+	}
+	blk_drop(d);
+	return rc;
 }
 
 int sx__tl_fill(struct sx_tl_set *s, MDB_txn *txn)
@@ -300,7 +410,7 @@ int sx__tl_fill(struct sx_tl_set *s, MDB_txn *txn)
 	struct nmap *m = NULL;
 	int rc = 0;
 	for (size_t i = 0; i < s->nh && rc == 0; i++) {
-		if (!s->need[i])
+		if (s->need[i] != BUILD && s->need[i] != EXTEND)
 			continue;
 		if (!m) {
 			if (!(m = calloc(1, sizeof(*m))))
@@ -310,7 +420,14 @@ int sx__tl_fill(struct sx_tl_set *s, MDB_txn *txn)
 				return sx_diag_set(SX_EIO, "store cursor: %s", mdb_strerror(rc));
 			}
 		}
-		rc = build(txn, cur, m, s->h0 + (int64_t)i * SX_EV_HOUR_MS, s->gen, &s->b[i]);
+		int64_t hour = s->h0 + (int64_t)i * SX_EV_HOUR_MS;
+		rc = s->need[i] == EXTEND ? extend(txn, cur, m, s->old[i], &s->b[i]) : 1;
+		if (rc == 0)
+			__atomic_add_fetch(&extended, 1, __ATOMIC_RELAXED);
+		else if (rc == 1)
+			rc = build(txn, cur, m, hour, s->gen, &s->b[i]);
+		if (rc == 0)
+			s->need[i] = BUILT;
 	}
 	if (m) {
 		mdb_cursor_close(cur);
@@ -369,9 +486,11 @@ void sx__tl_release(struct sx_tl_set *s)
 		return;
 	for (size_t i = 0; s->b && i < s->nh; i++) {
 		struct blk *b = s->b[i];
+		if (s->old && s->old[i])
+			unref(s->old[i]);
 		if (!b)
 			continue;
-		if (s->need && s->need[i] && b->gen == gen && b->n <= SX_TL_CAP_ENTRIES) {
+		if (s->need && s->need[i] == BUILT && b->gen == gen && b->n <= SX_TL_CAP_ENTRIES) {
 			struct blk **pp = slot_of(b->hour);
 			for (struct blk *o = *pp; o; o = o->next)
 				if (o->hour == b->hour) {
@@ -389,6 +508,7 @@ void sx__tl_release(struct sx_tl_set *s)
 		unref(b);
 	}
 	free(s->b);
+	free(s->old);
 	free(s->need);
 	free(s);
 	evict();
@@ -405,6 +525,11 @@ void sx__tl_clear(void)
 		while (table[i])
 			unhash(table[i]);
 	gen++;
+}
+
+uint64_t sx__tl_extended(void)
+{
+	return __atomic_load_n(&extended, __ATOMIC_RELAXED);
 }
 
 void sx__tl_stats(uint64_t *n, uint64_t *b, uint64_t *r)

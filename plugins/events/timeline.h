@@ -13,7 +13,10 @@
  * to the hour (also a late one) changes the count and the block is rebuilt;
  * privacy.erase and retention expiry, which delete events without changing
  * counts, bump the generation. So a query's answer is the one reading the
- * events would give.
+ * events would give. A block whose hour gained events is extended rather
+ * than rebuilt when the gain lies at or after its latest event (the hour
+ * being filled now): only those events are read, for the users active since
+ * that minute, and the count proves that nothing earlier was added.
  *
  * Memory. Blocks live in process memory, at most SX_TL_CAP_ENTRIES entries
  * (8 bytes each) in all; beyond that the blocks used least recently and not
@@ -72,5 +75,8 @@ void sx__tl_clear(void);
 
 /* Entries cached now, blocks built and reused since start (stats). */
 void sx__tl_stats(uint64_t *entries, uint64_t *built, uint64_t *reused);
+/* Of the blocks built, those made by extending the previous block of their
+ * hour with the events after its latest one (stats). */
+uint64_t sx__tl_extended(void);
 
 #endif

@@ -65,6 +65,62 @@ static void test_match(void **state)
 	assert_int_equal(sx__funnel_match(NULL, 0, 2, 0, 10, 10, t, &start), 0);
 }
 
+/* The matcher's definition, read literally: from each start, scan forward. */
+static int match_ref(const struct sx_funnel_ev *ev, size_t n, int nsteps, int64_t from, int64_t to, int64_t window,
+		     int64_t *t, size_t *start)
+{
+	int best = 0;
+	for (size_t s = 0; s < n && best < nsteps; s++) {
+		if (!(ev[s].mask & 1) || ev[s].time < from || ev[s].time >= to)
+			continue;
+		int64_t tt[SX_FUNNEL_STEPS_MAX];
+		int k = 1;
+		tt[0] = ev[s].time;
+		for (size_t j = s + 1; j < n && k < nsteps; j++) {
+			if (ev[j].time > tt[0] + window)
+				break;
+			if (ev[j].mask & (1u << k))
+				tt[k++] = ev[j].time;
+		}
+		if (k > best) {
+			best = k, *start = s;
+			memcpy(t, tt, sizeof(int64_t) * (size_t)k);
+		}
+	}
+	return best;
+}
+
+static void test_match_random(void **state)
+{
+	(void)state;
+	struct sx_funnel_ev ev[300];
+	uint64_t x = 12345;
+	for (int round = 0; round < 20000; round++) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		size_t n = (size_t)(x >> 33) % 300;
+		int nsteps = 1 + (int)((x >> 20) % 6);
+		int64_t window = (int64_t)((x >> 40) % 50), time = 0;
+		for (size_t i = 0; i < n; i++) {
+			x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+			time += (int64_t)((x >> 60) % 3);
+			ev[i].time = time;
+			/* mostly one step, sometimes two or none */
+			ev[i].mask = (1u << ((x >> 33) % (unsigned)nsteps)) | ((x >> 50) % 7 == 0 ? 1u << ((x >> 40) % (unsigned)nsteps) : 0);
+			if ((x >> 45) % 11 == 0)
+				ev[i].mask = 0;
+		}
+		int64_t from = (int64_t)((x >> 10) % 40), to = from + (int64_t)((x >> 30) % (uint64_t)(time + 2));
+		int64_t t1[SX_FUNNEL_STEPS_MAX], t2[SX_FUNNEL_STEPS_MAX];
+		size_t s1 = 7777, s2 = 7777;
+		int d1 = sx__funnel_match(ev, n, nsteps, from, to, window, t1, &s1);
+		int d2 = match_ref(ev, n, nsteps, from, to, window, t2, &s2);
+		assert_int_equal(d1, d2);
+		assert_int_equal(s1, s2);
+		for (int k = 0; k < d1; k++)
+			assert_true(t1[k] == t2[k]);
+	}
+}
+
 /* ---- over a store ---- */
 
 struct fx {
@@ -395,6 +451,45 @@ static void test_blocks_match_the_events_table(void **state)
 	sx__tl_stats(&n0, &built0, &reused0);
 	assert_true(built0 > built1 + 10);
 	assert_int_equal(reused0, reused1);
+	/* events after an hour's latest one (the hour being filled): the block is
+	 * extended, not rebuilt, and answers as the events table does */
+	uint64_t ext0 = sx__tl_extended();
+	bt = sx__ev_batch_new();
+	track(bt, "ext1", "search", T0 + 3 * HOUR - 1, "web");
+	track(bt, "ext1", "view", T0 + 3 * HOUR - 1, "web");
+	track(bt, "late1", "create_trip", T0 + 3 * HOUR - 1, "web");
+	assert_int_equal(sx__ev_batch_finish(bt), 0);
+	sync_all(fx);
+	brute_force(4, from, to, w, want);
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &b, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&b.o, "steps"), 4, want);
+	assert_int_equal(sx__tl_extended(), ext0 + 1);
+	sx__funnel_blocks = 0;
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 2, &a, &pruned);
+	sx__funnel_free(f);
+	sx__funnel_blocks = 1;
+	assert_int_equal(a.sb.size, b.sb.size);
+	assert_memory_equal(a.sb.data, b.sb.data, a.sb.size);
+	packed_free(&a);
+	packed_free(&b);
+	/* then one before the extended block's latest event: rebuilt whole */
+	sx__tl_stats(&n0, &built0, &reused0);
+	bt = sx__ev_batch_new();
+	track(bt, "ext1", "create_trip", T0 + 3 * HOUR - 2, "web");
+	assert_int_equal(sx__ev_batch_finish(bt), 0);
+	sync_all(fx);
+	brute_force(4, from, to, w, want);
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &b, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&b.o, "steps"), 4, want);
+	packed_free(&b);
+	sx__tl_stats(&n1, &built1, &reused1);
+	assert_int_equal(built1, built0 + 1);
+	assert_int_equal(sx__tl_extended(), ext0 + 1);
 }
 
 static void test_bad_arguments(void **state)
@@ -408,6 +503,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_match),
+		cmocka_unit_test(test_match_random),
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test_setup_teardown(test_against_brute_force, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_groups_add_up, setup, teardown),
