@@ -208,50 +208,162 @@ int sx__ev_bitmap_encode(const roaring_bitmap_t *b, msgpack_sbuffer *sb)
 	return 0;
 }
 
-static uint64_t obj_uint(const msgpack_object *o)
+static uint32_t le16(const uint8_t *p)
 {
-	return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8;
 }
 
-static double obj_num(const msgpack_object *o)
+static uint32_t le32(const uint8_t *p)
 {
-	switch (o->type) {
-	case MSGPACK_OBJECT_POSITIVE_INTEGER: return (double)o->via.u64;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: return (double)o->via.i64;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64: return o->via.f64;
-	default: return 0;
+	return le16(p) | le16(p + 2) << 16;
+}
+
+/* CRoaring's SERIAL_COOKIE: the container count is in the cookie, run flags follow */
+#define SX_EV_ROARING_RUN_COOKIE 12347
+
+int sx__ev_bitmap_card(const void *data, size_t len, uint64_t *card)
+{
+	const uint8_t *p = data;
+	*card = 0;
+	if (!len)
+		return 0;
+	/* portable format: cookie, [run flags | container count], then (key, card - 1) per container */
+	if (roaring_bitmap_portable_deserialize_size(data, len) != len)
+		return sx_diag_set(SX_ECORRUPT, "a stored user bitmap does not decode");
+	uint32_t cookie = le32(p), n;
+	size_t off;
+	if ((cookie & 0xffff) == SX_EV_ROARING_RUN_COOKIE) {
+		n = (cookie >> 16) + 1;
+		off = 4 + (n + 7) / 8;
+	} else {
+		n = le32(p + 4);
+		off = 8;
 	}
+	if (off + (size_t)n * 4 > len)
+		return sx_diag_set(SX_ECORRUPT, "a stored user bitmap does not decode");
+	uint64_t c = 0;
+	for (uint32_t i = 0; i < n; i++)
+		c += le16(p + off + (size_t)i * 4 + 2) + 1;
+	*card = c;
+	return 0;
+}
+
+struct rd {
+	const uint8_t *p, *end;
+};
+
+static int rd_be(struct rd *r, size_t n, uint64_t *v)
+{
+	if ((size_t)(r->end - r->p) < n)
+		return -1;
+	*v = 0;
+	for (size_t i = 0; i < n; i++)
+		*v = *v << 8 | r->p[i];
+	r->p += n;
+	return 0;
+}
+
+/* One MessagePack scalar of a counter record: u is its value if it is a
+ * non-negative integer (else 0), d its value as a number (nil, booleans: 0). */
+static int rd_num(struct rd *r, uint64_t *u, double *d)
+{
+	uint64_t v;
+	if (r->p >= r->end)
+		return -1;
+	uint8_t t = *r->p++;
+	*u = 0, *d = 0;
+	if (t <= 0x7f) {
+		*u = t, *d = t;
+		return 0;
+	}
+	if (t >= 0xe0) {
+		*d = (int8_t)t;
+		return 0;
+	}
+	switch (t) {
+	case 0xc0: case 0xc2: case 0xc3: return 0;
+	case 0xcc: case 0xcd: case 0xce: case 0xcf:
+		if (rd_be(r, (size_t)1 << (t - 0xcc), &v) < 0)
+			return -1;
+		*u = v, *d = (double)v;
+		return 0;
+	case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+		size_t bytes = (size_t)1 << (t - 0xd0);
+		if (rd_be(r, bytes, &v) < 0)
+			return -1;
+		int64_t s = bytes == 1 ? (int8_t)v : bytes == 2 ? (int16_t)v : bytes == 4 ? (int32_t)v : (int64_t)v;
+		if (s >= 0)
+			*u = (uint64_t)s;
+		*d = (double)s;
+		return 0;
+	}
+	case 0xca: {
+		if (rd_be(r, 4, &v) < 0)
+			return -1;
+		uint32_t w = (uint32_t)v;
+		float f;
+		memcpy(&f, &w, 4);
+		*d = f;
+		return 0;
+	}
+	case 0xcb:
+		if (rd_be(r, 8, &v) < 0)
+			return -1;
+		memcpy(d, &v, 8);
+		return 0;
+	}
+	return -1;
+}
+
+int sx__ev_counter_peek(const void *data, size_t len, struct sx_ev_record *rec)
+{
+	struct rd r = {data, (const uint8_t *)data + len};
+	uint64_t n, u;
+	double d;
+	memset(rec, 0, sizeof(*rec));
+	if (r.p == r.end)
+		goto bad;
+	if (*r.p == 0x94)
+		r.p++, n = 4;
+	else if (*r.p == 0xdc || *r.p == 0xdd) {
+		r.p++;
+		if (rd_be(&r, r.p[-1] == 0xdc ? 2 : 4, &n) < 0)
+			goto bad;
+	} else
+		goto bad;
+	if (n != 4 || rd_num(&r, &rec->count, &d) < 0 || rd_num(&r, &u, &rec->sum) < 0 ||
+	    rd_num(&r, &rec->nsum, &d) < 0 || r.p >= r.end)
+		goto bad;
+	uint8_t t = *r.p++;
+	if (t < 0xc4 || t > 0xc6 || rd_be(&r, (size_t)1 << (t - 0xc4), &n) < 0 || n != (size_t)(r.end - r.p))
+		goto bad;
+	rec->bitmap = r.p, rec->blen = (size_t)n;
+	return sx__ev_bitmap_card(rec->bitmap, rec->blen, &rec->users);
+bad:
+	return sx_diag_set(SX_ECORRUPT, "a stored counter record does not decode");
 }
 
 int sx__ev_counter_merge(struct sx_ev_counter *c, const void *data, size_t len)
 {
-	msgpack_zone zone;
-	msgpack_object o;
-	msgpack_zone_init(&zone, 256);
-	int rc = sx__ev_unpack(data, len, &zone, &o);
-	if (rc == 0 && (o.type != MSGPACK_OBJECT_ARRAY || o.via.array.size != 4 ||
-			o.via.array.ptr[3].type != MSGPACK_OBJECT_BIN))
-		rc = sx_diag_set(SX_ECORRUPT, "a stored counter record does not decode");
-	if (rc == 0) {
-		const msgpack_object *a = o.via.array.ptr;
-		c->count += obj_uint(&a[0]);
-		c->sum += obj_num(&a[1]);
-		c->nsum += obj_uint(&a[2]);
-		if (a[3].via.bin.size) {
-			roaring_bitmap_t *b = sx__ev_bitmap_decode(a[3].via.bin.ptr, a[3].via.bin.size);
-			if (!b)
-				rc = SX_ECORRUPT;
-			else if (!c->users)
-				c->users = b;
-			else {
-				roaring_bitmap_or_inplace(c->users, b);
-				roaring_bitmap_free(b);
-			}
-		}
+	struct sx_ev_record r;
+	int rc = sx__ev_counter_peek(data, len, &r);
+	if (rc < 0)
+		return rc;
+	c->count += r.count;
+	c->sum += r.sum;
+	c->nsum += r.nsum;
+	if (!r.blen)
+		return 0;
+	roaring_bitmap_t *b = sx__ev_bitmap_decode(r.bitmap, r.blen);
+	if (!b)
+		return SX_ECORRUPT;
+	if (!c->users)
+		c->users = b;
+	else {
+		roaring_bitmap_or_inplace(c->users, b);
+		roaring_bitmap_free(b);
 	}
-	msgpack_zone_destroy(&zone);
-	return rc;
+	return 0;
 }
 
 int sx__ev_counter_encode(const struct sx_ev_counter *c, msgpack_sbuffer *sb)
@@ -349,33 +461,20 @@ int sx__ev_scan(MDB_txn *txn, int table, const void *lo, size_t lolen, const voi
 
 /* ---- series bitmaps ---- */
 
-struct or_acc {
-	roaring_bitmap_t *acc;
-	size_t plen;  /* prefix length, bucket follows */
-	const char *val;
-	size_t vlen;
-	int rc;
-};
-
-static int or_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+int sx__ev_bitmap_or_lazy(roaring_bitmap_t *acc, const void *data, size_t len)
 {
-	struct or_acc *a = ud;
-	if (key->len != a->plen + 8 + a->vlen ||
-	    (a->vlen && memcmp((const uint8_t *)key->data + a->plen + 8, a->val, a->vlen)))
+	if (!len)
 		return 0;
-	struct sx_ev_counter c = {0};
-	int rc = sx__ev_counter_merge(&c, val->data, val->len);
-	if (rc < 0)
-		return rc;
-	if (c.users) {
-		roaring_bitmap_or_inplace(a->acc, c.users);
-		roaring_bitmap_free(c.users);
-	}
+	roaring_bitmap_t *b = sx__ev_bitmap_decode(data, len);
+	if (!b)
+		return SX_ECORRUPT;
+	roaring_bitmap_lazy_or_inplace(acc, b, true);
+	roaring_bitmap_free(b);
 	return 0;
 }
 
-static int or_range(MDB_txn *txn, struct or_acc *a, int gran, const char *event, size_t elen,
-		    const char *dim, size_t dlen, int64_t from, int64_t to)
+static int scan_range(MDB_txn *txn, int gran, const char *event, size_t elen, const char *dim, size_t dlen,
+		      int64_t from, int64_t to, sx__ev_scan_cb cb, void *ud)
 {
 	uint8_t lo[512], hi[512];
 	if (from >= to)
@@ -386,47 +485,67 @@ static int or_range(MDB_txn *txn, struct or_acc *a, int gran, const char *event,
 	memcpy(hi, lo, p);
 	sx_be64(lo + p, (uint64_t)from);
 	sx_be64(hi + p, (uint64_t)to);
-	a->plen = p;
-	return sx__ev_scan(txn, SX_T_COUNTERS, lo, p + 8, hi, p + 8, 0, or_cb, a);
+	return sx__ev_scan(txn, SX_T_COUNTERS, lo, p + 8, hi, p + 8, 0, cb, ud);
+}
+
+int sx__ev_series_cover(MDB_txn *txn, const char *event, size_t elen, const char *dim, size_t dlen,
+			int64_t from, int64_t to, sx__ev_scan_cb cb, void *ud)
+{
+	from = sx__ev_floor(from, SX_EV_MIN_MS);
+	to = sx__ev_floor(to, SX_EV_MIN_MS);
+	if (from >= to)
+		return 0;
+	/* [from, h1) minutes, [h1, d1) hours, [d1, d2) days, [d2, h2) hours, [h2, to) minutes */
+	int64_t h1 = -sx__ev_floor(-from, SX_EV_HOUR_MS), h2 = sx__ev_floor(to, SX_EV_HOUR_MS);
+	if (h1 >= h2)
+		return scan_range(txn, SX_EV_MINUTE, event, elen, dim, dlen, from, to, cb, ud);
+	int64_t d1 = -sx__ev_floor(-h1, SX_EV_DAY_MS), d2 = sx__ev_floor(h2, SX_EV_DAY_MS);
+	int rc = scan_range(txn, SX_EV_MINUTE, event, elen, dim, dlen, from, h1, cb, ud);
+	if (rc == 0 && d1 >= d2) {
+		rc = scan_range(txn, SX_EV_HOUR, event, elen, dim, dlen, h1, h2, cb, ud);
+	} else if (rc == 0) {
+		rc = scan_range(txn, SX_EV_HOUR, event, elen, dim, dlen, h1, d1, cb, ud);
+		if (rc == 0)
+			rc = scan_range(txn, SX_EV_DAY, event, elen, dim, dlen, d1, d2, cb, ud);
+		if (rc == 0)
+			rc = scan_range(txn, SX_EV_HOUR, event, elen, dim, dlen, d2, h2, cb, ud);
+	}
+	if (rc == 0)
+		rc = scan_range(txn, SX_EV_MINUTE, event, elen, dim, dlen, h2, to, cb, ud);
+	return rc;
+}
+
+struct or_acc {
+	roaring_bitmap_t *acc;
+	size_t voff; /* the value's offset in a key */
+	const char *val;
+	size_t vlen;
+};
+
+static int or_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct or_acc *a = ud;
+	if (key->len != a->voff + a->vlen || (a->vlen && memcmp((const uint8_t *)key->data + a->voff, a->val, a->vlen)))
+		return 0;
+	struct sx_ev_record r;
+	int rc = sx__ev_counter_peek(val->data, val->len, &r);
+	return rc < 0 ? rc : sx__ev_bitmap_or_lazy(a->acc, r.bitmap, r.blen);
 }
 
 roaring_bitmap_t *sx__ev_series_users(MDB_txn *txn, const char *event, size_t elen, const char *dim,
 				      size_t dlen, const char *val, size_t vlen, int64_t from,
 				      int64_t to)
 {
-	struct or_acc a = {roaring_bitmap_create(), 0, val, vlen, 0};
+	struct or_acc a = {roaring_bitmap_create(), SX_EV_METRIC_VALUE_OFF(elen, dlen), val, vlen};
 	if (!a.acc) {
 		sx_diag_set(SX_ENOMEM, "out of memory");
 		return NULL;
 	}
-	from = sx__ev_floor(from, SX_EV_MIN_MS);
-	to = sx__ev_floor(to, SX_EV_MIN_MS);
-	int rc = 0;
-	if (from < to) {
-		/* [from, h1) minutes, [h1, d1) hours, [d1, d2) days, [d2, h2) hours, [h2, to) minutes */
-		int64_t h1 = -sx__ev_floor(-from, SX_EV_HOUR_MS), h2 = sx__ev_floor(to, SX_EV_HOUR_MS);
-		if (h1 >= h2) {
-			rc = or_range(txn, &a, SX_EV_MINUTE, event, elen, dim, dlen, from, to);
-		} else {
-			int64_t d1 = -sx__ev_floor(-h1, SX_EV_DAY_MS), d2 = sx__ev_floor(h2, SX_EV_DAY_MS);
-			rc = or_range(txn, &a, SX_EV_MINUTE, event, elen, dim, dlen, from, h1);
-			if (rc == 0 && d1 >= d2) {
-				rc = or_range(txn, &a, SX_EV_HOUR, event, elen, dim, dlen, h1, h2);
-			} else if (rc == 0) {
-				rc = or_range(txn, &a, SX_EV_HOUR, event, elen, dim, dlen, h1, d1);
-				if (rc == 0)
-					rc = or_range(txn, &a, SX_EV_DAY, event, elen, dim, dlen, d1, d2);
-				if (rc == 0)
-					rc = or_range(txn, &a, SX_EV_HOUR, event, elen, dim, dlen, d2, h2);
-			}
-			if (rc == 0)
-				rc = or_range(txn, &a, SX_EV_MINUTE, event, elen, dim, dlen, h2, to);
-		}
-	}
-	if (rc < 0) {
+	if (sx__ev_series_cover(txn, event, elen, dim, dlen, from, to, or_cb, &a) < 0) {
 		roaring_bitmap_free(a.acc);
 		return NULL;
 	}
+	roaring_bitmap_repair_after_lazy(a.acc);
 	return a.acc;
 }
 

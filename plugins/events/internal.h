@@ -75,6 +75,8 @@ size_t sx__ev_metric_key(uint8_t *k, int gran, const char *event, size_t elen, c
 /* Length of the prefix before the bucket ('M' gran event \0 dim \0). */
 size_t sx__ev_metric_prefix(uint8_t *k, int gran, const char *event, size_t elen, const char *dim,
 			    size_t dlen);
+/* Where the value starts in a metric key (the same at every granularity). */
+#define SX_EV_METRIC_VALUE_OFF(elen, dlen) ((size_t)(elen) + (size_t)(dlen) + 12)
 
 /* ---- counter records ---- */
 struct sx_ev_counter {
@@ -84,12 +86,32 @@ struct sx_ev_counter {
 };
 /* Decodes a stored record, merging into c (count/sum added, users or'ed). */
 int sx__ev_counter_merge(struct sx_ev_counter *c, const void *data, size_t len);
+/* A stored record read in place, its bitmap left serialized. */
+struct sx_ev_record {
+	uint64_t count, nsum;
+	double sum;
+	uint64_t users;     /* the bitmap's cardinality, from its header */
+	const void *bitmap; /* points into the record's bytes (valid as long as they are); blen 0: no user */
+	size_t blen;
+};
+/* Reads a record without decoding its bitmap: 0 or SX_ECORRUPT. The bitmap's
+ * header is checked against its length (as sx__ev_bitmap_decode does), not
+ * its containers. */
+int sx__ev_counter_peek(const void *data, size_t len, struct sx_ev_record *r);
 /* Packs c into sb (cleared first). */
 int sx__ev_counter_encode(const struct sx_ev_counter *c, msgpack_sbuffer *sb);
 /* A bitmap from stored bytes (NULL and SX_ECORRUPT if they do not decode). */
 roaring_bitmap_t *sx__ev_bitmap_decode(const void *data, size_t len);
 /* Serializes into sb (cleared first). */
 int sx__ev_bitmap_encode(const roaring_bitmap_t *b, msgpack_sbuffer *sb);
+/* The cardinality of a serialized bitmap, summed from the per-container
+ * cardinalities its header holds (no decode); 0 for len 0. SX_ECORRUPT if the
+ * header does not fit len exactly. */
+int sx__ev_bitmap_card(const void *data, size_t len, uint64_t *card);
+/* Ors a serialized bitmap (len may be 0) into acc with roaring's lazy union:
+ * call roaring_bitmap_repair_after_lazy(acc) before reading acc. 0 or
+ * SX_ECORRUPT (acc unchanged). */
+int sx__ev_bitmap_or_lazy(roaring_bitmap_t *acc, const void *data, size_t len);
 
 /* ---- reads on the loop thread (txn NULL) or in a read transaction ---- */
 int sx__ev_get(MDB_txn *txn, int table, const void *key, size_t klen, struct sx_val *out);
@@ -97,6 +119,13 @@ typedef int (*sx__ev_scan_cb)(const struct sx_val *key, const struct sx_val *val
 int sx__ev_scan(MDB_txn *txn, int table, const void *lo, size_t lolen, const void *hi, size_t hilen,
 		int reverse, sx__ev_scan_cb cb, void *ud);
 
+/* Visits, through cb, the records of series (event, dim, any value) that
+ * cover [from, to) (both floored to minutes) once: day buckets inside, hour
+ * and minute buckets at the ragged edges. Ingest and erasure write the three
+ * granularities of a series together, so the union of the visited bitmaps is
+ * that of the finest buckets of the range. */
+int sx__ev_series_cover(MDB_txn *txn, const char *event, size_t elen, const char *dim, size_t dlen,
+			int64_t from, int64_t to, sx__ev_scan_cb cb, void *ud);
 /* The union of the bitmaps of series (event, dim, value) over [from, to),
  * using day buckets inside and hour/minute buckets at the ragged edges.
  * dim "" and value "" is the series of all the event's occurrences. */

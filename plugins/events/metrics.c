@@ -153,12 +153,18 @@ static int m_dimensions(struct sx_req *req, const msgpack_object *args, msgpack_
 
 /* ---- metrics.query ---- */
 
+/* A point's distinct users are its record's bitmap cardinality, read from the
+ * bitmap's header; only a total over several points with users needs a union,
+ * built from the coarsest records covering the range (sx__ev_series_cover). */
 struct group {
 	char *value; /* owned */
 	size_t vlen;
 	uint64_t *count, *nsum, *users;
 	double *sum;
-	struct sx_ev_counter total;
+	uint64_t tcount, tnsum, tusers;
+	double tsum;
+	size_t with_users;     /* points with users */
+	roaring_bitmap_t *acc; /* the union while the cover pass runs */
 	struct group *next;
 };
 
@@ -170,29 +176,33 @@ struct query {
 	size_t wlen;
 	struct group **buckets;
 	size_t nbuckets, ngroups;
-	struct group *list;
-	int rc;
+	size_t voff; /* of the value in the cover pass's keys */
 };
+
+static struct group *group_find(const struct query *q, const char *v, size_t vlen, size_t *h)
+{
+	*h = (size_t)XXH3_64bits(v, vlen) & (q->nbuckets - 1);
+	for (struct group *g = q->buckets[*h]; g; g = g->next)
+		if (g->vlen == vlen && !memcmp(g->value, v, vlen))
+			return g;
+	return NULL;
+}
 
 static struct group *group_get(struct query *q, const char *v, size_t vlen)
 {
-	size_t h = (size_t)XXH3_64bits(v, vlen) & (q->nbuckets - 1);
-	for (struct group *g = q->buckets[h]; g; g = g->next)
-		if (g->vlen == vlen && !memcmp(g->value, v, vlen))
-			return g;
-	struct group *g = calloc(1, sizeof(*g));
-	if (!g)
+	size_t h;
+	struct group *g = group_find(q, v, vlen, &h);
+	if (g)
+		return g;
+	if (!(g = calloc(1, sizeof(*g))))
 		return NULL;
 	g->value = malloc(vlen + 1);
 	g->count = calloc(q->npoints, sizeof(uint64_t));
 	g->nsum = calloc(q->npoints, sizeof(uint64_t));
 	g->users = calloc(q->npoints, sizeof(uint64_t));
 	g->sum = calloc(q->npoints, sizeof(double));
-	g->total.users = roaring_bitmap_create();
-	if (!g->value || !g->count || !g->nsum || !g->users || !g->sum || !g->total.users) {
+	if (!g->value || !g->count || !g->nsum || !g->users || !g->sum) {
 		free(g->value), free(g->count), free(g->nsum), free(g->users), free(g->sum);
-		if (g->total.users)
-			roaring_bitmap_free(g->total.users);
 		free(g);
 		return NULL;
 	}
@@ -203,6 +213,14 @@ static struct group *group_get(struct query *q, const char *v, size_t vlen)
 	q->buckets[h] = g;
 	q->ngroups++;
 	return g;
+}
+
+static void group_free(struct group *g)
+{
+	free(g->value), free(g->count), free(g->nsum), free(g->users), free(g->sum);
+	if (g->acc)
+		roaring_bitmap_free(g->acc);
+	free(g);
 }
 
 static int query_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
@@ -220,26 +238,66 @@ static int query_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 	size_t i = (size_t)((t - q->from) / q->step);
 	if (i >= q->npoints)
 		return 0;
+	struct sx_ev_record r;
+	int rc = sx__ev_counter_peek(val->data, val->len, &r);
+	if (rc < 0)
+		return rc;
 	struct group *g = group_get(q, v, vlen);
 	if (!g)
 		return sx_diag_set(SX_ENOMEM, "out of memory");
-	struct sx_ev_counter c = {0};
-	int rc = sx__ev_counter_merge(&c, val->data, val->len);
-	if (rc < 0)
-		return rc;
-	g->count[i] += c.count;
-	g->sum[i] += c.sum;
-	g->nsum[i] += c.nsum;
-	g->total.count += c.count;
-	g->total.sum += c.sum;
-	g->total.nsum += c.nsum;
-	if (c.users) {
-		g->users[i] += roaring_bitmap_get_cardinality(c.users);
-		/* lazy: hundreds of small bitmaps into one; repaired once in pack_group */
-		roaring_bitmap_lazy_or_inplace(g->total.users, c.users, false);
-		roaring_bitmap_free(c.users);
+	g->count[i] += r.count;
+	g->sum[i] += r.sum;
+	g->nsum[i] += r.nsum;
+	g->tcount += r.count;
+	g->tsum += r.sum;
+	g->tnsum += r.nsum;
+	if (r.users) {
+		g->with_users += !g->users[i];
+		g->users[i] += r.users;
+		g->tusers = r.users; /* the total if this stays the only point with users */
 	}
 	return 0;
+}
+
+static int cover_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct query *q = ud;
+	size_t h;
+	if (key->len < q->voff)
+		return 0;
+	struct group *g = group_find(q, (const char *)key->data + q->voff, key->len - q->voff, &h);
+	if (!g || !g->acc)
+		return 0;
+	struct sx_ev_record r;
+	int rc = sx__ev_counter_peek(val->data, val->len, &r);
+	return rc < 0 ? rc : sx__ev_bitmap_or_lazy(g->acc, r.bitmap, r.blen);
+}
+
+/* The distinct users over the range of the groups in gs that need a union. */
+static int total_users(struct query *q, const char *ev, size_t elen, const char *dim, size_t dlen,
+		       struct group **gs, size_t ng)
+{
+	size_t need = 0;
+	for (size_t i = 0; i < ng; i++) {
+		if (gs[i]->with_users < 2)
+			continue;
+		if (!(gs[i]->acc = roaring_bitmap_create()))
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		need++;
+	}
+	if (!need)
+		return 0;
+	q->voff = SX_EV_METRIC_VALUE_OFF(elen, dlen);
+	int rc = sx__ev_series_cover(NULL, ev, elen, dim, dlen, q->from, q->from + (int64_t)q->npoints * q->step,
+				     cover_cb, q);
+	for (size_t i = 0; i < ng; i++)
+		if (gs[i]->acc) {
+			roaring_bitmap_repair_after_lazy(gs[i]->acc);
+			gs[i]->tusers = roaring_bitmap_get_cardinality(gs[i]->acc);
+			roaring_bitmap_free(gs[i]->acc);
+			gs[i]->acc = NULL;
+		}
+	return rc;
 }
 
 static void pack_point(msgpack_packer *pk, uint64_t count, uint64_t users, double sum, uint64_t nsum)
@@ -261,10 +319,7 @@ static void pack_group(msgpack_packer *pk, const struct query *q, const struct g
 	msgpack_pack_map(pk, 4);
 	if (!g)
 		g = &empty;
-	if (g->total.users)
-		roaring_bitmap_repair_after_lazy(g->total.users);
-	pack_point(pk, g->total.count, g->total.users ? roaring_bitmap_get_cardinality(g->total.users) : 0,
-		   g->total.sum, g->total.nsum);
+	pack_point(pk, g->tcount, g->with_users ? g->tusers : 0, g->tsum, g->tnsum);
 	sx_pack_key(pk, "series");
 	msgpack_pack_array(pk, q->npoints);
 	for (size_t i = 0; i < q->npoints; i++) {
@@ -280,8 +335,8 @@ static void pack_group(msgpack_packer *pk, const struct query *q, const struct g
 static int cmp_groups(const void *a, const void *b)
 {
 	const struct group *x = *(struct group *const *)a, *y = *(struct group *const *)b;
-	if (x->total.count != y->total.count)
-		return x->total.count < y->total.count ? 1 : -1;
+	if (x->tcount != y->tcount)
+		return x->tcount < y->tcount ? 1 : -1;
 	size_t n = x->vlen < y->vlen ? x->vlen : y->vlen;
 	int c = memcmp(x->value, y->value, n);
 	return c ? c : (x->vlen > y->vlen) - (x->vlen < y->vlen);
@@ -384,8 +439,15 @@ static int m_query(struct sx_req *req, const msgpack_object *args, msgpack_packe
 			gs[ng++] = g;
 	if (rc == 0 && !gs)
 		rc = sx_diag_set(SX_ENOMEM, "out of memory");
+	size_t shown = ng;
+	if (rc == 0 && q.grouped) {
+		qsort(gs, ng, sizeof(*gs), cmp_groups);
+		shown = ng < (size_t)limit ? ng : (size_t)limit;
+	}
+	if (rc == 0)
+		rc = total_users(&q, ev, elen, dim, dlen, gs, shown);
 	if (rc == 0) {
-		msgpack_pack_map(pk, q.grouped ? 6 : 6);
+		msgpack_pack_map(pk, 6);
 		sx_pack_key(pk, "event");
 		sx_pack_strn(pk, ev, elen);
 		sx_pack_kv_str(pk, "interval", iv[0] == 'm' ? "minute" : iv[0] == 'h' ? "hour" : "day");
@@ -394,11 +456,9 @@ static int m_query(struct sx_req *req, const msgpack_object *args, msgpack_packe
 		if (!q.grouped) {
 			pack_group(pk, &q, ng ? gs[0] : NULL);
 		} else {
-			qsort(gs, ng, sizeof(*gs), cmp_groups);
 			sx_pack_key(pk, "group_by");
 			sx_pack_strn(pk, gb, gblen);
 			sx_pack_key(pk, "groups");
-			size_t shown = ng < (size_t)limit ? ng : (size_t)limit;
 			msgpack_pack_array(pk, shown);
 			for (size_t i = 0; i < shown; i++) {
 				msgpack_pack_map(pk, 3);
@@ -408,18 +468,46 @@ static int m_query(struct sx_req *req, const msgpack_object *args, msgpack_packe
 			}
 		}
 	}
-	for (size_t i = 0; i < ng; i++) {
-		struct group *g = gs[i];
-		free(g->value), free(g->count), free(g->nsum), free(g->users), free(g->sum);
-		roaring_bitmap_free(g->total.users);
-		free(g);
-	}
+	for (size_t i = 0; i < q.nbuckets; i++)
+		for (struct group *g = q.buckets[i], *n; g; g = n)
+			n = g->next, group_free(g);
 	free(gs);
 	free(q.buckets);
 	return rc;
 }
 
 /* ---- metrics.active ---- */
+
+/* DAU, WAU and MAU from one pass over the 30 day records of "*", newest
+ * first: each window's union is the previous one's plus older days. */
+static const int active_days[] = {1, 7, 30};
+
+struct active {
+	int64_t end;
+	int mark; /* the next window of active_days to count */
+	uint64_t n[3];
+	roaring_bitmap_t *acc;
+};
+
+static void active_mark(struct active *a, int64_t days)
+{
+	while (a->mark < 3 && active_days[a->mark] <= days) {
+		roaring_bitmap_repair_after_lazy(a->acc);
+		a->n[a->mark++] = roaring_bitmap_get_cardinality(a->acc);
+	}
+}
+
+static int active_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
+{
+	struct active *a = ud;
+	if (key->len != SX_EV_METRIC_VALUE_OFF(1, 0))
+		return 0;
+	int64_t t = (int64_t)sx_get_be64((const uint8_t *)key->data + key->len - 8);
+	active_mark(a, (a->end - t) / SX_EV_DAY_MS - 1);
+	struct sx_ev_record r;
+	int rc = sx__ev_counter_peek(val->data, val->len, &r);
+	return rc < 0 ? rc : sx__ev_bitmap_or_lazy(a->acc, r.bitmap, r.blen);
+}
 
 static int m_active(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
@@ -438,15 +526,21 @@ static int m_active(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	if (at < 0 || at > SX_EVENTS_TIME_MAX)
 		return sx_diag_set(SX_EINVAL, "argument 'at' must be ms since 1970 (before the year 10000)");
 	int64_t day = sx__ev_floor(at, SX_EV_DAY_MS), end = day + SX_EV_DAY_MS;
-	static const int days[] = {1, 7, 30};
-	uint64_t n[3];
-	for (int i = 0; i < 3; i++) {
-		roaring_bitmap_t *b = sx_events_users_did(NULL, "*", end - days[i] * SX_EV_DAY_MS, end);
-		if (!b)
-			return sx_diag_last_code() ? sx_diag_last_code() : SX_EINTERNAL;
-		n[i] = roaring_bitmap_get_cardinality(b);
-		roaring_bitmap_free(b);
-	}
+	struct active a = {end, 0, {0}, roaring_bitmap_create()};
+	if (!a.acc)
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	uint8_t lo[16], hi[16];
+	size_t p = sx__ev_metric_prefix(lo, SX_EV_DAY, "*", 1, "", 0);
+	int64_t from = end - active_days[2] * SX_EV_DAY_MS;
+	memcpy(hi, lo, p);
+	sx_be64(lo + p, (uint64_t)(from < 0 ? 0 : from));
+	sx_be64(hi + p, (uint64_t)end);
+	rc = sx__ev_scan(NULL, SX_T_COUNTERS, lo, p + 8, hi, p + 8, 1, active_cb, &a);
+	active_mark(&a, active_days[2]);
+	roaring_bitmap_free(a.acc);
+	if (rc < 0)
+		return rc;
+	const uint64_t *n = a.n;
 	msgpack_pack_map(pk, 8);
 	sx_pack_kv_int(pk, "at", at);
 	sx_pack_kv_int(pk, "day", day);
