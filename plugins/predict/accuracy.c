@@ -650,24 +650,25 @@ static int rule_get(const char *target, struct sx_pred_rule *r)
 	return rc;
 }
 
-struct alert_state {
-	char state[16], rule[16];
-	double value, threshold, baseline;
-	int64_t since, at;
-	uint64_t samples;
-};
-
-static int state_get(const char *target, struct alert_state *a)
+/* An alert's state record: SX_T_SERIES key `tag` + name (k: STATE_KEY_MAX bytes;
+ * target and recipe names are shorter). */
+#define STATE_KEY_MAX (1 + SX_EVENTS_ID_MAX)
+static size_t state_key(uint8_t *k, char tag, const char *name)
 {
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t n = strlen(target);
+	size_t n = strnlen(name, STATE_KEY_MAX - 1);
+	k[0] = (uint8_t)tag;
+	memcpy(k + 1, name, n);
+	return 1 + n;
+}
+
+int sx__pred_state_get(char tag, const char *name, struct sx_pred_alert_state *a)
+{
+	uint8_t k[STATE_KEY_MAX];
 	struct sx_val v;
-	k[0] = 'S';
-	memcpy(k + 1, target, n);
 	memset(a, 0, sizeof(*a));
 	snprintf(a->state, sizeof(a->state), "ok");
 	a->value = a->threshold = a->baseline = NAN;
-	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, 1 + n, &v);
+	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, state_key(k, tag, name), &v);
 	if (rc < 0)
 		return rc;
 	msgpack_zone z;
@@ -686,7 +687,7 @@ static int state_get(const char *target, struct alert_state *a)
 	return rc;
 }
 
-static void kv_num(msgpack_packer *pk, const char *k, double v)
+void sx__pred_kv_num(msgpack_packer *pk, const char *k, double v)
 {
 	sx_pack_key(pk, k);
 	if (isnan(v))
@@ -695,33 +696,30 @@ static void kv_num(msgpack_packer *pk, const char *k, double v)
 		msgpack_pack_double(pk, v);
 }
 
-static void pack_state(msgpack_packer *pk, const char *target, const struct alert_state *a, int with_target)
+void sx__pred_state_pack(msgpack_packer *pk, const char *field, const char *name, const struct sx_pred_alert_state *a)
 {
-	msgpack_pack_map(pk, 8 + with_target);
-	if (with_target)
-		sx_pack_kv_str(pk, "target", target);
+	msgpack_pack_map(pk, 8 + (field != NULL));
+	if (field)
+		sx_pack_kv_str(pk, field, name);
 	sx_pack_kv_str(pk, "state", a->state);
 	sx_pack_kv_str(pk, "rule", a->rule[0] ? a->rule : NULL);
-	kv_num(pk, "value", a->value);
-	kv_num(pk, "threshold", a->threshold);
-	kv_num(pk, "baseline", a->baseline);
+	sx__pred_kv_num(pk, "value", a->value);
+	sx__pred_kv_num(pk, "threshold", a->threshold);
+	sx__pred_kv_num(pk, "baseline", a->baseline);
 	sx_pack_kv_uint(pk, "samples", a->samples);
 	sx_pack_kv_int(pk, "since", a->since);
 	sx_pack_kv_int(pk, "at", a->at);
 }
 
-static int state_put(const char *target, const struct alert_state *a)
+int sx__pred_state_put(char tag, const char *name, const struct sx_pred_alert_state *a)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
+	uint8_t k[STATE_KEY_MAX];
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	pack_state(&pk, target, a, 0);
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t n = strlen(target);
-	k[0] = 'S';
-	memcpy(k + 1, target, n);
-	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, 1 + n, sb.data, sb.size);
+	sx__pred_state_pack(&pk, NULL, NULL, a);
+	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, state_key(k, tag, name), sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	return rc;
 }
@@ -754,8 +752,8 @@ static int evaluate_alerts(int64_t now, int *fired)
 		int which = sx__pred_rule_check(&r, &cur.a, &base.a, &value, &threshold, &baseline);
 		if (which < 0)
 			continue;
-		struct alert_state a;
-		int src = state_get(t->name, &a);
+		struct sx_pred_alert_state a;
+		int src = sx__pred_state_get('S', t->name, &a);
 		if (src < 0 && src != SX_ENOENT)
 			continue;
 		int was = strcmp(a.state, "firing") == 0;
@@ -771,7 +769,7 @@ static int evaluate_alerts(int64_t now, int *fired)
 			}
 			a.value = value, a.baseline = baseline;
 			a.samples = n, a.at = now;
-			int prc = state_put(t->name, &a);
+			int prc = sx__pred_state_put('S', t->name, &a);
 			if (prc < 0)
 				return prc;
 			if (which > 0 && !was)
@@ -786,9 +784,9 @@ static int evaluate_alerts(int64_t now, int *fired)
 				sx_pack_kv_str(&ap, "state", which > 0 ? "firing" : "resolved");
 				sx_pack_kv_str(&ap, "target", t->name);
 				sx_pack_kv_str(&ap, "rule", a.rule);
-				kv_num(&ap, "value", value);
-				kv_num(&ap, "threshold", a.threshold);
-				kv_num(&ap, "baseline", baseline);
+				sx__pred_kv_num(&ap, "value", value);
+				sx__pred_kv_num(&ap, "threshold", a.threshold);
+				sx__pred_kv_num(&ap, "baseline", baseline);
 				sx_pack_kv_uint(&ap, "samples", n);
 				sx_pack_kv_int(&ap, "at", now);
 				if (sx__pred_eng->srv)
@@ -864,10 +862,10 @@ int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 	uint64_t cnt[SX_PRED_ACC_BINS];
 	sx__pred_acc_calibration(a, (int)bins, mp, ob, cnt);
 	struct sx_pred_rule r;
-	struct alert_state as;
+	struct sx_pred_alert_state as;
 	int has_rule = rule_get(t->name, &r) == 0 && (r.auc_below > 0 || r.drop > 0);
 	if (has_rule) {
-		int src = state_get(t->name, &as);
+		int src = sx__pred_state_get('S', t->name, &as);
 		if (src < 0 && src != SX_ENOENT)
 			has_rule = 0;
 	}
@@ -878,12 +876,12 @@ int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 	sx_pack_kv_int(pk, "at", at);
 	sx_pack_kv_uint(pk, "samples", n);
 	sx_pack_kv_uint(pk, "positives", pos);
-	kv_num(pk, "base_rate", n ? (double)pos / (double)n : NAN);
-	kv_num(pk, "mean_predicted", n ? sump / (double)n : NAN);
-	kv_num(pk, "auc", sx__pred_acc_auc(a));
-	kv_num(pk, "log_loss", n ? a->ll / (double)n : NAN);
-	kv_num(pk, "brier", n ? a->brier / (double)n : NAN);
-	kv_num(pk, "lift_top_decile", sx__pred_acc_lift(a, 0.1));
+	sx__pred_kv_num(pk, "base_rate", n ? (double)pos / (double)n : NAN);
+	sx__pred_kv_num(pk, "mean_predicted", n ? sump / (double)n : NAN);
+	sx__pred_kv_num(pk, "auc", sx__pred_acc_auc(a));
+	sx__pred_kv_num(pk, "log_loss", n ? a->ll / (double)n : NAN);
+	sx__pred_kv_num(pk, "brier", n ? a->brier / (double)n : NAN);
+	sx__pred_kv_num(pk, "lift_top_decile", sx__pred_acc_lift(a, 0.1));
 	sx_pack_key(pk, "calibration");
 	msgpack_pack_array(pk, (size_t)bins);
 	for (int64_t b = 0; b < bins; b++) {
@@ -891,8 +889,8 @@ int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 		sx_pack_kv_double(pk, "lo", (double)b / (double)bins);
 		sx_pack_kv_double(pk, "hi", (double)(b + 1) / (double)bins);
 		sx_pack_kv_uint(pk, "count", cnt[b]);
-		kv_num(pk, "mean_predicted", mp[b]);
-		kv_num(pk, "observed", ob[b]);
+		sx__pred_kv_num(pk, "mean_predicted", mp[b]);
+		sx__pred_kv_num(pk, "observed", ob[b]);
 	}
 	sx_pack_key(pk, "segments");
 	msgpack_pack_array(pk, (size_t)q.n);
@@ -903,11 +901,11 @@ int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 		sx_pack_kv_str(pk, "segment", segs[i].seg);
 		sx_pack_kv_uint(pk, "samples", sn);
 		sx_pack_kv_uint(pk, "positives", sp);
-		kv_num(pk, "auc", sx__pred_acc_auc(&segs[i].a));
+		sx__pred_kv_num(pk, "auc", sx__pred_acc_auc(&segs[i].a));
 	}
 	sx_pack_key(pk, "alert");
 	if (has_rule)
-		pack_state(pk, t->name, &as, 0);
+		sx__pred_state_pack(pk, NULL, NULL, &as);
 	else
 		msgpack_pack_nil(pk);
 	free(segs);
@@ -916,10 +914,10 @@ int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 
 int sx__pred_alerts_pack(msgpack_packer *pk)
 {
-	struct alert_state a[SX_PRED_TARGETS_MAX];
+	struct sx_pred_alert_state a[SX_PRED_TARGETS_MAX];
 	int idx[SX_PRED_TARGETS_MAX], n = 0;
 	for (int i = 0; i < sx__pred_script.ntarget; i++) {
-		int rc = state_get(sx__pred_script.target[i].name, &a[n]);
+		int rc = sx__pred_state_get('S', sx__pred_script.target[i].name, &a[n]);
 		if (rc == 0)
 			idx[n++] = i;
 		else if (rc != SX_ENOENT)
@@ -927,7 +925,7 @@ int sx__pred_alerts_pack(msgpack_packer *pk)
 	}
 	msgpack_pack_array(pk, (size_t)n);
 	for (int i = 0; i < n; i++)
-		pack_state(pk, sx__pred_script.target[idx[i]].name, &a[i], 1);
+		sx__pred_state_pack(pk, "target", sx__pred_script.target[idx[i]].name, &a[i]);
 	return 0;
 }
 

@@ -635,13 +635,6 @@ static int read_sums(const char *recipe, const char *key, int32_t from, int32_t 
 
 /* ---- rules and alert state ---- */
 
-struct fstate {
-	char state[16], rule[16];
-	double value, threshold, baseline;
-	int64_t since, at;
-	uint64_t samples;
-};
-
 static size_t name_key(uint8_t *k, char tag, const char *recipe)
 {
 	size_t n = strlen(recipe);
@@ -670,69 +663,6 @@ static int rule_get(const char *recipe, struct sx_pred_frule *r)
 		rc = sx_diag_set(SX_ECORRUPT, "a stored forecast alert rule does not decode");
 	r->window = (int)w, r->baseline = (int)b;
 	msgpack_zone_destroy(&z);
-	return rc;
-}
-
-static int state_get(const char *recipe, struct fstate *a)
-{
-	uint8_t k[1 + RECIPE_MAX];
-	struct sx_val v;
-	memset(a, 0, sizeof(*a));
-	snprintf(a->state, sizeof(a->state), "ok");
-	a->value = a->threshold = a->baseline = NAN;
-	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, name_key(k, 'Q', recipe), &v);
-	if (rc < 0)
-		return rc;
-	msgpack_zone z;
-	msgpack_object o;
-	size_t off = 0;
-	int64_t samples = 0;
-	msgpack_zone_init(&z, 512);
-	if (msgpack_unpack(v.data, v.len, &off, &z, &o) != MSGPACK_UNPACK_SUCCESS ||
-	    sx_arg_cstr(&o, "state", 0, a->state, sizeof(a->state)) < 0 || sx_arg_cstr(&o, "rule", 0, a->rule, sizeof(a->rule)) < 0 ||
-	    sx_arg_num(&o, "value", 0, &a->value) < 0 || sx_arg_num(&o, "threshold", 0, &a->threshold) < 0 ||
-	    sx_arg_num(&o, "baseline", 0, &a->baseline) < 0 || sx_arg_int(&o, "since", 0, &a->since) < 0 ||
-	    sx_arg_int(&o, "at", 0, &a->at) < 0 || sx_arg_int(&o, "samples", 0, &samples) < 0)
-		rc = sx_diag_set(SX_ECORRUPT, "a stored forecast alert state does not decode");
-	a->samples = (uint64_t)samples;
-	msgpack_zone_destroy(&z);
-	return rc;
-}
-
-static void kv_num(msgpack_packer *pk, const char *k, double v)
-{
-	sx_pack_key(pk, k);
-	if (isnan(v))
-		msgpack_pack_nil(pk);
-	else
-		msgpack_pack_double(pk, v);
-}
-
-static void pack_state(msgpack_packer *pk, const char *recipe, const struct fstate *a)
-{
-	msgpack_pack_map(pk, 8 + (recipe != NULL));
-	if (recipe)
-		sx_pack_kv_str(pk, "recipe", recipe);
-	sx_pack_kv_str(pk, "state", a->state);
-	sx_pack_kv_str(pk, "rule", a->rule[0] ? a->rule : NULL);
-	kv_num(pk, "value", a->value);
-	kv_num(pk, "threshold", a->threshold);
-	kv_num(pk, "baseline", a->baseline);
-	sx_pack_kv_uint(pk, "samples", a->samples);
-	sx_pack_kv_int(pk, "since", a->since);
-	sx_pack_kv_int(pk, "at", a->at);
-}
-
-static int state_put(const char *recipe, const struct fstate *a)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	uint8_t k[1 + RECIPE_MAX];
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	pack_state(&pk, NULL, a);
-	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, name_key(k, 'Q', recipe), sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
 	return rc;
 }
 
@@ -788,8 +718,8 @@ static int eval_one(const char *recipe, int64_t now, int *fired)
 	int which = sx__pred_frule_check(&r, &cur, &base, &value, &threshold, &baseline);
 	if (which < 0)
 		return 0;
-	struct fstate a;
-	int src = state_get(recipe, &a);
+	struct sx_pred_alert_state a;
+	int src = sx__pred_state_get('Q', recipe, &a);
 	if (src < 0 && src != SX_ENOENT)
 		return 0;
 	int was = strcmp(a.state, "firing") == 0;
@@ -803,7 +733,7 @@ static int eval_one(const char *recipe, int64_t now, int *fired)
 		a.threshold = threshold;
 	}
 	a.value = value, a.baseline = baseline, a.samples = cur.n, a.at = now;
-	if ((rc = state_put(recipe, &a)) < 0)
+	if ((rc = sx__pred_state_put('Q', recipe, &a)) < 0)
 		return rc;
 	if ((which > 0) == was)
 		return 0;
@@ -818,9 +748,9 @@ static int eval_one(const char *recipe, int64_t now, int *fired)
 	sx_pack_kv_str(&pk, "state", which > 0 ? "firing" : "resolved");
 	sx_pack_kv_str(&pk, "recipe", recipe);
 	sx_pack_kv_str(&pk, "rule", a.rule);
-	kv_num(&pk, "value", value);
-	kv_num(&pk, "threshold", a.threshold);
-	kv_num(&pk, "baseline", baseline);
+	sx__pred_kv_num(&pk, "value", value);
+	sx__pred_kv_num(&pk, "threshold", a.threshold);
+	sx__pred_kv_num(&pk, "baseline", baseline);
 	sx_pack_kv_uint(&pk, "samples", cur.n);
 	sx_pack_kv_int(&pk, "at", now);
 	if (sx__pred_eng->srv)
@@ -842,12 +772,12 @@ int sx__pred_fc_alerts_eval(int64_t now, int *fired)
 int sx__pred_fc_alerts_pack(msgpack_packer *pk)
 {
 	struct names ns;
-	struct fstate *a = NULL;
+	struct sx_pred_alert_state *a = NULL;
 	int rc = names_list('Q', &ns), n = 0;
 	if (rc == 0 && ns.n && !(a = malloc((size_t)ns.n * sizeof(*a))))
 		rc = sx_diag_set(SX_ENOMEM, "out of memory");
 	for (int i = 0; rc == 0 && i < ns.n; i++) {
-		if ((rc = state_get(ns.v[i], &a[n])) == 0) {
+		if ((rc = sx__pred_state_get('Q', ns.v[i], &a[n])) == 0) {
 			if (n != i)
 				memcpy(ns.v[n], ns.v[i], sizeof(ns.v[0]));
 			n++;
@@ -858,7 +788,7 @@ int sx__pred_fc_alerts_pack(msgpack_packer *pk)
 	if (rc == 0) {
 		msgpack_pack_array(pk, (size_t)n);
 		for (int i = 0; i < n; i++)
-			pack_state(pk, ns.v[i], &a[i]);
+			sx__pred_state_pack(pk, "recipe", ns.v[i], &a[i]);
 	}
 	free(a), free(ns.v);
 	return rc;
@@ -912,12 +842,12 @@ static void pack_stats(msgpack_packer *pk, const struct sx_pred_ferr *e)
 	sx__pred_ferr_stats(e, &s);
 	sx_pack_kv_uint(pk, "n", e->n);
 	sx_pack_kv_uint(pk, "n_ape", e->n_ape);
-	kv_num(pk, "mape", s.mape);
-	kv_num(pk, "smape", s.smape);
-	kv_num(pk, "mae", s.mae);
-	kv_num(pk, "rmse", s.rmse);
-	kv_num(pk, "bias", s.bias);
-	kv_num(pk, "coverage", s.coverage);
+	sx__pred_kv_num(pk, "mape", s.mape);
+	sx__pred_kv_num(pk, "smape", s.smape);
+	sx__pred_kv_num(pk, "mae", s.mae);
+	sx__pred_kv_num(pk, "rmse", s.rmse);
+	sx__pred_kv_num(pk, "bias", s.bias);
+	sx__pred_kv_num(pk, "coverage", s.coverage);
 }
 
 int sx__pred_fc_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
@@ -958,10 +888,10 @@ int sx__pred_fc_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 		}
 	}
 	struct sx_pred_frule r = {0, 0, 0, 30, 30, 90};
-	struct fstate as;
+	struct sx_pred_alert_state as;
 	int has_rule = rule_get(recipe, &r) == 0 && (r.mape_above > 0 || r.rise > 0 || r.coverage_below > 0);
 	if (has_rule) {
-		int src = state_get(recipe, &as);
+		int src = sx__pred_state_get('Q', recipe, &as);
 		if (src < 0 && src != SX_ENOENT)
 			has_rule = 0;
 	}
@@ -980,7 +910,7 @@ int sx__pred_fc_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 	}
 	sx_pack_key(pk, "alert");
 	if (has_rule)
-		pack_state(pk, NULL, &as);
+		sx__pred_state_pack(pk, "recipe", NULL, &as);
 	else
 		msgpack_pack_nil(pk);
 	free(q.keys);

@@ -313,4 +313,19 @@ void sx__pred_forget(uint32_t idx);
 /* Registers the eraser and exporter "predict". */
 int sx__pred_privacy_start(void);
 
+/* An alert rule's state (accuracy.c): stored under SX_T_SERIES key tag + name
+ * ('S' target alerts, 'Q' forecast alerts). get fills the "ok" state when there
+ * is none; pack writes `field = name` first when field is not NULL. */
+struct sx_pred_alert_state {
+	char state[16], rule[16];
+	double value, threshold, baseline;
+	int64_t since, at;
+	uint64_t samples;
+};
+int sx__pred_state_get(char tag, const char *name, struct sx_pred_alert_state *a);
+int sx__pred_state_put(char tag, const char *name, const struct sx_pred_alert_state *a);
+void sx__pred_state_pack(msgpack_packer *pk, const char *field, const char *name, const struct sx_pred_alert_state *a);
+/* A number, or nil for NaN. */
+void sx__pred_kv_num(msgpack_packer *pk, const char *k, double v);
+
 #endif
