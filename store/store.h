@@ -33,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <lmdb.h>
 
@@ -193,6 +194,20 @@ static inline uint64_t sx_get_be64(const uint8_t *p)
 	uint64_t v = 0;
 	for (int i = 0; i < 8; i++)
 		v = v << 8 | p[i];
+	return v;
+}
+/* A double by its bits, big-endian (values, not keys: negative numbers do not sort). */
+static inline void sx_be_f64(uint8_t *p, double v)
+{
+	uint64_t b;
+	memcpy(&b, &v, 8);
+	sx_be64(p, b);
+}
+static inline double sx_get_be_f64(const uint8_t *p)
+{
+	uint64_t b = sx_get_be64(p);
+	double v;
+	memcpy(&v, &b, 8);
 	return v;
 }
 static inline void sx_be32(uint8_t *p, uint32_t v)

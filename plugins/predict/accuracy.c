@@ -109,21 +109,6 @@ void sx__pred_acc_calibration(const struct sx_pred_acc *a, int bins, double *mp,
 	}
 }
 
-static void put_f64(uint8_t *p, double v)
-{
-	uint64_t b;
-	memcpy(&b, &v, 8);
-	sx_be64(p, b);
-}
-
-static double get_f64(const uint8_t *p)
-{
-	uint64_t b = sx_get_be64(p);
-	double v;
-	memcpy(&v, &b, 8);
-	return v;
-}
-
 void sx__pred_acc_encode(const struct sx_pred_acc *a, uint8_t *out)
 {
 	uint8_t *p = out;
@@ -131,10 +116,10 @@ void sx__pred_acc_encode(const struct sx_pred_acc *a, uint8_t *out)
 	for (int i = 0; i < SX_PRED_ACC_BINS; i++, p += 24) {
 		sx_be64(p, a->pos[i]);
 		sx_be64(p + 8, a->neg[i]);
-		put_f64(p + 16, a->sump[i]);
+		sx_be_f64(p + 16, a->sump[i]);
 	}
-	put_f64(p, a->ll);
-	put_f64(p + 8, a->brier);
+	sx_be_f64(p, a->ll);
+	sx_be_f64(p + 8, a->brier);
 }
 
 int sx__pred_acc_decode(struct sx_pred_acc *a, const void *buf, size_t len)
@@ -146,10 +131,10 @@ int sx__pred_acc_decode(struct sx_pred_acc *a, const void *buf, size_t len)
 	for (int i = 0; i < SX_PRED_ACC_BINS; i++, p += 24) {
 		a->pos[i] = sx_get_be64(p);
 		a->neg[i] = sx_get_be64(p + 8);
-		a->sump[i] = get_f64(p + 16);
+		a->sump[i] = sx_get_be_f64(p + 16);
 	}
-	a->ll = get_f64(p);
-	a->brier = get_f64(p + 8);
+	a->ll = sx_get_be_f64(p);
+	a->brier = sx_get_be_f64(p + 8);
 	return 0;
 }
 
@@ -403,7 +388,7 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 		s->open++;
 		return 0;
 	}
-	double p = get_f64(val->data);
+	double p = sx_get_be_f64(val->data);
 	int band = val->len >= 9 && ((const uint8_t *)val->data)[8] < 3 ? ((const uint8_t *)val->data)[8] : band_index(p);
 	struct sx_pred_label l = {t, 0};
 	int rc = sx_events_user_scan(NULL, user, time + 1, end, 0, sx__pred_label_cb, &l);

@@ -59,32 +59,17 @@ void sx__pred_ferr_stats(const struct sx_pred_ferr *e, struct sx_pred_ferr_stats
 	s->coverage = e->n ? (double)e->covered / n : NAN;
 }
 
-static void put_f64(uint8_t *p, double v)
-{
-	uint64_t b;
-	memcpy(&b, &v, 8);
-	sx_be64(p, b);
-}
-
-static double get_f64(const uint8_t *p)
-{
-	uint64_t b = sx_get_be64(p);
-	double v;
-	memcpy(&v, &b, 8);
-	return v;
-}
-
 void sx__pred_ferr_encode(const struct sx_pred_ferr *e, uint8_t *out)
 {
 	out[0] = 'E', out[1] = 1;
 	sx_be64(out + 2, e->n);
 	sx_be64(out + 10, e->n_ape);
 	sx_be64(out + 18, e->covered);
-	put_f64(out + 26, e->ae);
-	put_f64(out + 34, e->ape);
-	put_f64(out + 42, e->sape);
-	put_f64(out + 50, e->se);
-	put_f64(out + 58, e->bias);
+	sx_be_f64(out + 26, e->ae);
+	sx_be_f64(out + 34, e->ape);
+	sx_be_f64(out + 42, e->sape);
+	sx_be_f64(out + 50, e->se);
+	sx_be_f64(out + 58, e->bias);
 }
 
 int sx__pred_ferr_decode(struct sx_pred_ferr *e, const void *buf, size_t len)
@@ -95,11 +80,11 @@ int sx__pred_ferr_decode(struct sx_pred_ferr *e, const void *buf, size_t len)
 	e->n = sx_get_be64(p + 2);
 	e->n_ape = sx_get_be64(p + 10);
 	e->covered = sx_get_be64(p + 18);
-	e->ae = get_f64(p + 26);
-	e->ape = get_f64(p + 34);
-	e->sape = get_f64(p + 42);
-	e->se = get_f64(p + 50);
-	e->bias = get_f64(p + 58);
+	e->ae = sx_get_be_f64(p + 26);
+	e->ape = sx_get_be_f64(p + 34);
+	e->sape = sx_get_be_f64(p + 42);
+	e->se = sx_get_be_f64(p + 50);
+	e->bias = sx_get_be_f64(p + 58);
 	if (e->n_ape > e->n || e->covered > e->n)
 		return sx_diag_set(SX_ECORRUPT, "stored forecast error sums are inconsistent");
 	return 0;
