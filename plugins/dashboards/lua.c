@@ -109,7 +109,7 @@ static int call_query(lua_State *L, const char *what, query_fn fn)
 
 static int lsx_analytics_metrics(lua_State *L) { return call_query(L, "metrics", sx_events_metrics_query); }
 static int lsx_analytics_active(lua_State *L) { return call_query(L, "active", sx_events_metrics_active); }
-static int lsx_analytics_funnel(lua_State *L) { return call_query(L, "funnel", sx_events_funnel_query); }
+static int lsx_analytics_funnel(lua_State *L) { return call_query(L, "funnel", sx_events_funnel_query_cached); }
 static int lsx_analytics_retention(lua_State *L) { return call_query(L, "retention", sx_events_retention); }
 
 static int lsx_analytics_cohort_size(lua_State *L)

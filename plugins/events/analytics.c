@@ -37,8 +37,9 @@ static int time_arg(const msgpack_object *args, const char *key, int required, i
 
 /* The RPC method reads on the pool (one part per thread when the events
  * table is read, one part when the hour blocks serve it), so that a funnel
- * over millions of events never holds the loop; the C API (dashboards) reads
- * on the loop thread in one part. Both read committed data only. */
+ * over millions of events never holds the loop; sx_events_funnel_query reads
+ * on the loop thread in one part, and the panels' cache (below) plans on the
+ * loop and reads on the pool like the method. All read committed data only. */
 #define FUNNEL_PARTS 2
 
 struct fwork {
@@ -47,15 +48,37 @@ struct fwork {
 	int part;
 };
 
+#define FCACHE_MAX 64
+#define FCACHE_FRESH_MS 1000
+#define FCACHE_DEPTH_MAX 32
+
+struct fcache {
+	uint8_t *key, *res; /* canonical arguments, packed result (NULL: free slot) */
+	size_t klen, rlen;
+	int64_t at;   /* wall ms when the computation's snapshot was taken */
+	uint64_t seq; /* durable batch the snapshot holds at least */
+	uint64_t used;
+	struct fquery *q; /* revalidation in flight */
+};
+
 struct fquery {
 	struct sx_funnel *f;
-	struct sx_req *req;
+	struct sx_req *req;    /* funnel.query's, or NULL for a panel's revalidation */
+	struct fcache *cache;  /* that revalidation's entry, NULL once dropped */
+	int64_t at;
+	uint64_t seq;
 	int pending;
 	struct fwork work[FUNNEL_PARTS];
 	struct fquery *next;
 };
 
 static struct fquery *fqueries; /* in flight, for stop() */
+
+static struct sx_events_funnel_cache_stats fcache_stats;
+/* Store batch of the last erasure or expiry: answers read before it are
+ * never served (their snapshot may hold the deleted events). */
+static uint64_t fcache_floor;
+static int fcache_store(struct fcache *c, struct sx_funnel *f, int64_t at, uint64_t seq);
 
 static void funnel_work(uv_work_t *w)
 {
@@ -82,8 +105,13 @@ static void funnel_after(uv_work_t *w, int status)
 			*pp = q->next;
 			break;
 		}
-	int rc = sx__funnel_pack(q->f, &q->req->pk);
-	sx_req_finish(q->req, rc);
+	if (q->req)
+		sx_req_finish(q->req, sx__funnel_pack(q->f, &q->req->pk));
+	else if (q->cache) {
+		q->cache->q = NULL;
+		if (q->seq < fcache_floor || fcache_store(q->cache, q->f, q->at, q->seq) < 0)
+			fcache_stats.failed++;
+	}
 	sx__funnel_free(q->f);
 	free(q);
 }
@@ -147,6 +175,236 @@ int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk)
 	if (rc >= 0)
 		rc = sx__funnel_pack(f, pk);
 	sx__funnel_free(f);
+	return rc;
+}
+
+/* ---- funnel panels: stale-while-revalidate ----
+ * Dashboards refresh every second or so, and a funnel's cost grows with the
+ * events of its range; computing it on the loop at each refresh holds every
+ * other request. So a panel's funnel is answered from the last result for the
+ * same arguments and recomputed on the pool behind it (planned on the loop as
+ * funnel.query is). A result is exact as of store batch `seq`; it is
+ * revalidated once FCACHE_FRESH_MS old and only if a batch committed since. */
+static struct fcache fcache[FCACHE_MAX];
+static uint64_t fcache_tick;
+
+static int canon_pack(msgpack_packer *pk, const msgpack_object *o, int depth);
+
+static int key_cmp(const void *a, const void *b)
+{
+	const msgpack_object_str *x = &((const msgpack_object_kv *)a)->key.via.str;
+	const msgpack_object_str *y = &((const msgpack_object_kv *)b)->key.via.str;
+	int c = memcmp(x->ptr, y->ptr, x->size < y->size ? x->size : y->size);
+	return c ? c : (x->size > y->size) - (x->size < y->size);
+}
+
+/* Packs o with the keys of maps whose keys are all strings sorted, so that a
+ * Lua table gives the same bytes whatever its iteration order. */
+static int canon_pack(msgpack_packer *pk, const msgpack_object *o, int depth)
+{
+	if (depth > FCACHE_DEPTH_MAX)
+		return sx_diag_set(SX_EINVAL, "funnel arguments nest too deep");
+	if (o->type == MSGPACK_OBJECT_ARRAY) {
+		msgpack_pack_array(pk, o->via.array.size);
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			if (canon_pack(pk, &o->via.array.ptr[i], depth + 1) < 0)
+				return SX_EINVAL;
+		return 0;
+	}
+	if (o->type != MSGPACK_OBJECT_MAP) {
+		msgpack_pack_object(pk, *o);
+		return 0;
+	}
+	uint32_t n = o->via.map.size;
+	msgpack_object_kv *kv = n ? malloc(n * sizeof(*kv)) : NULL;
+	if (n && !kv)
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	int strs = 1;
+	for (uint32_t i = 0; i < n; i++) {
+		kv[i] = o->via.map.ptr[i];
+		strs &= kv[i].key.type == MSGPACK_OBJECT_STR;
+	}
+	if (strs && n > 1)
+		qsort(kv, n, sizeof(*kv), key_cmp);
+	msgpack_pack_map(pk, n);
+	int rc = 0;
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		msgpack_pack_object(pk, kv[i].key);
+		rc = canon_pack(pk, &kv[i].val, depth + 1);
+	}
+	free(kv);
+	return rc;
+}
+
+static void fcache_drop(struct fcache *c)
+{
+	if (c->q)
+		c->q->cache = NULL; /* its result is discarded when it lands */
+	free(c->key);
+	free(c->res);
+	memset(c, 0, sizeof(*c));
+}
+
+static void fcache_free_all(void)
+{
+	for (size_t i = 0; i < FCACHE_MAX; i++)
+		fcache_drop(&fcache[i]);
+}
+
+void sx__ev_funnel_cache_clear(void)
+{
+	fcache_free_all();
+	fcache_floor = sx_store_filling_seq(sx__ev_eng->store);
+}
+
+void sx_events_funnel_cache_stats(struct sx_events_funnel_cache_stats *out)
+{
+	*out = fcache_stats;
+	out->entries = 0;
+	for (size_t i = 0; i < FCACHE_MAX; i++)
+		out->entries += fcache[i].key != NULL;
+}
+
+/* Packs the cached map with computed_at added in front. */
+static int fcache_pack(const struct fcache *c, msgpack_packer *pk)
+{
+	const uint8_t *r = c->res;
+	uint32_t n;
+	size_t h;
+	if (c->rlen >= 1 && (r[0] & 0xf0) == 0x80)
+		n = r[0] & 0x0f, h = 1;
+	else if (c->rlen >= 3 && r[0] == 0xde)
+		n = (uint32_t)r[1] << 8 | r[2], h = 3;
+	else if (c->rlen >= 5 && r[0] == 0xdf)
+		n = sx_get_be32(r + 1), h = 5;
+	else
+		return sx_diag_set(SX_EINTERNAL, "cached funnel result is not a map");
+	msgpack_pack_map(pk, n + 1);
+	sx_pack_key(pk, "computed_at");
+	msgpack_pack_int64(pk, c->at);
+	return pk->callback(pk->data, (const char *)r + h, c->rlen - h) < 0 ? sx_diag_set(SX_ENOMEM, "out of memory")
+									     : 0;
+}
+
+/* Replaces c's result with f's; on failure (a part failed or was
+ * cancelled) c keeps the one it had. */
+static int fcache_store(struct fcache *c, struct sx_funnel *f, int64_t at, uint64_t seq)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	int rc = sx__funnel_pack(f, &pk);
+	if (rc == 0 && !sb.data)
+		rc = sx_diag_set(SX_ENOMEM, "out of memory");
+	if (rc < 0) {
+		msgpack_sbuffer_destroy(&sb);
+		return rc;
+	}
+	free(c->res);
+	c->res = (uint8_t *)sb.data, c->rlen = sb.size;
+	c->at = at, c->seq = seq;
+	return 0;
+}
+
+/* Starts the pool recomputation of c (loop thread). */
+static void fcache_revalidate(struct fcache *c, const msgpack_object *args)
+{
+	struct sx_funnel *f = sx__funnel_new(args);
+	struct fquery *q = f ? calloc(1, sizeof(*q)) : NULL;
+	if (q)
+		q->at = sx_wall_ms(), q->seq = sx_store_durable_seq(sx__ev_eng->store);
+	int rc = q ? funnel_plan(f, FUNNEL_PARTS) : -1;
+	if (rc < 0) {
+		fcache_stats.failed++;
+		free(q);
+		sx__funnel_free(f);
+		return;
+	}
+	q->f = f, q->cache = c;
+	for (int i = 0; i < rc; i++) {
+		q->work[i].q = q, q->work[i].part = i;
+		q->work[i].w.data = &q->work[i];
+		if (uv_queue_work(sx__ev_eng->loop, &q->work[i].w, funnel_work, funnel_after) == 0)
+			q->pending++;
+		else
+			sx__funnel_fail(f, i, SX_EINTERNAL, "cannot queue the funnel's work");
+	}
+	if (!q->pending) {
+		fcache_stats.failed++;
+		sx__funnel_free(f);
+		free(q);
+		return;
+	}
+	c->q = q;
+	fcache_stats.revalidations++;
+	q->next = fqueries;
+	fqueries = q;
+}
+
+int sx_events_funnel_query_cached(const msgpack_object *args, msgpack_packer *pk)
+{
+	msgpack_sbuffer kb;
+	msgpack_packer kp;
+	msgpack_sbuffer_init(&kb);
+	msgpack_packer_init(&kp, &kb, msgpack_sbuffer_write);
+	if (args ? canon_pack(&kp, args, 0) < 0 : (msgpack_pack_nil(&kp), 0)) {
+		msgpack_sbuffer_destroy(&kb);
+		return sx_events_funnel_query(args, pk);
+	}
+	struct fcache *c = NULL, *victim = &fcache[0];
+	for (size_t i = 0; i < FCACHE_MAX; i++) {
+		struct fcache *e = &fcache[i];
+		if (e->key && e->klen == kb.size && memcmp(e->key, kb.data, kb.size) == 0) {
+			c = e;
+			break;
+		}
+		if (!e->key ? victim->key != NULL : victim->key && e->used < victim->used)
+			victim = e;
+	}
+	if (c && c->seq < fcache_floor) {
+		fcache_drop(c);
+		victim = c, c = NULL;
+	}
+	if (c) {
+		msgpack_sbuffer_destroy(&kb);
+		c->used = ++fcache_tick;
+		fcache_stats.hits++;
+		if (!c->q && sx_wall_ms() - c->at >= FCACHE_FRESH_MS &&
+		    sx_store_durable_seq(sx__ev_eng->store) != c->seq)
+			fcache_revalidate(c, args);
+		return fcache_pack(c, pk);
+	}
+	/* First render of these arguments: computed here so that it is right. */
+	int64_t at = sx_wall_ms();
+	uint64_t seq = sx_store_durable_seq(sx__ev_eng->store);
+	struct sx_funnel *f = sx__funnel_new(args);
+	MDB_txn *txn;
+	int rc = f ? sx_store_rtxn_begin(sx__ev_eng->store, &txn) : fail_null();
+	if (rc == 0) {
+		if ((rc = sx__funnel_plan(f, txn, 1)) >= 0)
+			rc = sx__funnel_run(f, 0, txn);
+		sx_store_rtxn_end(sx__ev_eng->store, txn);
+	}
+	fcache_stats.sync++;
+	if (rc >= 0 && seq < fcache_floor) {
+		/* The last erasure is not durable yet: answered, not kept. */
+		struct fcache tmp = {0};
+		if ((rc = fcache_store(&tmp, f, at, seq)) == 0)
+			rc = fcache_pack(&tmp, pk);
+		free(tmp.res);
+	} else if (rc >= 0) {
+		fcache_drop(victim);
+		victim->key = (uint8_t *)kb.data, victim->klen = kb.size;
+		kb.data = NULL;
+		victim->used = ++fcache_tick;
+		if ((rc = fcache_store(victim, f, at, seq)) == 0)
+			rc = fcache_pack(victim, pk);
+		else
+			fcache_drop(victim);
+	}
+	sx__funnel_free(f);
+	msgpack_sbuffer_destroy(&kb);
 	return rc;
 }
 
@@ -793,5 +1051,6 @@ void sx__ev_analytics_stop(struct sx_engine *e)
 	sx__ev_cohort_lua_stop();
 	while (fqueries)
 		uv_run(e->loop, UV_RUN_ONCE);
+	fcache_free_all();
 	sx__tl_clear();
 }

@@ -2045,8 +2045,17 @@ static void stop(struct sx_engine *e)
 static void info(struct sx_engine *e, msgpack_packer *pk)
 {
 	SX_UNUSED(e);
-	msgpack_pack_map(pk, 1);
+	struct sx_events_funnel_cache_stats fc;
+	sx_events_funnel_cache_stats(&fc);
+	msgpack_pack_map(pk, 2);
 	sx_pack_kv_uint(pk, "user_bound", next_uidx);
+	sx_pack_key(pk, "funnel_cache");
+	msgpack_pack_map(pk, 5);
+	sx_pack_kv_uint(pk, "entries", fc.entries);
+	sx_pack_kv_uint(pk, "hits", fc.hits);
+	sx_pack_kv_uint(pk, "sync", fc.sync);
+	sx_pack_kv_uint(pk, "revalidations", fc.revalidations);
+	sx_pack_kv_uint(pk, "failed", fc.failed);
 }
 
 const struct sx_plugin sx_plugin_events = {"events", start, stop, info};

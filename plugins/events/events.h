@@ -174,6 +174,26 @@ roaring_bitmap_t *sx_events_cohort_users(MDB_txn *txn, const char *name, size_t 
 int sx_events_metrics_query(const msgpack_object *args, msgpack_packer *pk);  /* metrics.query */
 int sx_events_metrics_active(const msgpack_object *args, msgpack_packer *pk); /* metrics.active */
 int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk);   /* funnel.query */
+/* funnel.query for a dashboard panel, without computing on the loop but the
+ * first time: the answer is the last one computed for the same arguments
+ * (map keys in any order), with `computed_at` (wall ms of the snapshot it
+ * read) added. When that is at least 1 s old and a store batch committed
+ * since, one recomputation starts on the pool (planned here, as funnel.query
+ * is) and replaces it when done, for a later call; until then, and if it
+ * fails, the older answer is served. Arguments never seen before (or dropped:
+ * 64 entries, least recently used out) are computed here, synchronously, and
+ * a failure there returns the error like sx_events_funnel_query and caches
+ * nothing. privacy.erase and retention expiry drop every entry and discard
+ * recomputations in flight. Loop thread. */
+int sx_events_funnel_query_cached(const msgpack_object *args, msgpack_packer *pk);
+struct sx_events_funnel_cache_stats {
+	uint64_t entries;       /* cached now */
+	uint64_t hits;          /* calls answered from the cache */
+	uint64_t sync;          /* calls computed on the loop (misses) */
+	uint64_t revalidations; /* recomputations started on the pool */
+	uint64_t failed;        /* recomputations that failed (the entry kept its answer) */
+};
+void sx_events_funnel_cache_stats(struct sx_events_funnel_cache_stats *out);
 int sx_events_retention(const msgpack_object *args, msgpack_packer *pk);      /* cohort.retention */
 int sx_events_cohort_size(const msgpack_object *args, msgpack_packer *pk);    /* cohort.size */
 int sx_events_cohort_list(msgpack_packer *pk);                                /* cohort.list */

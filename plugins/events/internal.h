@@ -164,6 +164,9 @@ int sx__ev_metrics_start(struct sx_engine *e);
 int sx__ev_analytics_start(struct sx_engine *e);
 /* Waits for the funnel queries in flight and stops cohort refreshes. */
 void sx__ev_analytics_stop(struct sx_engine *e);
+/* Drops every cached panel funnel (sx_events_funnel_query_cached) and
+ * discards the recomputations in flight: events were deleted. */
+void sx__ev_funnel_cache_clear(void);
 /* demo.c: registers demo.load; with cfg->demo and no users yet, starts the
  * small demo load. stop() cancels a load in progress. */
 int sx__ev_demo_start(struct sx_engine *e);

@@ -154,6 +154,7 @@ int sx_events_user_erase(const char *id, size_t len, uint32_t *idx_out, struct s
 	*idx_out = idx;
 	sx__ev_cohort_lua_forget(idx);
 	sx__tl_invalidate();
+	sx__ev_funnel_cache_clear();
 	struct ev_erase x = {idx, out, {0}};
 	msgpack_sbuffer_init(&x.sb);
 	uint8_t lo[SX_EV_EVKEY], hi[SX_EV_EVKEY], ik[4], uk[5] = {'U'};
@@ -325,7 +326,9 @@ int sx_events_expire(int64_t before, uint32_t max, uint32_t *deleted)
 	sx__ev_time_key(hi, before > SX_EVENTS_TIME_MAX ? SX_EVENTS_TIME_MAX + 1 : before, 0);
 	int rc = sx_store_scan(sx__ev_eng->store, SX_T_EVENTS_BY_TIME, NULL, 0, hi, sizeof(hi), 0, expire_cb, &x);
 	*deleted = x.n;
-	if (x.n)
+	if (x.n) {
 		sx__tl_invalidate();
+		sx__ev_funnel_cache_clear();
+	}
 	return rc < 0 ? rc : x.more;
 }
