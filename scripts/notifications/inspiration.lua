@@ -1,6 +1,5 @@
 -- Users likely to churn who have not created a trip for a month get an
--- inspiration message with three destinations (placeholder content: the
--- most popular items; recommendations will replace it).
+-- inspiration message with their three top recommended destinations.
 return {
   action = "inspiration",
   cap = { max = 1, days = 7 },  -- at most one notification per user per week
