@@ -611,12 +611,9 @@ static int read_state(struct readq *q)
 
 static int rule_get(const char *target, struct sx_pred_rule *r)
 {
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t n = strlen(target);
+	uint8_t k[SX_PRED_NAME_KEY];
 	struct sx_val v;
-	k[0] = 'R';
-	memcpy(k + 1, target, n);
-	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, 1 + n, &v);
+	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, 'R', target), &v);
 	if (rc < 0)
 		return rc;
 	msgpack_zone z;
@@ -635,12 +632,20 @@ static int rule_get(const char *target, struct sx_pred_rule *r)
 	return rc;
 }
 
-/* An alert's state record: SX_T_SERIES key `tag` + name (k: STATE_KEY_MAX bytes;
- * target and recipe names are shorter). */
-#define STATE_KEY_MAX (1 + SX_EVENTS_ID_MAX)
-static size_t state_key(uint8_t *k, char tag, const char *name)
+int sx__pred_rule_window_check(int64_t min_samples, int64_t window, int64_t baseline)
 {
-	size_t n = strnlen(name, STATE_KEY_MAX - 1);
+	if (min_samples < 1 || min_samples > 100000000)
+		return sx_diag_set(SX_EINVAL, "argument 'min_samples' must be 1 to 1e8");
+	if (window < 1 || window > 3650)
+		return sx_diag_set(SX_EINVAL, "argument 'window' (days) must be 1 to 3650");
+	if (baseline < 1 || baseline > 3650)
+		return sx_diag_set(SX_EINVAL, "argument 'baseline' (days) must be 1 to 3650");
+	return 0;
+}
+
+size_t sx__pred_name_key(uint8_t *k, char tag, const char *name)
+{
+	size_t n = strnlen(name, SX_PRED_NAME_KEY - 1);
 	k[0] = (uint8_t)tag;
 	memcpy(k + 1, name, n);
 	return 1 + n;
@@ -648,12 +653,12 @@ static size_t state_key(uint8_t *k, char tag, const char *name)
 
 int sx__pred_state_get(char tag, const char *name, struct sx_pred_alert_state *a)
 {
-	uint8_t k[STATE_KEY_MAX];
+	uint8_t k[SX_PRED_NAME_KEY];
 	struct sx_val v;
 	memset(a, 0, sizeof(*a));
 	snprintf(a->state, sizeof(a->state), "ok");
 	a->value = a->threshold = a->baseline = NAN;
-	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, state_key(k, tag, name), &v);
+	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, tag, name), &v);
 	if (rc < 0)
 		return rc;
 	msgpack_zone z;
@@ -700,11 +705,11 @@ int sx__pred_state_put(char tag, const char *name, const struct sx_pred_alert_st
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	uint8_t k[STATE_KEY_MAX];
+	uint8_t k[SX_PRED_NAME_KEY];
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	sx__pred_state_pack(&pk, NULL, NULL, a);
-	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, state_key(k, tag, name), sb.data, sb.size);
+	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, tag, name), sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	return rc;
 }
@@ -920,6 +925,19 @@ static int m_accuracy(struct sx_req *req, const msgpack_object *args, msgpack_pa
 	return sx__pred_accuracy_pack(args, pk);
 }
 
+/* The stored rule, or with `target` (not NULL) the reply to predict.alerts. */
+static void pack_rule(msgpack_packer *pk, const char *target, const struct sx_pred_rule *r)
+{
+	msgpack_pack_map(pk, 5 + (target != NULL));
+	if (target)
+		sx_pack_kv_str(pk, "target", target);
+	sx_pack_kv_double(pk, "auc_below", r->auc_below);
+	sx_pack_kv_int(pk, "min_samples", r->min_samples);
+	sx_pack_kv_double(pk, "drop", r->drop);
+	sx_pack_kv_int(pk, "window", r->window);
+	sx_pack_kv_int(pk, "baseline", r->baseline);
+}
+
 static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"target", "model", "auc_below", "min_samples", "drop", "window", "baseline", NULL};
@@ -941,38 +959,20 @@ static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_pack
 		return sx_diag_set(SX_EINVAL, "argument 'auc_below' must be 0 (off) to 1");
 	if (!(r.drop >= 0 && r.drop <= 1))
 		return sx_diag_set(SX_EINVAL, "argument 'drop' must be 0 (off) to 1");
-	if (r.min_samples < 1 || r.min_samples > 100000000)
-		return sx_diag_set(SX_EINVAL, "argument 'min_samples' must be 1 to 1e8");
-	if (w < 1 || w > 3650)
-		return sx_diag_set(SX_EINVAL, "argument 'window' (days) must be 1 to 3650");
-	if (b < 1 || b > 3650)
-		return sx_diag_set(SX_EINVAL, "argument 'baseline' (days) must be 1 to 3650");
+	if ((rc = sx__pred_rule_window_check(r.min_samples, w, b)) < 0)
+		return rc;
 	r.window = (int)w, r.baseline = (int)b;
 	msgpack_sbuffer sb;
 	msgpack_packer p;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&p, 5);
-	sx_pack_kv_double(&p, "auc_below", r.auc_below);
-	sx_pack_kv_int(&p, "min_samples", r.min_samples);
-	sx_pack_kv_double(&p, "drop", r.drop);
-	sx_pack_kv_int(&p, "window", r.window);
-	sx_pack_kv_int(&p, "baseline", r.baseline);
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t n = strlen(t->name);
-	k[0] = 'R';
-	memcpy(k + 1, t->name, n);
-	rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, 1 + n, sb.data, sb.size);
+	pack_rule(&p, NULL, &r);
+	uint8_t k[SX_PRED_NAME_KEY];
+	rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, 'R', t->name), sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	if (rc < 0)
 		return rc;
-	msgpack_pack_map(pk, 6);
-	sx_pack_kv_str(pk, "target", t->name);
-	sx_pack_kv_double(pk, "auc_below", r.auc_below);
-	sx_pack_kv_int(pk, "min_samples", r.min_samples);
-	sx_pack_kv_double(pk, "drop", r.drop);
-	sx_pack_kv_int(pk, "window", r.window);
-	sx_pack_kv_int(pk, "baseline", r.baseline);
+	pack_rule(pk, t->name, &r);
 	return 0;
 }
 

@@ -620,19 +620,11 @@ static int read_sums(const char *recipe, const char *key, int32_t from, int32_t 
 
 /* ---- rules and alert state ---- */
 
-static size_t name_key(uint8_t *k, char tag, const char *recipe)
-{
-	size_t n = strlen(recipe);
-	k[0] = (uint8_t)tag;
-	memcpy(k + 1, recipe, n);
-	return 1 + n;
-}
-
 static int rule_get(const char *recipe, struct sx_pred_frule *r)
 {
-	uint8_t k[1 + RECIPE_MAX];
+	uint8_t k[SX_PRED_NAME_KEY];
 	struct sx_val v;
-	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, name_key(k, 'P', recipe), &v);
+	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, 'P', recipe), &v);
 	if (rc < 0)
 		return rc;
 	msgpack_zone z;
@@ -801,8 +793,8 @@ static int recipe_known(const char *recipe)
 	struct sx_val v;
 	memcpy(hi, lo, n);
 	hi[n - 1] = 1;
-	uint8_t pk[1 + RECIPE_MAX];
-	if (sx_store_get(sx__pred_eng->store, SX_T_SERIES, pk, name_key(pk, 'P', recipe), &v) == 0)
+	uint8_t pk[SX_PRED_NAME_KEY];
+	if (sx_store_get(sx__pred_eng->store, SX_T_SERIES, pk, sx__pred_name_key(pk, 'P', recipe), &v) == 0)
 		found = 1;
 	if (!found) {
 		struct readq q = {0, INT32_MAX, n, NULL, NULL, 0, 0};
@@ -908,6 +900,20 @@ static int m_accuracy(struct sx_req *req, const msgpack_object *args, msgpack_pa
 	return sx__pred_fc_accuracy_pack(args, pk);
 }
 
+/* The stored rule, or with `recipe` (not NULL) the reply to forecast.alerts. */
+static void pack_rule(msgpack_packer *pk, const char *recipe, const struct sx_pred_frule *r)
+{
+	msgpack_pack_map(pk, 6 + (recipe != NULL));
+	if (recipe)
+		sx_pack_kv_str(pk, "recipe", recipe);
+	sx_pack_kv_double(pk, "mape_above", r->mape_above);
+	sx_pack_kv_double(pk, "rise", r->rise);
+	sx_pack_kv_double(pk, "coverage_below", r->coverage_below);
+	sx_pack_kv_int(pk, "min_samples", r->min_samples);
+	sx_pack_kv_int(pk, "window", r->window);
+	sx_pack_kv_int(pk, "baseline", r->baseline);
+}
+
 static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"recipe", "mape_above", "rise", "coverage_below", "min_samples",
@@ -933,12 +939,8 @@ static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_pack
 		return sx_diag_set(SX_EINVAL, "argument 'rise' (percentage points) must be 0 (off) to 1e6");
 	if (!(r.coverage_below >= 0 && r.coverage_below <= 1))
 		return sx_diag_set(SX_EINVAL, "argument 'coverage_below' must be 0 (off) to 1");
-	if (r.min_samples < 1 || r.min_samples > 100000000)
-		return sx_diag_set(SX_EINVAL, "argument 'min_samples' must be 1 to 1e8");
-	if (w < 1 || w > 3650)
-		return sx_diag_set(SX_EINVAL, "argument 'window' (days) must be 1 to 3650");
-	if (b < 1 || b > 3650)
-		return sx_diag_set(SX_EINVAL, "argument 'baseline' (days) must be 1 to 3650");
+	if ((rc = sx__pred_rule_window_check(r.min_samples, w, b)) < 0)
+		return rc;
 	if ((rc = sx__pred_recipe_tracked(recipe)) < 0)
 		return sx_diag_set(rc, "no forecast recipe '%s'", recipe);
 	if (rc == 0)
@@ -946,28 +948,15 @@ static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	r.window = (int)w, r.baseline = (int)b;
 	msgpack_sbuffer sb;
 	msgpack_packer p;
-	uint8_t k[1 + RECIPE_MAX];
+	uint8_t k[SX_PRED_NAME_KEY];
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&p, 6);
-	sx_pack_kv_double(&p, "mape_above", r.mape_above);
-	sx_pack_kv_double(&p, "rise", r.rise);
-	sx_pack_kv_double(&p, "coverage_below", r.coverage_below);
-	sx_pack_kv_int(&p, "min_samples", r.min_samples);
-	sx_pack_kv_int(&p, "window", r.window);
-	sx_pack_kv_int(&p, "baseline", r.baseline);
-	rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, name_key(k, 'P', recipe), sb.data, sb.size);
+	pack_rule(&p, NULL, &r);
+	rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, 'P', recipe), sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	if (rc < 0)
 		return rc;
-	msgpack_pack_map(pk, 7);
-	sx_pack_kv_str(pk, "recipe", recipe);
-	sx_pack_kv_double(pk, "mape_above", r.mape_above);
-	sx_pack_kv_double(pk, "rise", r.rise);
-	sx_pack_kv_double(pk, "coverage_below", r.coverage_below);
-	sx_pack_kv_int(pk, "min_samples", r.min_samples);
-	sx_pack_kv_int(pk, "window", r.window);
-	sx_pack_kv_int(pk, "baseline", r.baseline);
+	pack_rule(pk, recipe, &r);
 	return 0;
 }
 

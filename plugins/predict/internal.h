@@ -313,6 +313,14 @@ void sx__pred_forget(uint32_t idx);
 /* Registers the eraser and exporter "predict". */
 int sx__pred_privacy_start(void);
 
+/* SX_T_SERIES keys of one byte `tag` + a target or recipe name (k holds
+ * SX_PRED_NAME_KEY bytes); returns the key's length. */
+#define SX_PRED_NAME_KEY (1 + SX_EVENTS_ID_MAX)
+size_t sx__pred_name_key(uint8_t *k, char tag, const char *name);
+/* The checks every alert rule shares: min_samples 1..1e8, window and
+ * baseline 1..3650 days. 0 or SX_EINVAL. */
+int sx__pred_rule_window_check(int64_t min_samples, int64_t window, int64_t baseline);
+
 /* An alert rule's state (accuracy.c): stored under SX_T_SERIES key tag + name
  * ('S' target alerts, 'Q' forecast alerts). get fills the "ok" state when there
  * is none; pack writes `field = name` first when field is not NULL. */
