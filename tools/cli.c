@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <msgpack.h>
 
+#include "core/json.h"
 #include "core/sx.h"
 
 enum {
@@ -307,52 +308,6 @@ static void put_value(FILE *out, const msgpack_object *o, int indent, int depth)
 
 /* ---- JSON input ------------------------------------------------------- */
 
-static void pack_json(msgpack_packer *pk, const json_t *j)
-{
-	switch (json_typeof(j)) {
-	case JSON_NULL:
-		msgpack_pack_nil(pk);
-		break;
-	case JSON_TRUE:
-		msgpack_pack_true(pk);
-		break;
-	case JSON_FALSE:
-		msgpack_pack_false(pk);
-		break;
-	case JSON_INTEGER:
-		msgpack_pack_int64(pk, (int64_t)json_integer_value(j));
-		break;
-	case JSON_REAL:
-		msgpack_pack_double(pk, json_real_value(j));
-		break;
-	case JSON_STRING: {
-		size_t n = json_string_length(j);
-		msgpack_pack_str(pk, n);
-		msgpack_pack_str_body(pk, json_string_value(j), n);
-		break;
-	}
-	case JSON_ARRAY: {
-		size_t n = json_array_size(j);
-		msgpack_pack_array(pk, n);
-		for (size_t i = 0; i < n; i++)
-			pack_json(pk, json_array_get(j, i));
-		break;
-	}
-	case JSON_OBJECT: {
-		const char *key;
-		size_t klen;
-		json_t *val;
-		msgpack_pack_map(pk, json_object_size(j));
-		json_object_keylen_foreach((json_t *)j, key, klen, val) {
-			msgpack_pack_str(pk, klen);
-			msgpack_pack_str_body(pk, key, klen);
-			pack_json(pk, val);
-		}
-		break;
-	}
-	}
-}
-
 /* Params on the wire: an object becomes [object], an array is sent as the
  * params array itself, no argument at all becomes []. */
 static json_t *parse_args(const char *text, bool from_stdin)
@@ -564,10 +519,10 @@ static void conn_call(struct cli_conn *c, const char *method, const json_t *args
 	if (!args) {
 		msgpack_pack_array(&pk, 0);
 	} else if (json_is_array(args)) {
-		pack_json(&pk, args);
+		sx_pack_json(&pk, args);
 	} else {
 		msgpack_pack_array(&pk, 1);
-		pack_json(&pk, args);
+		sx_pack_json(&pk, args);
 	}
 	int64_t deadline = deadline_after(c->timeout_ms);
 	conn_send(c, sb.data, sb.size, deadline);

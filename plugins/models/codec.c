@@ -15,6 +15,7 @@
 #include "core/math/behaviour.h"
 #include "core/math/logreg.h"
 #include "core/math/text.h"
+#include "core/json.h"
 #include "core/rpc.h"
 #include "core/sx.h"
 #include "plugins/models/internal.h"
@@ -1192,34 +1193,6 @@ char *sx__models_bundle_json(const struct sx_model *m)
 	return out;
 }
 
-static void from_json(msgpack_packer *pk, const json_t *j)
-{
-	switch (json_typeof(j)) {
-	case JSON_NULL: msgpack_pack_nil(pk); break;
-	case JSON_TRUE: msgpack_pack_true(pk); break;
-	case JSON_FALSE: msgpack_pack_false(pk); break;
-	case JSON_INTEGER: msgpack_pack_int64(pk, (int64_t)json_integer_value(j)); break;
-	case JSON_REAL: msgpack_pack_double(pk, json_real_value(j)); break;
-	case JSON_STRING: sx_pack_strn(pk, json_string_value(j), json_string_length(j)); break;
-	case JSON_ARRAY:
-		msgpack_pack_array(pk, json_array_size(j));
-		for (size_t i = 0; i < json_array_size(j); i++)
-			from_json(pk, json_array_get(j, i));
-		break;
-	case JSON_OBJECT: {
-		const char *key;
-		size_t klen;
-		json_t *val;
-		msgpack_pack_map(pk, json_object_size(j));
-		json_object_keylen_foreach((json_t *)j, key, klen, val) {
-			sx_pack_strn(pk, key, klen);
-			from_json(pk, val);
-		}
-		break;
-	}
-	}
-}
-
 int sx__models_json_to_msgpack(const char *text, size_t len, msgpack_sbuffer *sb)
 {
 	json_error_t err;
@@ -1228,7 +1201,7 @@ int sx__models_json_to_msgpack(const char *text, size_t len, msgpack_sbuffer *sb
 		return sx_diag_set(SX_EINVAL, "bundle: JSON line %d: %s", err.line, err.text);
 	msgpack_packer pk;
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	from_json(&pk, j);
+	sx_pack_json(&pk, j);
 	json_decref(j);
 	return 0;
 }

@@ -15,38 +15,12 @@
 #include <msgpack.h>
 #include <xxhash.h>
 
+#include "core/json.h"
 #include "core/rpc.h"
 #include "core/sx.h"
 #include "plugins/experiments/internal.h"
 
 /* ---- JSON to MessagePack, so that definitions read as they are written ---- */
-
-static void pack_json(msgpack_packer *pk, const json_t *j)
-{
-	switch (json_typeof(j)) {
-	case JSON_OBJECT: {
-		const char *k;
-		json_t *v;
-		msgpack_pack_map(pk, json_object_size(j));
-		json_object_foreach((json_t *)j, k, v) {
-			sx_pack_str(pk, k);
-			pack_json(pk, v);
-		}
-		break;
-	}
-	case JSON_ARRAY:
-		msgpack_pack_array(pk, json_array_size(j));
-		for (size_t i = 0; i < json_array_size(j); i++)
-			pack_json(pk, json_array_get(j, i));
-		break;
-	case JSON_STRING: sx_pack_strn(pk, json_string_value(j), json_string_length(j)); break;
-	case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(j)); break;
-	case JSON_REAL: msgpack_pack_double(pk, json_real_value(j)); break;
-	case JSON_TRUE: msgpack_pack_true(pk); break;
-	case JSON_FALSE: msgpack_pack_false(pk); break;
-	default: msgpack_pack_nil(pk);
-	}
-}
 
 struct obj {
 	msgpack_sbuffer sb;
@@ -64,7 +38,7 @@ static struct obj *obj_new(const char *json)
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&o->sb);
 	msgpack_packer_init(&pk, &o->sb, msgpack_sbuffer_write);
-	pack_json(&pk, j);
+	sx_pack_json(&pk, j);
 	json_decref(j);
 	msgpack_zone_init(&o->zone, 1024);
 	assert_int_equal(sx_frame_decode((const uint8_t *)o->sb.data, o->sb.size, &o->zone, &o->o), 0);

@@ -16,6 +16,7 @@
 
 #include "core/config.h"
 #include "core/plugin.h"
+#include "core/json.h"
 #include "core/rpc.h"
 #include "core/sx.h"
 #include "plugins/events/events.h"
@@ -201,33 +202,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void pack_json(msgpack_packer *pk, json_t *j)
-{
-	switch (json_typeof(j)) {
-	case JSON_OBJECT: {
-		const char *k;
-		json_t *v;
-		msgpack_pack_map(pk, json_object_size(j));
-		json_object_foreach(j, k, v) {
-			sx_pack_str(pk, k);
-			pack_json(pk, v);
-		}
-		break;
-	}
-	case JSON_ARRAY:
-		msgpack_pack_array(pk, json_array_size(j));
-		for (size_t i = 0; i < json_array_size(j); i++)
-			pack_json(pk, json_array_get(j, i));
-		break;
-	case JSON_STRING: sx_pack_strn(pk, json_string_value(j), json_string_length(j)); break;
-	case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(j)); break;
-	case JSON_REAL: msgpack_pack_double(pk, json_real_value(j)); break;
-	case JSON_TRUE: msgpack_pack_true(pk); break;
-	case JSON_FALSE: msgpack_pack_false(pk); break;
-	default: msgpack_pack_nil(pk); break;
-	}
-}
-
 /* Calls a method in a request of its own; the request is rolled back if the
  * method fails or `undo` is set. The result is in f->res until the next call. */
 static int call_undo(struct fx *f, const char *method, const char *json, int undo)
@@ -242,7 +216,7 @@ static int call_undo(struct fx *f, const char *method, const char *json, int und
 	msgpack_packer pk;
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	pack_json(&pk, j);
+	sx_pack_json(&pk, j);
 	json_decref(j);
 	msgpack_zone az;
 	msgpack_object args;
