@@ -18,7 +18,7 @@
 #include "plugins/events/internal.h"
 #include "store/store.h"
 
-extern const struct sx_plugin sx_plugin_events;
+#include "engine_fixture.h"
 
 #define DAY 86400000LL
 #define HOUR 3600000LL
@@ -253,58 +253,19 @@ static void test_value_checks(void **state)
 
 /* ---- the C API over a real store ---- */
 
-struct fx {
-	char dir[128];
-	uv_loop_t loop;
-	struct sx_engine e;
-};
-
-static void commit_cb(uint64_t seq, int rc, void *ud)
-{
-	(void)seq, (void)ud;
-	assert_int_equal(rc, 0);
-}
-
 static int setup_store(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/sx-test-events-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	uv_loop_init(&f->loop);
-	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .commit_cb = commit_cb, .ud = f};
-	f->e.loop = &f->loop;
-	f->e.store = sx_store_open(&f->loop, &o);
-	assert_non_null(f->e.store);
-	f->e.rpc = sx_rpc_new();
-	assert_int_equal(sx_plugin_events.start(&f->e), 0);
+	struct sxt_engine *f = calloc(1, sizeof(*f));
+	sxt_init(f, "events", 0);
+	sxt_open(f);
 	*state = f;
 	return 0;
 }
 
-static void sync_all(struct fx *f)
-{
-	sx_store_read_end(f->e.store);
-	for (int i = 0; i < 1000; i++) {
-		sx_store_flush(f->e.store);
-		if (sx_store_idle(f->e.store))
-			return;
-		uv_run(&f->loop, UV_RUN_ONCE);
-	}
-	fail_msg("batches did not complete");
-}
-
 static int teardown_store(void **state)
 {
-	struct fx *f = *state;
-	sx_store_read_end(f->e.store);
-	sx_store_close(f->e.store);
-	sx_rpc_free(f->e.rpc);
-	uv_run(&f->loop, UV_RUN_NOWAIT);
-	uv_loop_close(&f->loop);
-	char cmd[200];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	assert_int_equal(system(cmd), 0);
-	free(f);
+	sxt_free(*state);
+	free(*state);
 	return 0;
 }
 
@@ -344,7 +305,7 @@ static int seen_cb(const struct sx_event *ev, void *ud)
 	return 0;
 }
 
-static void load(struct fx *f)
+static void load(struct sxt_engine *f)
 {
 	struct sx_ev_batch *b = sx__ev_batch_new();
 	assert_non_null(b);
@@ -462,19 +423,19 @@ static void check_reads(MDB_txn *txn)
 
 static void test_api_on_the_loop_thread(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	load(f);
 	check_reads(NULL); /* reads see the batch before it commits */
 	assert_int_equal(sx_events_user_bound(), 3);
-	sync_all(f);
+	sxt_sync(f);
 }
 
 static void test_api_in_a_read_transaction(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	MDB_txn *txn;
 	load(f);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(sx_store_rtxn_begin(f->e.store, &txn), 0);
 	check_reads(txn);
 	sx_store_rtxn_end(f->e.store, txn);
@@ -482,15 +443,15 @@ static void test_api_in_a_read_transaction(void **state)
 
 static void test_first_seen_moves_back_and_bitmaps_persist(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	struct sx_ev_batch *b = sx__ev_batch_new();
 	track(b, "late", "view", T0 + 3 * DAY, NULL, 1);
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	b = sx__ev_batch_new();
 	track(b, "late", "view", T0 + DAY, NULL, 1); /* an older event arrives later */
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	int64_t first;
 	assert_int_equal(sx_events_user_first_seen(NULL, 0, &first), 0);
 	assert_int_equal(first, T0 + DAY);
@@ -516,7 +477,7 @@ static void test_first_seen_moves_back_and_bitmaps_persist(void **state)
 /* ---- the caches kept across batches (users' indexes, counter records) ---- */
 
 /* The day counter of `name` holding t: count and distinct users (0, 0 if absent). */
-static void day_counter(struct fx *f, const char *name, int64_t t, uint64_t *count, uint64_t *users)
+static void day_counter(struct sxt_engine *f, const char *name, int64_t t, uint64_t *count, uint64_t *users)
 {
 	uint8_t k[512];
 	struct sx_val v;
@@ -547,7 +508,7 @@ static uint32_t user_index_checked(const char *id)
 
 /* What the batch that new users and an older event of "a" were in leaves
  * behind once it is undone: nothing. */
-static void check_undone(struct fx *f)
+static void check_undone(struct sxt_engine *f)
 {
 	uint32_t idx;
 	int64_t first;
@@ -565,7 +526,7 @@ static void check_undone(struct fx *f)
 	track(b, "b", "view", T0 + 1, NULL, 1);
 	track(b, "a", "view", T0 + 2, NULL, 1);
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	uint32_t bi = user_index_checked("b");
 	assert_int_equal(sx_events_user_first_seen(NULL, bi, &first), 0);
 	assert_int_equal(first, T0 + 1);
@@ -596,11 +557,11 @@ static void track_then_undo_batch(void)
 
 static void test_rollback_forgets_cached_users_and_counters(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	struct sx_ev_batch *b = sx__ev_batch_new();
 	track(b, "a", "view", T0, NULL, 1);
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	uint64_t sp = sx_store_savepoint(f->e.store);
 	track_then_undo_batch();
 	sx_store_rollback(f->e.store, sp); /* as the server does when the request fails */
@@ -617,17 +578,11 @@ static void count_fail_cb(uint64_t seq, int rc, void *ud)
 
 static int setup_small_store(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/sx-test-events-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	uv_loop_init(&f->loop);
-	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .map_size = 1 << 20, .max_map_size = 1 << 20,
+	struct sxt_engine *f = calloc(1, sizeof(*f));
+	sxt_init(f, "events", 0);
+	struct sx_store_opts o = {.relaxed = 1, .map_size = 1 << 20, .max_map_size = 1 << 20,
 				  .commit_cb = count_fail_cb, .ud = f};
-	f->e.loop = &f->loop;
-	f->e.store = sx_store_open(&f->loop, &o);
-	assert_non_null(f->e.store);
-	f->e.rpc = sx_rpc_new();
-	assert_int_equal(sx_plugin_events.start(&f->e), 0);
+	sxt_open_with(f, NULL, &o);
 	fails = 0;
 	*state = f;
 	return 0;
@@ -635,11 +590,11 @@ static int setup_small_store(void **state)
 
 static void test_failed_batch_forgets_cached_users_and_counters(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	struct sx_ev_batch *b = sx__ev_batch_new();
 	track(b, "a", "view", T0, NULL, 1);
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(fails, 0);
 	track_then_undo_batch();
 	/* more than the map may ever hold: the writer fails the whole batch */
@@ -647,35 +602,28 @@ static void test_failed_batch_forgets_cached_users_and_counters(void **state)
 	char *v = calloc(1, big);
 	assert_int_equal(sx_store_put(f->e.store, SX_T_KV, "big", 3, v, big), 0);
 	free(v);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(fails, 1);
 	check_undone(f);
 	assert_int_equal(fails, 1);
 }
 
-static void restart(struct fx *f, const char *dir)
+static void restart(struct sxt_engine *f, const char *dir)
 {
-	sx_plugin_events.stop(&f->e);
-	sx_store_read_end(f->e.store);
-	sx_store_close(f->e.store);
-	sx_rpc_free(f->e.rpc);
-	struct sx_store_opts o = {.dir = dir, .relaxed = 1, .commit_cb = commit_cb, .ud = f};
-	f->e.store = sx_store_open(&f->loop, &o);
-	assert_non_null(f->e.store);
-	f->e.rpc = sx_rpc_new();
-	assert_int_equal(sx_plugin_events.start(&f->e), 0);
+	sxt_stop(f);
+	sxt_open_with(f, dir, NULL);
 }
 
 static void test_restart_keeps_indexes_and_counts(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	uint64_t count, users;
 	int64_t first;
 	struct sx_ev_batch *b = sx__ev_batch_new();
 	track(b, "r1", "view", T0, NULL, 1);
 	track(b, "r2", "view", T0 + 1, NULL, 1);
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 
 	/* another store first: nothing of the first may leak into it */
 	char other[160];
@@ -684,7 +632,7 @@ static void test_restart_keeps_indexes_and_counts(void **state)
 	b = sx__ev_batch_new();
 	track(b, "r2", "view", T0 + 2, NULL, 1);
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(user_index_checked("r2"), 0);
 	assert_int_equal(sx_events_user_first_seen(NULL, 0, &first), 0);
 	assert_int_equal(first, T0 + 2);
@@ -696,7 +644,7 @@ static void test_restart_keeps_indexes_and_counts(void **state)
 	track(b, "r3", "view", T0 + 3, NULL, 1);
 	track(b, "r1", "view", T0 - 1, NULL, 1);
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(user_index_checked("r1"), 0);
 	assert_int_equal(user_index_checked("r2"), 1);
 	assert_int_equal(user_index_checked("r3"), 2);
@@ -711,7 +659,7 @@ static void test_restart_keeps_indexes_and_counts(void **state)
 /* Many batches over the same counters: the cached records and the stored ones agree. */
 static void test_cached_counters_match_the_store(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	char id[16];
 	for (int round = 0; round < 5; round++) {
 		struct sx_ev_batch *b = sx__ev_batch_new();
@@ -721,9 +669,9 @@ static void test_cached_counters_match_the_store(void **state)
 		}
 		assert_int_equal(sx__ev_batch_finish(b), 0);
 		if (round % 2)
-			sync_all(f);
+			sxt_sync(f);
 	}
-	sync_all(f);
+	sxt_sync(f);
 	uint64_t count, users;
 	day_counter(f, "view", T0, &count, &users);
 	assert_int_equal(count, 500);

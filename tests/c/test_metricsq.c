@@ -23,7 +23,7 @@
 #include "plugins/events/internal.h"
 #include "store/store.h"
 
-extern const struct sx_plugin sx_plugin_events, sx_plugin_privacy;
+#include "engine_fixture.h"
 
 #define MINUTE 60000LL
 #define HOUR 3600000LL
@@ -133,121 +133,20 @@ static void test_records_read_in_place(void **state)
 
 /* ---- an engine, methods called as the server does ---- */
 
-struct fx {
-	char dir[128];
-	uv_loop_t loop;
-	struct sx_config cfg;
-	struct sx_engine e;
-	msgpack_zone zone;
-	msgpack_object res;
-	msgpack_sbuffer out;
-};
-
-static void commit_cb(uint64_t seq, int rc, void *ud)
-{
-	(void)seq, (void)ud;
-	assert_int_equal(rc, 0);
-}
-
-static void sync_all(struct fx *f)
-{
-	sx_store_read_end(f->e.store);
-	for (int i = 0; i < 1000; i++) {
-		sx_store_flush(f->e.store);
-		if (sx_store_idle(f->e.store))
-			return;
-		uv_run(&f->loop, UV_RUN_ONCE);
-	}
-	fail_msg("batches did not complete");
-}
-
 static int setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/sx-test-metrics-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	uv_loop_init(&f->loop);
-	sx_config_defaults(&f->cfg);
-	f->cfg.consent_default = 1;
-	msgpack_zone_init(&f->zone, 4096);
-	msgpack_sbuffer_init(&f->out);
-	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .commit_cb = commit_cb, .ud = f};
-	f->e.loop = &f->loop;
-	f->e.cfg = &f->cfg;
-	f->e.store = sx_store_open(&f->loop, &o);
-	assert_non_null(f->e.store);
-	f->e.rpc = sx_rpc_new();
-	assert_int_equal(sx_plugin_events.start(&f->e), 0);
-	assert_int_equal(sx_plugin_privacy.start(&f->e), 0);
+	struct sxt_engine *f = calloc(1, sizeof(*f));
+	sxt_init(f, "metrics", 1);
+	sxt_open(f);
 	*state = f;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct fx *f = *state;
-	sync_all(f);
-	sx_plugin_privacy.stop(&f->e);
-	sx_plugin_events.stop(&f->e);
-	sx_store_close(f->e.store);
-	sx_rpc_free(f->e.rpc);
-	uv_run(&f->loop, UV_RUN_NOWAIT);
-	uv_loop_close(&f->loop);
-	msgpack_zone_destroy(&f->zone);
-	msgpack_sbuffer_destroy(&f->out);
-	char cmd[200];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	assert_int_equal(system(cmd), 0);
-	free(f);
+	sxt_free(*state);
+	free(*state);
 	return 0;
-}
-
-/* Calls a method in a request of its own; the request is rolled back if the
- * method fails or `undo` is set. The result is in f->res until the next call. */
-static int call_undo(struct fx *f, const char *method, const char *json, int undo)
-{
-	const struct sx_method *m = sx_rpc_find(f->e.rpc, method, strlen(method));
-	assert_non_null(m);
-	json_error_t err;
-	json_t *j = json_loads(json, 0, &err);
-	if (!j)
-		fail_msg("bad JSON in test: %s", err.text);
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	sx_pack_json(&pk, j);
-	json_decref(j);
-	msgpack_zone az;
-	msgpack_object args;
-	msgpack_zone_init(&az, 1024);
-	assert_int_equal(sx__ev_unpack(sb.data, sb.size, &az, &args), 0);
-	msgpack_sbuffer_clear(&f->out);
-	msgpack_packer opk;
-	msgpack_packer_init(&opk, &f->out, msgpack_sbuffer_write);
-	struct sx_req req;
-	memset(&req, 0, sizeof(req));
-	req.role = SX_ROLE_ADMIN;
-	req.method = m->name;
-	sx_diag_clear();
-	sx_store_req_begin(f->e.store);
-	uint64_t sp = sx_store_savepoint(f->e.store);
-	int rc = m->fn(&req, &args, &opk, m->ud);
-	if (rc < 0 || undo)
-		sx_store_rollback(f->e.store, sp);
-	msgpack_zone_clear(&f->zone);
-	f->res.type = MSGPACK_OBJECT_NIL;
-	if (rc == 0)
-		assert_int_equal(sx__ev_unpack(f->out.data, f->out.size, &f->zone, &f->res), 0);
-	sx_store_req_end(f->e.store);
-	msgpack_zone_destroy(&az);
-	msgpack_sbuffer_destroy(&sb);
-	return rc;
-}
-
-static int call(struct fx *f, const char *method, const char *json)
-{
-	return call_undo(f, method, json, 0);
 }
 
 static uint64_t uint_at(const msgpack_object *map, const char *key)
@@ -293,7 +192,7 @@ static uint64_t rnd(uint64_t n)
 }
 
 /* Tracks events [from, to) of w in one request (undone if undo). */
-static void track_events(struct fx *f, const struct world *w, int from, int to, int undo)
+static void track_events(struct sxt_engine *f, const struct world *w, int from, int to, int undo)
 {
 	size_t cap = 256 + (size_t)(to - from) * 160, len = 0;
 	char *buf = malloc(cap);
@@ -307,7 +206,7 @@ static void track_events(struct fx *f, const struct world *w, int from, int to, 
 					devices[e->device], e->user % 7);
 	}
 	snprintf(buf + len, cap - len, "]}");
-	assert_int_equal(call_undo(f, "events.track", buf, undo), 0);
+	assert_int_equal(sxt_call_undo(f, "events.track", buf, undo), 0);
 	assert_int_equal(uint_at(&f->res, "accepted"), (uint64_t)(to - from));
 	free(buf);
 }
@@ -358,16 +257,16 @@ static void check_series(const struct world *w, const msgpack_object *g, int nam
 	}
 }
 
-static void query(struct fx *f, const char *event, int64_t from, int64_t to, const char *interval,
+static void query(struct sxt_engine *f, const char *event, int64_t from, int64_t to, const char *interval,
 		  const char *extra)
 {
 	char buf[512];
 	snprintf(buf, sizeof(buf), "{\"event\": \"%s\", \"from\": %lld, \"to\": %lld, \"interval\": \"%s\"%s}", event,
 		 (long long)from, (long long)to, interval, extra ? extra : "");
-	assert_int_equal(call(f, "metrics.query", buf), 0);
+	assert_int_equal(sxt_call(f, "metrics.query", buf), 0);
 }
 
-static void check_all(struct fx *f, const struct world *w)
+static void check_all(struct sxt_engine *f, const struct world *w)
 {
 	/* hours with ragged ends: hours at the edges, days inside */
 	int64_t from = T0 + 5 * HOUR + 17 * MINUTE, to = T0 + 2 * DAY + 7 * HOUR + 3 * MINUTE;
@@ -411,7 +310,7 @@ static void check_all(struct fx *f, const struct world *w)
 	for (int64_t at = T0 + 2 * DAY + 5; at <= T0 + 9 * DAY; at += 7 * DAY) {
 		char buf[128];
 		snprintf(buf, sizeof(buf), "{\"window\": \"week\", \"at\": %lld}", (long long)at);
-		assert_int_equal(call(f, "metrics.active", buf), 0);
+		assert_int_equal(sxt_call(f, "metrics.active", buf), 0);
 		int64_t end = sx__ev_floor(at, DAY) + DAY;
 		uint64_t count, dau, wau, mau;
 		double sum;
@@ -443,33 +342,33 @@ static void make_world(struct world *w)
 
 static void test_answers_match_brute_force(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	static struct world w;
 	make_world(&w);
-	assert_int_equal(call(f, "metrics.dimensions", "{\"event\": \"view\", \"dimensions\": [\"device\"]}"), 0);
+	assert_int_equal(sxt_call(f, "metrics.dimensions", "{\"event\": \"view\", \"dimensions\": [\"device\"]}"), 0);
 	for (int i = 0; i < w.n; i += 500)
 		track_events(f, &w, i, i + 500 < w.n ? i + 500 : w.n, 0);
 	check_all(f, &w); /* read-your-writes, before the commit */
-	sync_all(f);
+	sxt_sync(f);
 	check_all(f, &w);
 }
 
 static void test_exact_after_erasure_and_rollback(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	static struct world w;
 	make_world(&w);
-	assert_int_equal(call(f, "metrics.dimensions", "{\"event\": \"view\", \"dimensions\": [\"device\"]}"), 0);
+	assert_int_equal(sxt_call(f, "metrics.dimensions", "{\"event\": \"view\", \"dimensions\": [\"device\"]}"), 0);
 	track_events(f, &w, 0, w.n, 0);
-	sync_all(f);
+	sxt_sync(f);
 
 	/* a user active in one hour, one active everywhere */
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"u2\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"u2\"}"), 0);
 	w.erased[2] = 1;
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"u11\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"u11\"}"), 0);
 	w.erased[11] = 1;
 	check_all(f, &w);
-	sync_all(f);
+	sxt_sync(f);
 	check_all(f, &w);
 
 	/* a request that tracked new users and old ones into the same buckets, undone */
@@ -485,22 +384,22 @@ static void test_exact_after_erasure_and_rollback(void **state)
 	}
 	track_events(f, &extra, w.n, extra.n, 1);
 	check_all(f, &w);
-	sync_all(f);
+	sxt_sync(f);
 	check_all(f, &w);
 	/* then kept: counters cached before the undo are not reused */
 	track_events(f, &extra, w.n, extra.n, 0);
 	w = extra;
 	check_all(f, &w);
-	sync_all(f);
+	sxt_sync(f);
 	check_all(f, &w);
 }
 
 static void test_corrupt_counter_fails_the_query(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	uint8_t k[512];
-	assert_int_equal(call(f, "events.track", "{\"user\": \"a\", \"name\": \"view\", \"time\": 1704067200000}"), 0);
-	assert_int_equal(call(f, "events.track", "{\"user\": \"b\", \"name\": \"view\", \"time\": 1704070800000}"), 0);
+	assert_int_equal(sxt_call(f, "events.track", "{\"user\": \"a\", \"name\": \"view\", \"time\": 1704067200000}"), 0);
+	assert_int_equal(sxt_call(f, "events.track", "{\"user\": \"b\", \"name\": \"view\", \"time\": 1704070800000}"), 0);
 	query(f, "view", T0, T0 + 2 * HOUR, "hour", NULL);
 	/* the bitmap's header says 2 containers, its bytes hold 1 */
 	roaring_bitmap_t *b = roaring_bitmap_of(1, 5);
@@ -514,15 +413,15 @@ static void test_corrupt_counter_fails_the_query(void **state)
 	rec[10] = 2;
 	size_t n = sx__ev_metric_key(k, SX_EV_HOUR, "view", 4, "", 0, T0 + HOUR, "", 0);
 	assert_int_equal(sx_store_put(f->e.store, SX_T_COUNTERS, k, n, rec, bl + 6), 0);
-	assert_int_equal(call(f, "metrics.query", "{\"event\": \"view\", \"from\": 1704067200000, "
+	assert_int_equal(sxt_call(f, "metrics.query", "{\"event\": \"view\", \"from\": 1704067200000, "
 				"\"to\": 1704074400000, \"interval\": \"hour\"}"), SX_ECORRUPT);
 	/* a corrupt day record fails the union of a total */
 	n = sx__ev_metric_key(k, SX_EV_DAY, "view", 4, "", 0, T0, "", 0);
 	assert_int_equal(sx_store_put(f->e.store, SX_T_COUNTERS, k, n, "\x94\x02\x00\x00\xc4\x03" "abc", 9), 0);
-	assert_int_equal(call(f, "metrics.active", "{\"at\": 1704067200000}"), 0);
+	assert_int_equal(sxt_call(f, "metrics.active", "{\"at\": 1704067200000}"), 0);
 	n = sx__ev_metric_key(k, SX_EV_DAY, "*", 1, "", 0, T0, "", 0);
 	assert_int_equal(sx_store_put(f->e.store, SX_T_COUNTERS, k, n, "\x94\x02\x00\x00\xc4\x03" "abc", 9), 0);
-	assert_int_equal(call(f, "metrics.active", "{\"at\": 1704067200000}"), SX_ECORRUPT);
+	assert_int_equal(sxt_call(f, "metrics.active", "{\"at\": 1704067200000}"), SX_ECORRUPT);
 }
 
 int main(void)

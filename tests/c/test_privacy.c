@@ -24,74 +24,19 @@
 #include "plugins/privacy/privacy.h"
 #include "store/store.h"
 
-extern const struct sx_plugin sx_plugin_events, sx_plugin_privacy;
+#include "engine_fixture.h"
 
 #define DAY 86400000LL
 #define T0 1704067200000LL /* 2024-01-01T00:00:00Z */
 #define VICTIM "erase-me-7f3a"
 
-struct fx {
-	char dir[128];
-	uv_loop_t loop;
-	struct sx_config cfg;
-	struct sx_engine e;
-	msgpack_zone zone;   /* the last call's result */
-	msgpack_object res;
-	msgpack_sbuffer out;
-};
-
-static void commit_cb(uint64_t seq, int rc, void *ud)
-{
-	(void)seq, (void)ud;
-	assert_int_equal(rc, 0);
-}
-
-static void open_engine(struct fx *f)
-{
-	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .commit_cb = commit_cb, .ud = f};
-	f->e.loop = &f->loop;
-	f->e.cfg = &f->cfg;
-	f->e.store = sx_store_open(&f->loop, &o);
-	assert_non_null(f->e.store);
-	f->e.rpc = sx_rpc_new();
-	assert_int_equal(sx_plugin_events.start(&f->e), 0);
-	assert_int_equal(sx_plugin_privacy.start(&f->e), 0);
-}
-
-static void sync_all(struct fx *f)
-{
-	sx_store_read_end(f->e.store);
-	for (int i = 0; i < 1000; i++) {
-		sx_store_flush(f->e.store);
-		if (sx_store_idle(f->e.store))
-			return;
-		uv_run(&f->loop, UV_RUN_ONCE);
-	}
-	fail_msg("batches did not complete");
-}
-
-static void close_engine(struct fx *f)
-{
-	sync_all(f);
-	sx_plugin_privacy.stop(&f->e);
-	sx_plugin_events.stop(&f->e);
-	sx_store_close(f->e.store);
-	sx_rpc_free(f->e.rpc);
-	uv_run(&f->loop, UV_RUN_NOWAIT);
-}
-
 static int setup_cfg(void **state, const char *secret, int consent_default)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/sx-test-privacy-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	uv_loop_init(&f->loop);
-	sx_config_defaults(&f->cfg);
+	struct sxt_engine *f = calloc(1, sizeof(*f));
+	sxt_init(f, "privacy", 1);
 	snprintf(f->cfg.pseudonymize_secret, sizeof(f->cfg.pseudonymize_secret), "%s", secret);
 	f->cfg.consent_default = consent_default;
-	msgpack_zone_init(&f->zone, 4096);
-	msgpack_sbuffer_init(&f->out);
-	open_engine(f);
+	sxt_open(f);
 	*state = f;
 	return 0;
 }
@@ -102,62 +47,13 @@ static int setup_deny(void **state) { return setup_cfg(state, "", 0); }
 
 static int teardown(void **state)
 {
-	struct fx *f = *state;
-	close_engine(f);
-	uv_loop_close(&f->loop);
-	msgpack_zone_destroy(&f->zone);
-	msgpack_sbuffer_destroy(&f->out);
-	char cmd[200];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	assert_int_equal(system(cmd), 0);
-	free(f);
+	sxt_free(*state);
+	free(*state);
 	return 0;
 }
 
 /* ---- calling methods with JSON arguments ---- */
 
-/* Calls a method as the server does (savepoint, rollback on error); the
- * result is in f->res until the next call. Returns the handler's rc. */
-static int call(struct fx *f, const char *method, const char *json)
-{
-	const struct sx_method *m = sx_rpc_find(f->e.rpc, method, strlen(method));
-	assert_non_null(m);
-	json_error_t err;
-	json_t *j = json_loads(json, JSON_DECODE_INT_AS_REAL * 0, &err);
-	if (!j)
-		fail_msg("bad JSON in test: %s", err.text);
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	sx_pack_json(&pk, j);
-	json_decref(j);
-	msgpack_zone az;
-	msgpack_object args;
-	msgpack_zone_init(&az, 1024);
-	assert_int_equal(sx__ev_unpack(sb.data, sb.size, &az, &args), 0);
-	msgpack_sbuffer_clear(&f->out);
-	msgpack_packer opk;
-	msgpack_packer_init(&opk, &f->out, msgpack_sbuffer_write);
-	struct sx_req req;
-	memset(&req, 0, sizeof(req));
-	req.role = SX_ROLE_ADMIN;
-	req.method = m->name;
-	sx_diag_clear();
-	sx_store_req_begin(f->e.store);
-	uint64_t sp = sx_store_savepoint(f->e.store);
-	int rc = m->fn(&req, &args, &opk, m->ud);
-	if (rc < 0)
-		sx_store_rollback(f->e.store, sp);
-	msgpack_zone_clear(&f->zone);
-	f->res.type = MSGPACK_OBJECT_NIL;
-	if (rc == 0)
-		assert_int_equal(sx__ev_unpack(f->out.data, f->out.size, &f->zone, &f->res), 0);
-	sx_store_req_end(f->e.store);
-	msgpack_zone_destroy(&az);
-	msgpack_sbuffer_destroy(&sb);
-	return rc;
-}
 
 static const msgpack_object *get(const msgpack_object *o, const char *path)
 {
@@ -191,17 +87,17 @@ static int get_bool(const msgpack_object *o, const char *path)
 	return v->via.boolean;
 }
 
-static void track(struct fx *f, const char *user, const char *name, int64_t t, const char *extra)
+static void track(struct sxt_engine *f, const char *user, const char *name, int64_t t, const char *extra)
 {
 	char buf[512];
 	snprintf(buf, sizeof(buf), "{\"user\": \"%s\", \"name\": \"%s\", \"time\": %lld%s}", user, name,
 		 (long long)t, extra ? extra : "");
-	assert_int_equal(call(f, "events.track", buf), 0);
+	assert_int_equal(sxt_call(f, "events.track", buf), 0);
 	assert_int_equal(get_int(&f->res, "accepted"), 1);
 }
 
 /* count and distinct users of the day counter of `event` on day T0 + d */
-static void day_counter(struct fx *f, const char *event, int64_t day, uint64_t *count, uint64_t *users)
+static void day_counter(struct sxt_engine *f, const char *event, int64_t day, uint64_t *count, uint64_t *users)
 {
 	uint8_t k[512];
 	struct sx_val v;
@@ -229,7 +125,7 @@ static int bitmap_has(const void *data, size_t len, uint32_t idx)
 /* Returns how many traces of (id, idx) the committed store holds; prints each.
  * Keys are judged by their structure (an index's 4 bytes may occur by chance
  * in unrelated binary data), every key and value is searched for the id. */
-static int traces(struct fx *f, const char *id, uint32_t idx)
+static int traces(struct sxt_engine *f, const char *id, uint32_t idx)
 {
 	MDB_txn *txn;
 	int found = 0;
@@ -288,32 +184,32 @@ static void test_diag_set_may_wrap_its_last_message(void **state)
 	assert_string_equal(sx_diag_last(), "argument 'user' must be a string");
 }
 
-static void load_world(struct fx *f, uint32_t *victim_idx)
+static void load_world(struct sxt_engine *f, uint32_t *victim_idx)
 {
-	assert_int_equal(call(f, "users.put", "{\"id\": \"keep-1\", \"attributes\": {\"tier\": \"gold\"}}"), 0);
-	assert_int_equal(call(f, "users.put", "{\"id\": \"" VICTIM "\", \"attributes\": {\"tier\": \"gold\", "
+	assert_int_equal(sxt_call(f, "users.put", "{\"id\": \"keep-1\", \"attributes\": {\"tier\": \"gold\"}}"), 0);
+	assert_int_equal(sxt_call(f, "users.put", "{\"id\": \"" VICTIM "\", \"attributes\": {\"tier\": \"gold\", "
 				"\"email\": \"" VICTIM "@example.com\"}, \"signup_time\": 1700000000000}"), 0);
 	*victim_idx = (uint32_t)get_int(&f->res, "index");
 	assert_int_equal(*victim_idx, 1);
-	assert_int_equal(call(f, "metrics.dimensions", "{\"event\": \"view\", \"dimensions\": [\"device\", \"user.tier\"]}"), 0);
-	assert_int_equal(call(f, "items.put", "{\"id\": \"d1\", \"kind\": \"destination\"}"), 0);
+	assert_int_equal(sxt_call(f, "metrics.dimensions", "{\"event\": \"view\", \"dimensions\": [\"device\", \"user.tier\"]}"), 0);
+	assert_int_equal(sxt_call(f, "items.put", "{\"id\": \"d1\", \"kind\": \"destination\"}"), 0);
 	for (int d = 0; d < 3; d++) {
 		track(f, VICTIM, "view", T0 + d * DAY + 1000, ", \"item\": \"d1\", \"properties\": {\"device\": \"ios\", \"value\": 2}");
 		track(f, "keep-1", "view", T0 + d * DAY + 2000, ", \"properties\": {\"device\": \"ios\", \"value\": 1}");
 	}
 	track(f, VICTIM, "book", T0 + 5000, NULL);
 	track(f, "keep-2", "book", T0 + 6000, NULL);
-	assert_int_equal(call(f, "cohort.save", "{\"name\": \"gold\", \"rule\": {\"attribute\": {\"name\": \"tier\", \"value\": \"gold\"}}}"), 0);
+	assert_int_equal(sxt_call(f, "cohort.save", "{\"name\": \"gold\", \"rule\": {\"attribute\": {\"name\": \"tier\", \"value\": \"gold\"}}}"), 0);
 	assert_int_equal(get_int(&f->res, "size"), 2);
-	assert_int_equal(call(f, "cohort.save", "{\"name\": \"early\", \"rule\": {\"first_seen\": {\"from\": 1703980800000, \"to\": 1704153600000}}}"), 0);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"" VICTIM "\", \"purposes\": {\"analytics\": true}, \"source\": \"banner\"}"), 0);
-	assert_int_equal(call(f, "events.track", "{\"events\": [{\"user\": \"" VICTIM "\", \"name\": \"view\", \"time\": 1704067260000}], \"client_id\": \"c1\"}"), 0);
-	sync_all(f);
+	assert_int_equal(sxt_call(f, "cohort.save", "{\"name\": \"early\", \"rule\": {\"first_seen\": {\"from\": 1703980800000, \"to\": 1704153600000}}}"), 0);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"" VICTIM "\", \"purposes\": {\"analytics\": true}, \"source\": \"banner\"}"), 0);
+	assert_int_equal(sxt_call(f, "events.track", "{\"events\": [{\"user\": \"" VICTIM "\", \"name\": \"view\", \"time\": 1704067260000}], \"client_id\": \"c1\"}"), 0);
+	sxt_sync(f);
 }
 
 static void test_erase_leaves_no_trace_in_any_table(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	uint32_t idx;
 	load_world(f, &idx);
 	assert_true(traces(f, VICTIM, idx) > 10); /* the scan does see a live user */
@@ -322,7 +218,7 @@ static void test_erase_leaves_no_trace_in_any_table(void **state)
 	assert_int_equal(count0, 3);
 	assert_int_equal(users0, 2);
 
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), 0);
 	assert_int_equal(get_int(&f->res, "user_index"), idx);
 	assert_true(get_bool(&f->res, "found"));
 	assert_int_equal(get_int(&f->res, "removed.users"), 1);
@@ -339,8 +235,8 @@ static void test_erase_leaves_no_trace_in_any_table(void **state)
 	hash[32] = 0;
 
 	/* before the commit, loop-thread reads no longer see the user */
-	assert_int_equal(call(f, "users.get", "{\"id\": \"" VICTIM "\"}"), SX_ENOENT);
-	sync_all(f);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"" VICTIM "\"}"), SX_ENOENT);
+	sxt_sync(f);
 	assert_int_equal(traces(f, VICTIM, idx), 0);
 
 	/* aggregates keep their anonymous counts; the others are untouched */
@@ -348,15 +244,15 @@ static void test_erase_leaves_no_trace_in_any_table(void **state)
 	day_counter(f, "view", 0, &count1, &users1);
 	assert_int_equal(count1, count0);
 	assert_int_equal(users1, users0 - 1);
-	assert_int_equal(call(f, "users.events", "{\"id\": \"keep-1\"}"), 0);
+	assert_int_equal(sxt_call(f, "users.events", "{\"id\": \"keep-1\"}"), 0);
 	assert_int_equal(get(&f->res, "events")->via.array.size, 3);
-	assert_int_equal(call(f, "cohort.size", "{\"name\": \"gold\"}"), 0);
+	assert_int_equal(sxt_call(f, "cohort.size", "{\"name\": \"gold\"}"), 0);
 	assert_int_equal(get_int(&f->res, "size"), 1);
-	assert_int_equal(call(f, "cohort.users", "{\"name\": \"gold\"}"), 0);
+	assert_int_equal(sxt_call(f, "cohort.users", "{\"name\": \"gold\"}"), 0);
 	assert_int_equal(get(&f->res, "users")->via.array.size, 1);
 
 	/* the audit entry has the hash and counts, not the id */
-	assert_int_equal(call(f, "audit.query", "{\"action\": \"privacy.erase\"}"), 0);
+	assert_int_equal(sxt_call(f, "audit.query", "{\"action\": \"privacy.erase\"}"), 0);
 	const msgpack_object *es = get(&f->res, "entries");
 	assert_int_equal(es->via.array.size, 1);
 	const msgpack_object *au = get(&es->via.array.ptr[0], "detail.user");
@@ -364,17 +260,17 @@ static void test_erase_leaves_no_trace_in_any_table(void **state)
 	assert_int_equal(get_int(&es->via.array.ptr[0], "detail.removed.events"), 5);
 
 	/* erasing again finds nothing and succeeds */
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), 0);
 	assert_false(get_bool(&f->res, "found"));
 
 	/* the index is never handed out again, across a restart too */
-	close_engine(f);
-	open_engine(f);
+	sxt_stop(f);
+	sxt_open(f);
 	assert_true(sx_events_user_bound() >= 3);
 	track(f, "newcomer", "view", T0, NULL);
-	assert_int_equal(call(f, "users.get", "{\"id\": \"newcomer\"}"), 0);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"newcomer\"}"), 0);
 	assert_int_equal(get_int(&f->res, "index"), 3);
-	sync_all(f);
+	sxt_sync(f);
 }
 
 static int failing_eraser(const char *id, size_t len, uint32_t idx, int has_idx, struct sx_privacy_receipt *r,
@@ -390,32 +286,32 @@ static int failing_eraser(const char *id, size_t len, uint32_t idx, int has_idx,
 
 static void test_erasers_join_the_erasure_and_can_fail_it(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	static int mode;
 	uint32_t idx;
 	load_world(f, &idx);
 	mode = 1;
 	assert_int_equal(sx_privacy_register_eraser("fake", failing_eraser, &mode), 0);
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), SX_EIO);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), SX_EIO);
 	assert_non_null(strstr(sx_diag_last(), "fake"));
 	/* nothing was erased: the request's writes were rolled back */
-	assert_int_equal(call(f, "users.get", "{\"id\": \"" VICTIM "\"}"), 0);
-	assert_int_equal(call(f, "users.events", "{\"id\": \"" VICTIM "\"}"), 0);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"" VICTIM "\"}"), 0);
+	assert_int_equal(sxt_call(f, "users.events", "{\"id\": \"" VICTIM "\"}"), 0);
 	assert_int_equal(get(&f->res, "events")->via.array.size, 5);
 	mode = 0;
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"" VICTIM "\"}"), 0);
 	assert_int_equal(get_int(&f->res, "removed.fake_vectors"), 7);
 	mode = 0; /* registered hooks live as long as the process; this one is harmless now */
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(traces(f, VICTIM, idx), 0);
 }
 
 static void test_export_holds_everything(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	uint32_t idx;
 	load_world(f, &idx);
-	assert_int_equal(call(f, "privacy.export", "{\"user\": \"" VICTIM "\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.export", "{\"user\": \"" VICTIM "\"}"), 0);
 	const msgpack_object *r = &f->res;
 	assert_int_equal(get_int(r, "index"), idx);
 	assert_true(get_bool(r, "consent.recorded"));
@@ -434,14 +330,14 @@ static void test_export_holds_everything(void **state)
 	assert_int_equal(get_int(&ev->via.array.ptr[0], "properties.value"), 2);
 	const msgpack_object *c = get(r, "events.cohorts");
 	assert_int_equal(c->via.array.size, 2);
-	assert_int_equal(call(f, "privacy.export", "{\"user\": \"nobody\"}"), SX_ENOENT);
-	assert_int_equal(call(f, "privacy.export", "{\"user\": 5}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "privacy.export", "{\"user\": \"nobody\"}"), SX_ENOENT);
+	assert_int_equal(sxt_call(f, "privacy.export", "{\"user\": 5}"), SX_EINVAL);
 }
 
 static void test_no_analytics_consent_counts_anonymously(void **state)
 {
-	struct fx *f = *state;
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"shy\", \"purposes\": {\"analytics\": false}}"), 0);
+	struct sxt_engine *f = *state;
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"shy\", \"purposes\": {\"analytics\": false}}"), 0);
 	assert_false(get_bool(&f->res, "purposes.analytics.granted"));
 	assert_true(get_bool(&f->res, "purposes.experiments.granted"));
 	assert_int_equal(sx_privacy_allowed("shy", 3, SX_PURPOSE_ANALYTICS), 0);
@@ -451,31 +347,31 @@ static void test_no_analytics_consent_counts_anonymously(void **state)
 	track(f, "shy", "view", T0 + 20, NULL);
 	track(f, "bold", "view", T0 + 30, NULL);
 	/* no index, no profile, no stored event for the shy user */
-	assert_int_equal(call(f, "users.get", "{\"id\": \"shy\"}"), SX_ENOENT);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"shy\"}"), SX_ENOENT);
 	uint64_t count, users;
 	day_counter(f, "view", 0, &count, &users);
 	assert_int_equal(count, 3);
 	assert_int_equal(users, 1);
 	day_counter(f, "*", 0, &count, &users);
 	assert_int_equal(count, 3);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(traces(f, "shy", 999), 1); /* the consent record itself */
 	/* granting later makes the next events per-user */
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"shy\", \"purposes\": {\"analytics\": true}}"), 0);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"shy\", \"purposes\": {\"analytics\": true}}"), 0);
 	assert_false(get_bool(&f->res, "purposes.notifications.granted") == 0);
 	track(f, "shy", "view", T0 + 40, NULL);
-	assert_int_equal(call(f, "users.get", "{\"id\": \"shy\"}"), 0);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"shy\"}"), 0);
 	/* bad arguments */
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {\"ads\": true}}"), SX_EINVAL);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {\"analytics\": 1}}"), SX_EINVAL);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {}}"), SX_EINVAL);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"\", \"purposes\": {\"analytics\": true}}"), SX_EINVAL);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {\"analytics\": true}, \"source\": 3}"), SX_EINVAL);
-	assert_int_equal(call(f, "consent.get", "{\"user\": \"x\", \"extra\": 1}"), SX_EINVAL);
-	assert_int_equal(call(f, "consent.get", "{\"user\": \"never\"}"), 0);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {\"ads\": true}}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {\"analytics\": 1}}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {}}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"\", \"purposes\": {\"analytics\": true}}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"x\", \"purposes\": {\"analytics\": true}, \"source\": 3}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "consent.get", "{\"user\": \"x\", \"extra\": 1}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "consent.get", "{\"user\": \"never\"}"), 0);
 	assert_false(get_bool(&f->res, "recorded"));
 	/* consent changes are audited with a hashed user */
-	assert_int_equal(call(f, "audit.query", "{\"action\": \"consent.set\"}"), 0);
+	assert_int_equal(sxt_call(f, "audit.query", "{\"action\": \"consent.set\"}"), 0);
 	assert_int_equal(get(&f->res, "entries")->via.array.size, 2);
 	assert_false(get_bool(&get(&f->res, "entries")->via.array.ptr[0], "detail.purposes.analytics"));
 }
@@ -501,17 +397,17 @@ static int stored_events(const char *user)
  * every consent.set and erasure, and forget what a rolled-back grant allowed. */
 static void test_cached_consent_follows_changes_and_undo(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	uint64_t count, users;
 	track(f, "flip", "view", T0 + 1, NULL); /* allowed by default: cached as such */
 	track(f, "flip", "view", T0 + 2, NULL);
 	assert_int_equal(stored_events("flip"), 2);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": false}}"), 0);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": false}}"), 0);
 	track(f, "flip", "view", T0 + 3, NULL);
 	assert_int_equal(stored_events("flip"), 2); /* counted, not stored */
 	day_counter(f, "view", 0, &count, &users);
 	assert_true(count == 3 && users == 1);
-	sync_all(f);
+	sxt_sync(f);
 
 	/* a grant undone by its request's rollback leaves the refusal in force */
 	sx_store_req_begin(f->e.store);
@@ -552,40 +448,40 @@ static void test_cached_consent_follows_changes_and_undo(void **state)
 	assert_true(count == 4 && users == 1);
 
 	/* granted again for good */
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": true}}"), 0);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": true}}"), 0);
 	track(f, "flip", "view", T0 + 6, NULL);
 	assert_int_equal(stored_events("flip"), 3);
 	/* erasure deletes the consent record: the default (allowed) applies afresh */
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": false}}"), 0);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"flip\", \"purposes\": {\"analytics\": false}}"), 0);
 	track(f, "flip", "view", T0 + 7, NULL);
 	assert_int_equal(stored_events("flip"), 3);
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"flip\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"flip\"}"), 0);
 	track(f, "flip", "view", T0 + 8, NULL);
 	assert_int_equal(stored_events("flip"), 1);
 }
 
 static void test_consent_default_deny(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	assert_int_equal(sx_privacy_allowed("anyone", 6, SX_PURPOSE_ANALYTICS), 0);
 	track(f, "anyone", "view", T0, NULL);
-	assert_int_equal(call(f, "users.get", "{\"id\": \"anyone\"}"), SX_ENOENT);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"anyone\", \"purposes\": {\"analytics\": true}}"), 0);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"anyone\"}"), SX_ENOENT);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"anyone\", \"purposes\": {\"analytics\": true}}"), 0);
 	assert_false(get_bool(&f->res, "purposes.personalization.granted"));
 	assert_int_equal(sx_privacy_allowed("anyone", 6, SX_PURPOSE_ANALYTICS), 1);
 	assert_int_equal(sx_privacy_allowed_index(0, SX_PURPOSE_ANALYTICS), 0); /* no such index */
 	track(f, "anyone", "view", T0, NULL);
-	assert_int_equal(call(f, "users.get", "{\"id\": \"anyone\"}"), 0);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"anyone\"}"), 0);
 	assert_int_equal(sx_privacy_allowed_index((uint32_t)get_int(&f->res, "index"), SX_PURPOSE_ANALYTICS), 1);
 }
 
 static void test_retention_expiry_in_chunks(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	for (int i = 0; i < 5; i++)
 		track(f, "u", "view", T0 + i, NULL);
 	track(f, "u", "view", T0 + 10 * DAY, NULL);
-	sync_all(f);
+	sxt_sync(f);
 	uint32_t n;
 	assert_int_equal(sx_events_expire(T0 + DAY, 2, &n), 1);
 	assert_int_equal(n, 2);
@@ -595,8 +491,8 @@ static void test_retention_expiry_in_chunks(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(sx_events_expire(T0 + DAY, 2, &n), 0);
 	assert_int_equal(n, 0);
-	sync_all(f);
-	assert_int_equal(call(f, "users.events", "{\"id\": \"u\"}"), 0);
+	sxt_sync(f);
+	assert_int_equal(sxt_call(f, "users.events", "{\"id\": \"u\"}"), 0);
 	assert_int_equal(get(&f->res, "events")->via.array.size, 1);
 	uint64_t count, users;
 	day_counter(f, "view", 0, &count, &users); /* aggregates stay */
@@ -612,7 +508,7 @@ static void test_retention_expiry_in_chunks(void **state)
 
 static void test_audit_log(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	struct obj {
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
@@ -627,32 +523,32 @@ static void test_audit_log(void **state)
 	assert_int_equal(sx_audit_record(&f->e, "x", NULL), 0);
 	assert_int_equal(sx_audit_record_packed(&f->e, "", NULL, 0), SX_EINVAL);
 	assert_int_equal(sx_audit_record_packed(&f->e, "bad", "\x91\x01", 2), SX_EINVAL);
-	sync_all(f);
-	assert_int_equal(call(f, "audit.query", "{\"limit\": 2}"), 0);
+	sxt_sync(f);
+	assert_int_equal(sxt_call(f, "audit.query", "{\"limit\": 2}"), 0);
 	assert_int_equal(get(&f->res, "entries")->via.array.size, 2);
 	const msgpack_object *cur = get(&f->res, "cursor");
 	assert_int_equal(cur->type, MSGPACK_OBJECT_STR);
 	char buf[128];
 	snprintf(buf, sizeof(buf), "{\"limit\": 10, \"cursor\": \"%.*s\"}", (int)cur->via.str.size, cur->via.str.ptr);
-	assert_int_equal(call(f, "audit.query", buf), 0);
+	assert_int_equal(sxt_call(f, "audit.query", buf), 0);
 	assert_int_equal(get(&f->res, "entries")->via.array.size, 4);
 	assert_int_equal(get(&f->res, "cursor")->type, MSGPACK_OBJECT_NIL);
-	assert_int_equal(call(f, "audit.query", "{\"action\": \"model.promote\"}"), 0);
+	assert_int_equal(sxt_call(f, "audit.query", "{\"action\": \"model.promote\"}"), 0);
 	const msgpack_object *es = get(&f->res, "entries");
 	assert_int_equal(es->via.array.size, 2);
 	assert_true(sx_obj_streq(get(&es->via.array.ptr[0], "detail.model"), "als-3"));
 	int64_t t = get_int(&es->via.array.ptr[0], "time");
 	snprintf(buf, sizeof(buf), "{\"from\": %lld, \"to\": %lld}", (long long)t + 3600000, (long long)t + 7200000);
-	assert_int_equal(call(f, "audit.query", buf), 0);
+	assert_int_equal(sxt_call(f, "audit.query", buf), 0);
 	assert_int_equal(get(&f->res, "entries")->via.array.size, 0);
-	assert_int_equal(call(f, "audit.query", "{\"limit\": 0}"), SX_EINVAL);
-	assert_int_equal(call(f, "audit.query", "{\"cursor\": \"zz\"}"), SX_EINVAL);
-	assert_int_equal(call(f, "audit.query", "{\"from\": 10, \"to\": 5}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "audit.query", "{\"limit\": 0}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "audit.query", "{\"cursor\": \"zz\"}"), SX_EINVAL);
+	assert_int_equal(sxt_call(f, "audit.query", "{\"from\": 10, \"to\": 5}"), SX_EINVAL);
 }
 
 static void test_pseudonymous_ids(void **state)
 {
-	struct fx *f = *state;
+	struct sxt_engine *f = *state;
 	char buf[SX_PRIVACY_ID_BUF], buf2[SX_PRIVACY_ID_BUF];
 	size_t n, n2;
 	const char *p = sx_privacy_user_id("alice", 5, buf, &n);
@@ -662,22 +558,22 @@ static void test_pseudonymous_ids(void **state)
 	assert_string_equal(buf, buf2);
 	sx_privacy_user_id("alicf", 5, buf2, &n2);
 	assert_string_not_equal(buf, buf2);
-	assert_int_equal(call(f, "users.put", "{\"id\": \"alice\", \"attributes\": {\"a\": 1}}"), 0);
+	assert_int_equal(sxt_call(f, "users.put", "{\"id\": \"alice\", \"attributes\": {\"a\": 1}}"), 0);
 	track(f, "alice", "view", T0, NULL);
-	assert_int_equal(call(f, "users.get", "{\"id\": \"alice\"}"), 0);
+	assert_int_equal(sxt_call(f, "users.get", "{\"id\": \"alice\"}"), 0);
 	const msgpack_object *id = get(&f->res, "id");
 	assert_int_equal(id->via.str.size, 64);
 	assert_memory_equal(id->via.str.ptr, buf, 64);
 	assert_int_equal(get_int(&f->res, "index"), 0);
-	assert_int_equal(call(f, "consent.set", "{\"user\": \"alice\", \"purposes\": {\"notifications\": false}}"), 0);
+	assert_int_equal(sxt_call(f, "consent.set", "{\"user\": \"alice\", \"purposes\": {\"notifications\": false}}"), 0);
 	assert_int_equal(sx_privacy_allowed(buf, 64, SX_PURPOSE_NOTIFICATIONS), 0);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(traces(f, "alice", 99), 0); /* the raw id is nowhere */
-	assert_int_equal(call(f, "privacy.export", "{\"user\": \"alice\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.export", "{\"user\": \"alice\"}"), 0);
 	assert_int_equal(get(&f->res, "events.events")->via.array.size, 1);
-	assert_int_equal(call(f, "privacy.erase", "{\"user\": \"alice\"}"), 0);
+	assert_int_equal(sxt_call(f, "privacy.erase", "{\"user\": \"alice\"}"), 0);
 	assert_int_equal(get_int(&f->res, "removed.events"), 1);
-	sync_all(f);
+	sxt_sync(f);
 	assert_int_equal(traces(f, buf, 0), 0);
 }
 
