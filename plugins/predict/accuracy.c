@@ -308,23 +308,23 @@ static void user_segment(uint32_t idx, char *seg, size_t size)
 
 /* ---- the sweep ---- */
 
-struct pend {
-	char target[SX_PRED_NAME_MAX + 1];
-	char seg[SX_PRED_SEG_MAX + 1];
-	int32_t day;
-	struct sx_pred_acc a;
-};
-
 struct sweep {
 	int64_t now;
-	size_t limit, visited;
 	uint64_t folded, open, dropped;
-	uint8_t last[KEY_MAX + 16];
-	size_t lastlen;
-	int stopped, rc;
-	struct pend *p;
-	size_t np, cap;
 };
+
+static void acc_merge(void *into, const void *from) { sx__pred_acc_merge(into, from); }
+static void acc_encode(const void *a, uint8_t *out) { sx__pred_acc_encode(a, out); }
+static int acc_decode(void *a, const void *buf, size_t len) { return sx__pred_acc_decode(a, buf, len); }
+
+static const struct sx_pred_sums_type acc_type = {
+	"histogram", sizeof(struct sx_pred_acc), SX_PRED_ACC_BYTES, acc_merge, acc_encode, acc_decode,
+};
+
+static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud);
+
+/* The pass over the prediction log ('L' close time user target). */
+static struct sx_pred_pass pass = {.tag = 'L', .type = &acc_type, .fold = sweep_cb};
 
 /* Timer passes completed, and what the last one did. */
 static struct {
@@ -332,26 +332,6 @@ static struct {
 	int64_t last_at, last_now;
 	uint64_t last_visited, last_folded, last_open, last_forecast_periods;
 } stats;
-
-static struct sx_pred_acc *pend_get(struct sweep *s, const char *target, const char *seg, int32_t day)
-{
-	for (size_t i = 0; i < s->np; i++)
-		if (s->p[i].day == day && strcmp(s->p[i].target, target) == 0 && strcmp(s->p[i].seg, seg) == 0)
-			return &s->p[i].a;
-	if (s->np == s->cap) {
-		size_t nc = s->cap ? s->cap * 2 : 16;
-		struct pend *np = realloc(s->p, nc * sizeof(*np));
-		if (!np)
-			return NULL;
-		s->p = np, s->cap = nc;
-	}
-	struct pend *e = &s->p[s->np++];
-	memset(e, 0, sizeof(*e));
-	snprintf(e->target, sizeof(e->target), "%s", target);
-	snprintf(e->seg, sizeof(e->seg), "%s", seg);
-	e->day = day;
-	return &e->a;
-}
 
 static const char *const band_segs[3] = {"band:low", "band:medium", "band:high"};
 
@@ -365,15 +345,6 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 {
 	struct sweep *s = ud;
 	const uint8_t *k = key->data;
-	if (s->visited == s->limit) {
-		s->stopped = 1;
-		return 1;
-	}
-	s->visited++;
-	if (key->len <= KEY_MAX) {
-		memcpy(s->last, k, key->len);
-		s->lastlen = key->len;
-	}
 	size_t tl = key->len > 13 ? key->len - 13 : 0;
 	const struct sx_pred_target *t = tl ? sx__pred_target_find((const char *)k + 13, tl) : NULL;
 	if (!t || val->len < 8) {
@@ -393,7 +364,7 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 	struct sx_pred_label l = {t, 0};
 	int rc = sx_events_user_scan(NULL, user, time + 1, end, 0, sx__pred_label_cb, &l);
 	if (rc < 0)
-		return s->rc = rc;
+		return rc;
 	int y = sx__pred_label_value(&l);
 	int32_t day = day_of(end);
 	char seg[SX_PRED_SEG_MAX + 1];
@@ -402,40 +373,17 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 		segreg_admit(t->name, seg, sizeof(seg));
 	const char *segs[3] = {"all", band_segs[band], seg};
 	for (int i = 0; i < 3 && segs[i][0]; i++) {
-		struct sx_pred_acc *a = pend_get(s, t->name, segs[i], day);
+		uint8_t ak[KEY_MAX];
+		struct sx_pred_acc *a = sx__pred_pass_sums(&pass, ak, acc_key(ak, t->name, segs[i], day));
 		if (!a)
-			return s->rc = sx_diag_set(SX_ENOMEM, "out of memory");
+			return SX_ENOMEM;
 		sx__pred_acc_add(a, p, y);
 	}
 	s->folded++;
 	return sx_store_del(sx__pred_eng->store, SX_T_SERIES, k, key->len);
 }
 
-static int pend_write(struct sweep *s)
-{
-	for (size_t i = 0; i < s->np; i++) {
-		uint8_t k[KEY_MAX], v[SX_PRED_ACC_BYTES];
-		struct pend *e = &s->p[i];
-		struct sx_val old;
-		size_t kl = acc_key(k, e->target, e->seg, e->day);
-		if (sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, kl, &old) == 0) {
-			struct sx_pred_acc prev;
-			if (sx__pred_acc_decode(&prev, old.data, old.len) == 0)
-				sx__pred_acc_merge(&e->a, &prev);
-			else
-				sx_log_error("predict: replacing an undecodable histogram of %s/%s", e->target, e->seg);
-		}
-		sx__pred_acc_encode(&e->a, v);
-		int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, kl, v, sizeof(v));
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
-}
-
-/* Cursor of the pass in progress: the next chunk starts after it. */
-static uint8_t cursor[KEY_MAX + 16];
-static size_t cursor_len;
+/* The pass in progress, at `pass_now`. */
 static int64_t pass_now = -1;
 static int pass_forecasts; /* the pass in progress is past the prediction log, on the forecast log */
 
@@ -455,37 +403,17 @@ static int evaluate_alerts(int64_t now, int *fired);
 static int sweep_chunk(int64_t now, size_t limit, struct sweep *s)
 {
 	memset(s, 0, sizeof(*s));
-	s->now = now, s->limit = limit;
+	s->now = now;
+	pass.ud = s, pass.visited = 0;
 	int md = min_days();
 	if (!sx__pred_script.loaded || !md)
 		return 1;
 	int64_t upto = now - (int64_t)md * SX_PRED_DAY_MS + 1;
 	if (upto <= 0)
 		return 1;
-	uint8_t lo[KEY_MAX + 17] = {'L'}, hi[9] = {'L'};
-	size_t lolen = 1;
-	if (cursor_len) {
-		memcpy(lo, cursor, cursor_len);
-		lo[cursor_len] = 0; /* the smallest key after the cursor */
-		lolen = cursor_len + 1;
-	}
+	uint8_t hi[9] = {'L'};
 	sx_be64(hi + 1, (uint64_t)upto);
-	int rc = sx_store_scan(sx__pred_eng->store, SX_T_SERIES, lo, lolen, hi, 9, 0, sweep_cb, s);
-	if (rc == 0 && s->rc < 0)
-		rc = s->rc;
-	if (rc == 0)
-		rc = pend_write(s);
-	free(s->p);
-	s->p = NULL;
-	if (rc < 0)
-		return rc;
-	if (s->stopped) {
-		memcpy(cursor, s->last, s->lastlen);
-		cursor_len = s->lastlen;
-		return 0;
-	}
-	cursor_len = 0;
-	return 1;
+	return sx__pred_pass_chunk(&pass, hi, sizeof(hi), limit);
 }
 
 static uv_timer_t sweep_timer;
@@ -499,7 +427,7 @@ static void sweep_tick(uv_timer_t *t)
 	if (pass_now < 0) {
 		sx__pred_log_flush();
 		pass_now = sx_wall_ms();
-		cursor_len = 0, pass_forecasts = 0;
+		sx__pred_pass_reset(&pass), pass_forecasts = 0;
 		sx__pred_fc_sweep_reset();
 		stats.last_visited = stats.last_folded = stats.last_open = stats.last_forecast_periods = 0;
 	}
@@ -508,7 +436,7 @@ static void sweep_tick(uv_timer_t *t)
 	if (!pass_forecasts) {
 		rc = sweep_chunk(pass_now, SWEEP_CHUNK, &s);
 		if (rc >= 0) {
-			stats.last_visited += s.visited, stats.last_folded += s.folded, stats.last_open += s.open;
+			stats.last_visited += pass.visited, stats.last_folded += s.folded, stats.last_open += s.open;
 			stats.folded_total += s.folded;
 		}
 		if (rc == 1)
@@ -522,7 +450,7 @@ static void sweep_tick(uv_timer_t *t)
 	if (rc < 0) {
 		sx_store_rollback(st, sp);
 		sx_log_error("predict: accuracy sweep: %s", sx_diag_last());
-		pass_now = -1, cursor_len = 0;
+		pass_now = -1, sx__pred_pass_reset(&pass);
 	} else if (rc == 1) {
 		int fired = 0;
 		evaluate_alerts(pass_now, &fired);
@@ -1003,7 +931,7 @@ static int m_sweep(struct sx_req *req, const msgpack_object *args, msgpack_packe
 		return sx_diag_set(SX_EINVAL, "argument 'limit' must be 1 to %d", SWEEP_LIMIT_MAX);
 	sx__pred_log_flush();
 	/* a pass of its own: the timer's pass in progress starts over */
-	pass_now = -1, cursor_len = 0;
+	pass_now = -1, sx__pred_pass_reset(&pass);
 	sx__pred_fc_sweep_reset();
 	struct sweep s;
 	struct sx_pred_fc_sweep fs;
@@ -1018,11 +946,11 @@ static int m_sweep(struct sx_req *req, const msgpack_object *args, msgpack_packe
 	if (fdone && (rc = sx__pred_fc_alerts_eval(now, &fired)) < 0)
 		return rc;
 	if (!done)
-		cursor_len = 0;
+		sx__pred_pass_reset(&pass);
 	sx__pred_fc_sweep_reset();
 	msgpack_pack_map(pk, 8);
 	sx_pack_kv_int(pk, "now", now);
-	sx_pack_kv_uint(pk, "visited", s.visited);
+	sx_pack_kv_uint(pk, "visited", pass.visited);
 	sx_pack_kv_uint(pk, "folded", s.folded);
 	sx_pack_kv_uint(pk, "open", s.open);
 	sx_pack_kv_uint(pk, "dropped", s.dropped);
@@ -1043,7 +971,7 @@ static const sx_method_fn m_alerts_fn = m_alerts, m_sweep_fn = m_sweep;
 
 int sx__pred_accuracy_start(struct sx_engine *e)
 {
-	nsegregs = 0, pass_now = -1, cursor_len = 0, pass_forecasts = 0;
+	nsegregs = 0, pass_now = -1, sx__pred_pass_reset(&pass), pass_forecasts = 0;
 	memset(&stats, 0, sizeof(stats));
 	const struct sx_method methods[] = {
 		{"predict.accuracy", SX_ROLE_READER, m_accuracy, NULL,

@@ -18,6 +18,7 @@
 
 #define RECIPE_MAX SX_EVENTS_ID_MAX
 #define LOGKEY_MAX (17 + SX_PRED_FKEY_MAX)
+_Static_assert(LOGKEY_MAX <= SX_PRED_PASS_KEY_MAX, "a log key the pass cannot resume after");
 #define KEYS_PER_RECIPE 200 /* series keys with sums of their own, per recipe */
 #define RULES_MAX 1024
 #define HORIZON_MAX 1000
@@ -332,26 +333,25 @@ static int read_actual(const struct entry *e, int64_t from, int64_t to, double *
 	return rc;
 }
 
-/* ---- sums per (recipe, key, close day) while a chunk runs ---- */
+/* ---- the pass over the log, sums per (recipe, key, close day) ---- */
 
-struct pend {
-	char recipe[RECIPE_MAX + 1];
-	char key[SX_PRED_FKEY_MAX + 1]; /* "" with all = 1 */
-	int all;
-	int32_t day;
-	struct sx_pred_ferr e;
+static void ferr_merge(void *into, const void *from) { sx__pred_ferr_merge(into, from); }
+static void ferr_encode(const void *e, uint8_t *out) { sx__pred_ferr_encode(e, out); }
+static int ferr_decode(void *e, const void *buf, size_t len) { return sx__pred_ferr_decode(e, buf, len); }
+
+static const struct sx_pred_sums_type ferr_type = {
+	"forecast error sums", sizeof(struct sx_pred_ferr), SX_PRED_FERR_BYTES, ferr_merge, ferr_encode, ferr_decode,
 };
 
 struct sweep {
 	int64_t now;
-	size_t limit;
 	struct sx_pred_fc_sweep *out;
-	uint8_t last[LOGKEY_MAX];
-	size_t lastlen;
-	int rc;
-	struct pend *p;
-	size_t np, cap;
 };
+
+static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud);
+
+/* The pass over the forecast log ('F' close time run key). */
+static struct sx_pred_pass pass = {.tag = 'F', .type = &ferr_type, .fold = sweep_cb};
 
 static size_t sums_key(uint8_t *k, const char *recipe, const char *key, int all, int32_t day)
 {
@@ -366,27 +366,6 @@ static size_t sums_key(uint8_t *k, const char *recipe, const char *key, int all,
 	}
 	sx_be32(k + n, (uint32_t)day);
 	return n + 4;
-}
-
-static struct sx_pred_ferr *pend_get(struct sweep *s, const char *recipe, const char *key, int all, int32_t day)
-{
-	for (size_t i = 0; i < s->np; i++)
-		if (s->p[i].day == day && s->p[i].all == all && !strcmp(s->p[i].recipe, recipe) &&
-		    !strcmp(s->p[i].key, key))
-			return &s->p[i].e;
-	if (s->np == s->cap) {
-		size_t nc = s->cap ? s->cap * 2 : 16;
-		struct pend *np = realloc(s->p, nc * sizeof(*np));
-		if (!np)
-			return NULL;
-		s->p = np, s->cap = nc;
-	}
-	struct pend *e = &s->p[s->np++];
-	memset(e, 0, sizeof(*e));
-	snprintf(e->recipe, sizeof(e->recipe), "%s", recipe);
-	snprintf(e->key, sizeof(e->key), "%s", key);
-	e->all = all, e->day = day;
-	return &e->e;
 }
 
 /* 1 if the key has sums of its own: registered, or registered now while the
@@ -421,15 +400,6 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 	struct sweep *s = ud;
 	struct sx_pred_fc_sweep *o = s->out;
 	const uint8_t *k = key->data;
-	if (o->visited == s->limit) {
-		o->stopped = 1;
-		return 1;
-	}
-	o->visited++;
-	if (key->len <= LOGKEY_MAX) {
-		memcpy(s->last, k, key->len);
-		s->lastlen = key->len;
-	}
 	msgpack_zone z;
 	msgpack_object obj;
 	size_t off = 0;
@@ -467,9 +437,10 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 		int32_t day = (int32_t)(to / SX_PRED_DAY_MS);
 		double f = num_at(e.mean, (int)j), lo = num_at(e.lo, (int)j), hi = num_at(e.hi, (int)j);
 		for (int all = 1; all >= (own ? 0 : 1); all--) {
-			struct sx_pred_ferr *acc = pend_get(s, recipe, skey, all, day);
+			uint8_t sk[8 + RECIPE_MAX + SX_PRED_FKEY_MAX];
+			struct sx_pred_ferr *acc = sx__pred_pass_sums(&pass, sk, sums_key(sk, recipe, skey, all, day));
 			if (!acc) {
-				rc = sx_diag_set(SX_ENOMEM, "out of memory");
+				rc = SX_ENOMEM;
 				break;
 			}
 			sx__pred_ferr_add(acc, a, f, lo, hi);
@@ -484,79 +455,31 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 		o->dropped++;
 		return sx_store_del(sx__pred_eng->store, SX_T_SERIES, k, key->len);
 	}
-	if (rc < 0)
-		return s->rc = rc;
-	if ((rc = sx_store_del(sx__pred_eng->store, SX_T_SERIES, k, key->len)) < 0)
-		return s->rc = rc;
+	if (rc < 0 || (rc = sx_store_del(sx__pred_eng->store, SX_T_SERIES, k, key->len)) < 0)
+		return rc;
 	if (j >= e.h || j < 0) {
 		o->finished++;
 		return 0;
 	}
 	uint8_t nk[LOGKEY_MAX];
 	size_t nl = log_key(nk, e.origin + (j + 1) * e.period, run, skey, strlen(skey));
-	if ((rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, nk, nl, val->data, val->len)) < 0)
-		return s->rc = rc;
-	return 0;
+	return sx_store_put(sx__pred_eng->store, SX_T_SERIES, nk, nl, val->data, val->len);
 }
 
-static int pend_write(struct sweep *s)
-{
-	for (size_t i = 0; i < s->np; i++) {
-		uint8_t k[8 + RECIPE_MAX + SX_PRED_FKEY_MAX], v[SX_PRED_FERR_BYTES];
-		struct pend *p = &s->p[i];
-		struct sx_val old;
-		size_t kl = sums_key(k, p->recipe, p->key, p->all, p->day);
-		if (sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, kl, &old) == 0) {
-			struct sx_pred_ferr prev;
-			if (sx__pred_ferr_decode(&prev, old.data, old.len) == 0)
-				sx__pred_ferr_merge(&p->e, &prev);
-			else
-				sx_log_error("predict: replacing undecodable forecast error sums of %s", p->recipe);
-		}
-		sx__pred_ferr_encode(&p->e, v);
-		int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, kl, v, sizeof(v));
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
-}
-
-static uint8_t cursor[LOGKEY_MAX];
-static size_t cursor_len;
-
-void sx__pred_fc_sweep_reset(void) { cursor_len = 0; }
+void sx__pred_fc_sweep_reset(void) { sx__pred_pass_reset(&pass); }
 
 int sx__pred_fc_sweep_chunk(int64_t now, size_t limit, struct sx_pred_fc_sweep *out)
 {
-	struct sweep s;
+	struct sweep s = {now, out};
 	memset(out, 0, sizeof(*out));
-	memset(&s, 0, sizeof(s));
-	s.now = now, s.limit = limit, s.out = out;
-	uint8_t lo[LOGKEY_MAX + 1] = {'F'}, hi[9] = {'F'};
-	size_t lolen = 1;
-	if (cursor_len) {
-		memcpy(lo, cursor, cursor_len);
-		lo[cursor_len] = 0;
-		lolen = cursor_len + 1;
-	}
+	pass.ud = &s;
 	if (now >= SX_EVENTS_TIME_MAX)
 		now = SX_EVENTS_TIME_MAX - 1;
+	uint8_t hi[9] = {'F'};
 	sx_be64(hi + 1, (uint64_t)now + 1);
-	int rc = sx_store_scan(sx__pred_eng->store, SX_T_SERIES, lo, lolen, hi, 9, 0, sweep_cb, &s);
-	if (rc == 0 && s.rc < 0)
-		rc = s.rc;
-	if (rc == 0)
-		rc = pend_write(&s);
-	free(s.p);
-	if (rc < 0)
-		return rc;
-	if (out->stopped) {
-		memcpy(cursor, s.last, s.lastlen);
-		cursor_len = s.lastlen;
-		return 0;
-	}
-	cursor_len = 0;
-	return 1;
+	int rc = sx__pred_pass_chunk(&pass, hi, sizeof(hi), limit);
+	out->visited = pass.visited, out->stopped = pass.stopped;
+	return rc;
 }
 
 /* ---- reading the sums ---- */
@@ -974,7 +897,7 @@ static const sx_method_fn m_alerts_fn = m_alerts;
 
 int sx__pred_fc_start(struct sx_engine *e)
 {
-	cursor_len = 0;
+	sx__pred_pass_reset(&pass);
 	const struct sx_method methods[] = {
 		{"forecast.accuracy", SX_ROLE_READER, m_accuracy, NULL,
 		 "error of served forecasts as actuals arrived {recipe, window?, key?, at?}"},

@@ -40,6 +40,7 @@
 #include <msgpack.h>
 
 #include "plugins/events/events.h"
+#include "store/store.h"
 
 struct sx_engine;
 extern struct sx_engine *sx__pred_eng;
@@ -335,5 +336,52 @@ int sx__pred_state_put(char tag, const char *name, const struct sx_pred_alert_st
 void sx__pred_state_pack(msgpack_packer *pk, const char *field, const char *name, const struct sx_pred_alert_state *a);
 /* A number, or nil for NaN. */
 void sx__pred_kv_num(msgpack_packer *pk, const char *k, double v);
+
+/* ---- the accuracy sweep's machinery (sweep.c), shared by the prediction
+ * and the forecast logs ---- */
+
+/* A kind of sums kept per key of SX_T_SERIES: merged, encoded, decoded. */
+struct sx_pred_sums_type {
+	const char *what;  /* for the log */
+	size_t size;       /* of the sums in memory, zeroed when new */
+	size_t bytes;      /* encoded */
+	void (*merge)(void *into, const void *from);
+	void (*encode)(const void *sums, uint8_t *out);
+	int (*decode)(void *sums, const void *buf, size_t len); /* 0 or SX_ECORRUPT */
+};
+
+#define SX_PRED_PASS_KEY_MAX 512 /* longer log keys are folded but cannot be resumed after */
+
+/* One pass over a log (the SX_T_SERIES keys that start with `tag`) in chunks
+ * of at most `limit` entries: `fold` is called per entry in key order (it may
+ * delete or rewrite the entry; a negative return ends the chunk with that
+ * error) and adds to sums gathered per key with sx__pred_pass_sums. */
+struct sx_pred_pass {
+	char tag;
+	const struct sx_pred_sums_type *type;
+	sx_store_scan_cb fold;
+	void *ud;
+	/* after a chunk: */
+	size_t visited;
+	int stopped;       /* the chunk ended at its limit */
+	/* private */
+	size_t limit;
+	int rc;
+	struct sx_pred_pend *pend;
+	size_t npend, cappend;
+	uint8_t cursor[SX_PRED_PASS_KEY_MAX], last[SX_PRED_PASS_KEY_MAX];
+	size_t cursor_len, last_len;
+};
+/* The chunk of entries after the cursor with keys below `hi`: the sums it
+ * gathered are merged into the stored ones and the cursor moves past it. 1
+ * when the pass is complete (the next chunk starts a new pass), 0 when more
+ * remains, or an error: nothing is written, the caller rolls back and the
+ * cursor stays. */
+int sx__pred_pass_chunk(struct sx_pred_pass *p, const uint8_t *hi, size_t hilen, size_t limit);
+/* The sums of store key `k` in the chunk running, zeroed when new; NULL with
+ * SX_ENOMEM set when out of memory. */
+void *sx__pred_pass_sums(struct sx_pred_pass *p, const uint8_t *k, size_t klen);
+/* The next chunk starts a new pass. */
+static inline void sx__pred_pass_reset(struct sx_pred_pass *p) { p->cursor_len = 0; }
 
 #endif
