@@ -41,57 +41,58 @@ struct dest {
 	const char *key, *name, *country, *region;
 	double price; /* per night and traveller, EUR */
 	unsigned tags;
+	double lat, lon;
 };
 
 static const struct dest dests[] = {
-	{"lisbon", "Lisbon", "PT", "Southern Europe", 95, B(T_CITY) | B(T_CULTURE) | B(T_FOOD) | B(T_BUDGET)},
-	{"porto", "Porto", "PT", "Southern Europe", 85, B(T_CITY) | B(T_FOOD) | B(T_HISTORY) | B(T_BUDGET)},
-	{"algarve", "Algarve", "PT", "Southern Europe", 110, B(T_BEACH) | B(T_FAMILY) | B(T_NATURE)},
-	{"barcelona", "Barcelona", "ES", "Southern Europe", 120, B(T_CITY) | B(T_BEACH) | B(T_NIGHT) | B(T_FOOD)},
-	{"madrid", "Madrid", "ES", "Southern Europe", 105, B(T_CITY) | B(T_CULTURE) | B(T_NIGHT) | B(T_SHOPPING)},
-	{"seville", "Seville", "ES", "Southern Europe", 90, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC)},
-	{"mallorca", "Mallorca", "ES", "Southern Europe", 130, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY)},
-	{"tenerife", "Tenerife", "ES", "Atlantic", 115, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE)},
-	{"rome", "Rome", "IT", "Southern Europe", 125, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE) | B(T_FOOD)},
-	{"florence", "Florence", "IT", "Southern Europe", 130, B(T_CULTURE) | B(T_ROMANTIC) | B(T_FOOD)},
-	{"venice", "Venice", "IT", "Southern Europe", 160, B(T_ROMANTIC) | B(T_HISTORY) | B(T_CULTURE)},
-	{"amalfi", "Amalfi Coast", "IT", "Southern Europe", 190, B(T_BEACH) | B(T_ROMANTIC) | B(T_FOOD)},
-	{"dolomites", "Dolomites", "IT", "Alps", 140, B(T_SKI) | B(T_MOUNTAINS) | B(T_NATURE) | B(T_ADVENTURE)},
-	{"paris", "Paris", "FR", "Western Europe", 170, B(T_CITY) | B(T_ROMANTIC) | B(T_CULTURE) | B(T_SHOPPING)},
-	{"nice", "Nice", "FR", "Western Europe", 150, B(T_BEACH) | B(T_CITY) | B(T_FOOD)},
-	{"chamonix", "Chamonix", "FR", "Alps", 175, B(T_SKI) | B(T_MOUNTAINS) | B(T_ADVENTURE)},
-	{"london", "London", "GB", "Western Europe", 180, B(T_CITY) | B(T_CULTURE) | B(T_SHOPPING) | B(T_NIGHT)},
-	{"edinburgh", "Edinburgh", "GB", "Western Europe", 120, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE)},
-	{"amsterdam", "Amsterdam", "NL", "Western Europe", 150, B(T_CITY) | B(T_NIGHT) | B(T_CULTURE)},
-	{"berlin", "Berlin", "DE", "Central Europe", 100, B(T_CITY) | B(T_NIGHT) | B(T_HISTORY) | B(T_BUDGET)},
-	{"munich", "Munich", "DE", "Central Europe", 130, B(T_CITY) | B(T_FOOD) | B(T_FAMILY)},
-	{"vienna", "Vienna", "AT", "Central Europe", 125, B(T_CITY) | B(T_CULTURE) | B(T_HISTORY)},
-	{"innsbruck", "Innsbruck", "AT", "Alps", 135, B(T_SKI) | B(T_MOUNTAINS) | B(T_FAMILY)},
-	{"zermatt", "Zermatt", "CH", "Alps", 240, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS)},
-	{"prague", "Prague", "CZ", "Central Europe", 75, B(T_CITY) | B(T_HISTORY) | B(T_BUDGET) | B(T_NIGHT)},
-	{"budapest", "Budapest", "HU", "Central Europe", 70, B(T_CITY) | B(T_WELLNESS) | B(T_BUDGET)},
-	{"krakow", "Krakow", "PL", "Central Europe", 60, B(T_CITY) | B(T_HISTORY) | B(T_BUDGET)},
-	{"athens", "Athens", "GR", "Southern Europe", 95, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE)},
-	{"santorini", "Santorini", "GR", "Southern Europe", 210, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC)},
-	{"crete", "Crete", "GR", "Southern Europe", 105, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY) | B(T_HISTORY)},
-	{"dubrovnik", "Dubrovnik", "HR", "Southern Europe", 140, B(T_BEACH) | B(T_HISTORY) | B(T_ROMANTIC)},
-	{"reykjavik", "Reykjavik", "IS", "Northern Europe", 190, B(T_NATURE) | B(T_ADVENTURE) | B(T_WELLNESS)},
-	{"copenhagen", "Copenhagen", "DK", "Northern Europe", 165, B(T_CITY) | B(T_FOOD) | B(T_FAMILY)},
-	{"stockholm", "Stockholm", "SE", "Northern Europe", 155, B(T_CITY) | B(T_NATURE) | B(T_CULTURE)},
-	{"istanbul", "Istanbul", "TR", "Middle East", 80, B(T_CITY) | B(T_HISTORY) | B(T_FOOD) | B(T_SHOPPING)},
-	{"marrakech", "Marrakech", "MA", "Africa", 75, B(T_CULTURE) | B(T_SHOPPING) | B(T_ADVENTURE)},
-	{"cape-town", "Cape Town", "ZA", "Africa", 110, B(T_NATURE) | B(T_BEACH) | B(T_ADVENTURE)},
-	{"dubai", "Dubai", "AE", "Middle East", 220, B(T_CITY) | B(T_SHOPPING) | B(T_BEACH)},
-	{"new-york", "New York", "US", "North America", 230, B(T_CITY) | B(T_SHOPPING) | B(T_CULTURE) | B(T_NIGHT)},
-	{"cancun", "Cancun", "MX", "North America", 140, B(T_BEACH) | B(T_NIGHT) | B(T_FAMILY)},
-	{"banff", "Banff", "CA", "North America", 170, B(T_SKI) | B(T_NATURE) | B(T_MOUNTAINS)},
-	{"tokyo", "Tokyo", "JP", "Asia", 160, B(T_CITY) | B(T_FOOD) | B(T_CULTURE) | B(T_SHOPPING)},
-	{"kyoto", "Kyoto", "JP", "Asia", 150, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC)},
-	{"bangkok", "Bangkok", "TH", "Asia", 65, B(T_CITY) | B(T_FOOD) | B(T_NIGHT) | B(T_BUDGET)},
-	{"bali", "Bali", "ID", "Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_WELLNESS) | B(T_ROMANTIC)},
-	{"maldives", "Maldives", "MV", "Asia", 380, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_WELLNESS)},
-	{"sydney", "Sydney", "AU", "Oceania", 200, B(T_CITY) | B(T_BEACH) | B(T_NATURE)},
-	{"queenstown", "Queenstown", "NZ", "Oceania", 180, B(T_ADVENTURE) | B(T_SKI) | B(T_NATURE)},
+	{"lisbon", "Lisbon", "PT", "Southern Europe", 95, B(T_CITY) | B(T_CULTURE) | B(T_FOOD) | B(T_BUDGET), 38.7, -9.1},
+	{"porto", "Porto", "PT", "Southern Europe", 85, B(T_CITY) | B(T_FOOD) | B(T_HISTORY) | B(T_BUDGET), 41.2, -8.6},
+	{"algarve", "Algarve", "PT", "Southern Europe", 110, B(T_BEACH) | B(T_FAMILY) | B(T_NATURE), 37.1, -8.2},
+	{"barcelona", "Barcelona", "ES", "Southern Europe", 120, B(T_CITY) | B(T_BEACH) | B(T_NIGHT) | B(T_FOOD), 41.4, 2.2},
+	{"madrid", "Madrid", "ES", "Southern Europe", 105, B(T_CITY) | B(T_CULTURE) | B(T_NIGHT) | B(T_SHOPPING), 40.4, -3.7},
+	{"seville", "Seville", "ES", "Southern Europe", 90, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC), 37.4, -6.0},
+	{"mallorca", "Mallorca", "ES", "Southern Europe", 130, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 39.6, 2.9},
+	{"tenerife", "Tenerife", "ES", "Atlantic", 115, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE), 28.3, -16.6},
+	{"rome", "Rome", "IT", "Southern Europe", 125, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE) | B(T_FOOD), 41.9, 12.5},
+	{"florence", "Florence", "IT", "Southern Europe", 130, B(T_CULTURE) | B(T_ROMANTIC) | B(T_FOOD), 43.8, 11.3},
+	{"venice", "Venice", "IT", "Southern Europe", 160, B(T_ROMANTIC) | B(T_HISTORY) | B(T_CULTURE), 45.4, 12.3},
+	{"amalfi", "Amalfi Coast", "IT", "Southern Europe", 190, B(T_BEACH) | B(T_ROMANTIC) | B(T_FOOD), 40.6, 14.6},
+	{"dolomites", "Dolomites", "IT", "Alps", 140, B(T_SKI) | B(T_MOUNTAINS) | B(T_NATURE) | B(T_ADVENTURE), 46.4, 11.8},
+	{"paris", "Paris", "FR", "Western Europe", 170, B(T_CITY) | B(T_ROMANTIC) | B(T_CULTURE) | B(T_SHOPPING), 48.9, 2.4},
+	{"nice", "Nice", "FR", "Western Europe", 150, B(T_BEACH) | B(T_CITY) | B(T_FOOD), 43.7, 7.3},
+	{"chamonix", "Chamonix", "FR", "Alps", 175, B(T_SKI) | B(T_MOUNTAINS) | B(T_ADVENTURE), 45.9, 6.9},
+	{"london", "London", "GB", "Western Europe", 180, B(T_CITY) | B(T_CULTURE) | B(T_SHOPPING) | B(T_NIGHT), 51.5, -0.1},
+	{"edinburgh", "Edinburgh", "GB", "Western Europe", 120, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE), 56.0, -3.2},
+	{"amsterdam", "Amsterdam", "NL", "Western Europe", 150, B(T_CITY) | B(T_NIGHT) | B(T_CULTURE), 52.4, 4.9},
+	{"berlin", "Berlin", "DE", "Central Europe", 100, B(T_CITY) | B(T_NIGHT) | B(T_HISTORY) | B(T_BUDGET), 52.5, 13.4},
+	{"munich", "Munich", "DE", "Central Europe", 130, B(T_CITY) | B(T_FOOD) | B(T_FAMILY), 48.1, 11.6},
+	{"vienna", "Vienna", "AT", "Central Europe", 125, B(T_CITY) | B(T_CULTURE) | B(T_HISTORY), 48.2, 16.4},
+	{"innsbruck", "Innsbruck", "AT", "Alps", 135, B(T_SKI) | B(T_MOUNTAINS) | B(T_FAMILY), 47.3, 11.4},
+	{"zermatt", "Zermatt", "CH", "Alps", 240, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS), 46.0, 7.7},
+	{"prague", "Prague", "CZ", "Central Europe", 75, B(T_CITY) | B(T_HISTORY) | B(T_BUDGET) | B(T_NIGHT), 50.1, 14.4},
+	{"budapest", "Budapest", "HU", "Central Europe", 70, B(T_CITY) | B(T_WELLNESS) | B(T_BUDGET), 47.5, 19.0},
+	{"krakow", "Krakow", "PL", "Central Europe", 60, B(T_CITY) | B(T_HISTORY) | B(T_BUDGET), 50.1, 19.9},
+	{"athens", "Athens", "GR", "Southern Europe", 95, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE), 38.0, 23.7},
+	{"santorini", "Santorini", "GR", "Southern Europe", 210, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC), 36.4, 25.4},
+	{"crete", "Crete", "GR", "Southern Europe", 105, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY) | B(T_HISTORY), 35.3, 24.9},
+	{"dubrovnik", "Dubrovnik", "HR", "Southern Europe", 140, B(T_BEACH) | B(T_HISTORY) | B(T_ROMANTIC), 42.6, 18.1},
+	{"reykjavik", "Reykjavik", "IS", "Northern Europe", 190, B(T_NATURE) | B(T_ADVENTURE) | B(T_WELLNESS), 64.1, -21.9},
+	{"copenhagen", "Copenhagen", "DK", "Northern Europe", 165, B(T_CITY) | B(T_FOOD) | B(T_FAMILY), 55.7, 12.6},
+	{"stockholm", "Stockholm", "SE", "Northern Europe", 155, B(T_CITY) | B(T_NATURE) | B(T_CULTURE), 59.3, 18.1},
+	{"istanbul", "Istanbul", "TR", "Middle East", 80, B(T_CITY) | B(T_HISTORY) | B(T_FOOD) | B(T_SHOPPING), 41.0, 29.0},
+	{"marrakech", "Marrakech", "MA", "Africa", 75, B(T_CULTURE) | B(T_SHOPPING) | B(T_ADVENTURE), 31.6, -8.0},
+	{"cape-town", "Cape Town", "ZA", "Africa", 110, B(T_NATURE) | B(T_BEACH) | B(T_ADVENTURE), -33.9, 18.4},
+	{"dubai", "Dubai", "AE", "Middle East", 220, B(T_CITY) | B(T_SHOPPING) | B(T_BEACH), 25.2, 55.3},
+	{"new-york", "New York", "US", "North America", 230, B(T_CITY) | B(T_SHOPPING) | B(T_CULTURE) | B(T_NIGHT), 40.7, -74.0},
+	{"cancun", "Cancun", "MX", "North America", 140, B(T_BEACH) | B(T_NIGHT) | B(T_FAMILY), 21.2, -86.8},
+	{"banff", "Banff", "CA", "North America", 170, B(T_SKI) | B(T_NATURE) | B(T_MOUNTAINS), 51.2, -115.6},
+	{"tokyo", "Tokyo", "JP", "Asia", 160, B(T_CITY) | B(T_FOOD) | B(T_CULTURE) | B(T_SHOPPING), 35.7, 139.7},
+	{"kyoto", "Kyoto", "JP", "Asia", 150, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC), 35.0, 135.8},
+	{"bangkok", "Bangkok", "TH", "Asia", 65, B(T_CITY) | B(T_FOOD) | B(T_NIGHT) | B(T_BUDGET), 13.8, 100.5},
+	{"bali", "Bali", "ID", "Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_WELLNESS) | B(T_ROMANTIC), -8.4, 115.2},
+	{"maldives", "Maldives", "MV", "Asia", 380, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_WELLNESS), 3.2, 73.2},
+	{"sydney", "Sydney", "AU", "Oceania", 200, B(T_CITY) | B(T_BEACH) | B(T_NATURE), -33.9, 151.2},
+	{"queenstown", "Queenstown", "NZ", "Oceania", 180, B(T_ADVENTURE) | B(T_SKI) | B(T_NATURE), -45.0, 168.7},
 };
 #define NDESTS ((int)SX_ARRAY_SIZE(dests))
 
@@ -104,10 +105,24 @@ struct wchoice {
 	const char *name;
 	double w;
 };
+static unsigned act_tags(const struct dest *x, int a)
+{
+	return x->tags & (a == 0 ? B(T_FOOD) | B(T_CULTURE) : a == 1 ? B(T_HISTORY) | B(T_CULTURE) | B(T_CITY) : ~0u);
+}
+
 static const struct wchoice countries[] = {
 	{"DE", 18}, {"GB", 15}, {"FR", 14}, {"US", 12}, {"ES", 8}, {"IT", 8}, {"NL", 6},
 	{"SE", 4}, {"PL", 4}, {"CH", 3}, {"BR", 3}, {"JP", 3}, {"CA", 2},
 };
+#define NCOUNTRIES ((int)SX_ARRAY_SIZE(countries))
+/* where a country's travellers start from (its population's centre, roughly) */
+static const double country_pos[NCOUNTRIES][2] = {
+	{51.0, 10.0}, {52.5, -1.5}, {46.8, 2.4}, {39.0, -85.0}, {40.4, -3.7}, {42.5, 12.5}, {52.2, 5.3},
+	{59.3, 18.0}, {52.0, 19.5}, {46.8, 8.2}, {-15.8, -47.9}, {35.7, 139.7}, {45.4, -75.7},
+};
+/* How often each tag is someone's interest: sun and cities lead, as in
+ * travel surveys; niche tags (ski, wellness, shopping) are a few percent. */
+static const double tag_share[NTAGS] = {14, 14, 10, 8, 5, 9, 5, 7, 6, 6, 8, 5, 6, 4, 4, 5};
 static const struct wchoice devices[] = {{"mobile", 58}, {"desktop", 34}, {"tablet", 8}};
 static const double device_conv[] = {0.8, 1.45, 1.0}; /* booking propensity by device */
 static const double hour_w[24] = {1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 3.5, 3.5,
@@ -171,14 +186,54 @@ static int pick_choice(struct rng *r, const struct wchoice *c, int n)
 
 enum { S_USER = 1, S_DAY, S_SESSION, S_ITEMS };
 
-/* ---- the load ---- */
+/* ---- travellers ----
+ *
+ * Travel is personal, so each user's taste is drawn once, at creation, from
+ * (seed, user), and stays:
+ * - home: the country's position. A destination's distance weight is
+ *   (1 + d / 1000 km)^-1.3, doubled in the home country: a gravity model in
+ *   which domestic and nearby trips dominate and long haul is a few percent
+ *   of a European's views (as in Eurostat's trip statistics).
+ * - budget: a comfortable price per night and traveller, lognormal with median
+ *   120 EUR and sigma 0.4 (5-95 %: 62-232 EUR). Dearer places fade fast (a
+ *   normal in log price with sigma 0.35 above the budget), cheaper ones slowly
+ *   (0.9 below), and none falls under 0.1: people look at places they will
+ *   not book.
+ * - interests: 1 (40 %), 2 (40 %) or 3 (20 %) distinct tags drawn by
+ *   tag_share, weighted 1, 0.6, 0.4.
+ * - season sensitivity: the exponent on a destination's season curve,
+ *   lognormal around 1 (sigma 0.4): some travel when the beach is warm,
+ *   others whenever.
+ * A session is coherent: one tag (one of the interests by weight 75 % of the
+ * time, else any tag by tag_share: inspiration), and in 35 % of sessions also
+ * a region, drawn among those with the tag by the user's weights below; each
+ * search carries `query` (the tag) and `region`. Views are drawn by
+ * popularity x season^sensitivity x distance x budget x interests
+ * (1 + 0.5 x the weights of the interests the destination carries) x focus
+ * (x0.08 off the session's tag, x0.1 off its region). A session's first view
+ * goes back to the destination the user viewed last with probability 0.3
+ * (people return to what they consider); each later view leans towards
+ * destinations like the one before (x (1 + its share of the tags they share
+ * + 1 in the same region)) and never repeats it. After 30 % of destination
+ * views comes a view of one of its activities, by the user's interests
+ * (1 + 2 x the weights of the interests among the activity's tags). Popularity stays the Zipf
+ * law below, so the marginal counts keep their power law, and the funnel's
+ * rates are the old ones. */
+
+#define NO_DEST 0xff
 
 struct demo_user {
 	int32_t signup_day; /* relative to the first day; negative: before the window */
 	float rate;         /* sessions per day while engaged */
 	float lifetime;     /* days of engagement after signup */
-	uint8_t country, device, tag;
+	float budget;       /* EUR per night and traveller */
+	float season;       /* exponent on the season curve */
+	uint8_t country, device, ninterests;
+	uint8_t interest[3];
+	uint8_t last;       /* the destination viewed last; NO_DEST */
 };
+
+static const double interest_w[3] = {1, 0.6, 0.4};
 
 struct demo {
 	uv_timer_t timer;
@@ -190,8 +245,11 @@ struct demo {
 	uint32_t next_user, day;
 	struct demo_user *users;
 	double pop[NDESTS]; /* power-law popularity, seeded order */
-	double dw[NDESTS];  /* today's weights: popularity x season */
-	double dw_total;
+	double season[NDESTS]; /* today's season factor */
+	double distw[NCOUNTRIES][NDESTS]; /* distance weight from each home country */
+	int nregions;
+	const char *regions[NDESTS];
+	uint8_t dest_region[NDESTS];
 	uint64_t events, items, rejected;
 	uint64_t started_ms;
 	msgpack_sbuffer sb;
@@ -208,6 +266,13 @@ static double season(unsigned tags, double doy)
 	if (tags & B(T_SKI))
 		return 1 + 0.8 * cos(a * (doy - 35));
 	return 1 + 0.15 * cos(a * (doy - 140));
+}
+
+static double distance_km(double lat1, double lon1, double lat2, double lon2)
+{
+	double r = M_PI / 180, a = sin((lat2 - lat1) * r / 2), b = sin((lon2 - lon1) * r / 2);
+	double h = a * a + cos(lat1 * r) * cos(lat2 * r) * b * b;
+	return 2 * 6371 * asin(sqrt(fmin(1, h)));
 }
 
 static double doy_of(int64_t t)
@@ -320,7 +385,7 @@ static int phase_items(struct demo *d)
 			sx_pack_kv_str(&pk, "region", x->region);
 			sx_pack_kv_double(&pk, "price", round(x->price * (0.3 + 0.2 * a)));
 			sx_pack_key(&pk, "tags");
-			pack_tags(&pk, x->tags & (a == 0 ? B(T_FOOD) | B(T_CULTURE) : a == 1 ? B(T_HISTORY) | B(T_CULTURE) | B(T_CITY) : ~0u));
+			pack_tags(&pk, act_tags(x, a));
 			char aid[96];
 			snprintf(aid, sizeof(aid), "act:%s:%d", x->key, a + 1);
 			vector_of(x->tags & ~(unsigned)(a == 0 ? B(T_BEACH) : 0), d->seed + (uint64_t)a + 1, x->key, vec);
@@ -379,7 +444,7 @@ static int phase_items(struct demo *d)
 static void user_draw(struct demo *d, uint32_t u, struct demo_user *du)
 {
 	struct rng r;
-	double cw[16], ct = 0;
+	double cw[16], ct = 0, tw[NTAGS];
 	rng_seed(&r, d->seed, S_USER, u, 0);
 	if (rng_unif(&r) < 0.25)
 		du->signup_day = -1 - (int32_t)(rng_unif(&r) * d->ndays);
@@ -389,11 +454,23 @@ static void user_draw(struct demo *d, uint32_t u, struct demo_user *du)
 		du->signup_day = (int32_t)d->ndays - 1;
 	du->rate = (float)fmin(3.0, exp(log(0.25) + 0.9 * rng_normal(&r)));
 	du->lifetime = (float)(-21.0 * log(1 - rng_unif(&r)));
-	for (int i = 0; i < (int)SX_ARRAY_SIZE(countries); i++)
+	for (int i = 0; i < NCOUNTRIES; i++)
 		ct += cw[i] = countries[i].w;
-	du->country = (uint8_t)rng_pick(&r, cw, (int)SX_ARRAY_SIZE(countries), ct);
+	du->country = (uint8_t)rng_pick(&r, cw, NCOUNTRIES, ct);
 	du->device = (uint8_t)pick_choice(&r, devices, (int)SX_ARRAY_SIZE(devices));
-	du->tag = (uint8_t)(rng_next(&r) % NTAGS);
+	double x = rng_unif(&r);
+	du->ninterests = x < 0.4 ? 1 : x < 0.8 ? 2 : 3;
+	memcpy(tw, tag_share, sizeof(tw));
+	for (int i = 0; i < du->ninterests; i++) {
+		double t = 0;
+		for (int j = 0; j < NTAGS; j++)
+			t += tw[j];
+		du->interest[i] = (uint8_t)rng_pick(&r, tw, NTAGS, t);
+		tw[du->interest[i]] = 0; /* distinct */
+	}
+	du->budget = (float)(120.0 * exp(0.4 * rng_normal(&r)));
+	du->season = (float)exp(0.4 * rng_normal(&r));
+	du->last = NO_DEST;
 }
 
 static void user_id(uint32_t u, char *buf, size_t size) { snprintf(buf, size, "u%07u", u); }
@@ -411,10 +488,15 @@ static int phase_users(struct demo *d)
 		msgpack_object o;
 		user_draw(d, d->next_user, du);
 		msgpack_sbuffer_clear(&d->sb);
-		msgpack_pack_map(&pk, 3);
+		msgpack_pack_map(&pk, 5);
 		sx_pack_kv_str(&pk, "country", countries[du->country].name);
 		sx_pack_kv_str(&pk, "device", devices[du->device].name);
-		sx_pack_kv_str(&pk, "interest", tag_names[du->tag]);
+		sx_pack_kv_str(&pk, "interest", tag_names[du->interest[0]]);
+		sx_pack_key(&pk, "interests");
+		msgpack_pack_array(&pk, du->ninterests);
+		for (int i = 0; i < du->ninterests; i++)
+			sx_pack_str(&pk, tag_names[du->interest[i]]);
+		sx_pack_kv_int(&pk, "budget", (int64_t)lround(du->budget));
 		user_id(d->next_user, id, sizeof(id));
 		if ((rc = as_object(d, &o)) < 0 ||
 		    (rc = sx__ev_user_put(id, strlen(id), &o, d->from + (int64_t)du->signup_day * SX_EV_DAY_MS +
@@ -429,21 +511,46 @@ static int phase_users(struct demo *d)
 static void day_weights(struct demo *d, int64_t day_start)
 {
 	double doy = doy_of(day_start);
-	d->dw_total = 0;
 	for (int i = 0; i < NDESTS; i++)
-		d->dw_total += d->dw[i] = d->pop[i] * season(dests[i].tags, doy);
+		d->season[i] = season(dests[i].tags, doy);
 }
 
-static int pick_dest(struct demo *d, struct rng *r, int tag)
+/* The user's standing weights for the destinations today (before a session's focus). */
+static void taste_weights(const struct demo *d, const struct demo_user *du, double *w)
 {
-	if (tag >= 0 && rng_unif(r) < 0.6) {
-		double w[NDESTS], t = 0;
-		for (int i = 0; i < NDESTS; i++)
-			t += w[i] = dests[i].tags & (1u << tag) ? d->dw[i] : 0;
-		if (t > 0)
-			return rng_pick(r, w, NDESTS, t);
+	for (int i = 0; i < NDESTS; i++) {
+		double r = log(dests[i].price / du->budget);
+		double fit = exp(-0.5 * r * r / (r > 0 ? 0.35 * 0.35 : 0.9 * 0.9));
+		double like = 1;
+		for (int k = 0; k < du->ninterests; k++)
+			if (dests[i].tags & (1u << du->interest[k]))
+				like += 0.5 * interest_w[k];
+		w[i] = d->pop[i] * pow(d->season[i], du->season) * d->distw[du->country][i] * fmax(0.1, fit) * like;
 	}
-	return rng_pick(r, d->dw, NDESTS, d->dw_total);
+}
+
+static int shared_tags(unsigned a, unsigned b) { return __builtin_popcount(a & b); }
+
+/* The next view of a session: tag and region (-1: none) are its focus, prev
+ * the view before (-1: none). */
+static int pick_view(const struct demo *d, struct rng *r, const double *taste, int tag, int region, int prev)
+{
+	double w[NDESTS], t = 0;
+	for (int i = 0; i < NDESTS; i++) {
+		double x = taste[i];
+		if (!(dests[i].tags & (1u << tag)))
+			x *= 0.08;
+		if (region >= 0 && d->dest_region[i] != region)
+			x *= 0.1;
+		if (prev >= 0) {
+			x *= 1 + (double)shared_tags(dests[i].tags, dests[prev].tags) / __builtin_popcount(dests[prev].tags) +
+			     (d->dest_region[i] == d->dest_region[prev]);
+			if (i == prev)
+				x = 0;
+		}
+		t += w[i] = x;
+	}
+	return rng_pick(r, w, NDESTS, t);
 }
 
 /* One event into d->sb: [user, name, time, item|NULL] plus properties packed by the caller. */
@@ -462,7 +569,7 @@ static void ev_head(msgpack_packer *pk, const char *user, const char *name, int6
 /* The events of user u on day `day` (relative), packed into d->sb. */
 static uint32_t user_day(struct demo *d, msgpack_packer *pk, uint32_t u, uint32_t day)
 {
-	const struct demo_user *du = &d->users[u];
+	struct demo_user *du = &d->users[u];
 	int64_t day_start = d->from + (int64_t)day * SX_EV_DAY_MS;
 	if ((int32_t)day < du->signup_day)
 		return 0;
@@ -479,7 +586,13 @@ static uint32_t user_day(struct demo *d, msgpack_packer *pk, uint32_t u, uint32_
 	int sessions = 1 + (rng_unif(&r) < fmin(0.5, p * 0.3));
 	uint32_t n = 0;
 	char uid[32], item[96], trip[64];
+	double taste[NDESTS], rw[NDESTS], it = 0, st = 0;
 	user_id(u, uid, sizeof(uid));
+	taste_weights(d, du, taste);
+	for (int k = 0; k < du->ninterests; k++)
+		it += interest_w[k];
+	for (int k = 0; k < NTAGS; k++)
+		st += tag_share[k];
 	for (int s = 0; s < sessions; s++) {
 		const char *dev = devices[rng_unif(&r) < 0.8 ? du->device : (int)(rng_next(&r) % 3)].name;
 		int devi = 0;
@@ -493,24 +606,60 @@ static uint32_t user_day(struct demo *d, msgpack_packer *pk, uint32_t u, uint32_
 			n++;
 			t += 20000;
 		}
-		int tag = rng_unif(&r) < 0.6 ? du->tag : (int)(rng_next(&r) % NTAGS);
+		int tag = rng_unif(&r) < 0.75 ? du->interest[rng_pick(&r, interest_w, du->ninterests, it)]
+					      : rng_pick(&r, tag_share, NTAGS, st);
+		int region = -1;
+		if (rng_unif(&r) < 0.35) {
+			/* a region where the tag can be found, by the user's weights */
+			double rt = 0;
+			for (int g = 0; g < d->nregions; g++)
+				rw[g] = 0;
+			for (int i = 0; i < NDESTS; i++)
+				if (dests[i].tags & (1u << tag))
+					rw[d->dest_region[i]] += taste[i], rt += taste[i];
+			if (rt > 0)
+				region = rng_pick(&r, rw, d->nregions, rt);
+		}
 		int nsearch = 1 + (rng_unif(&r) < 0.4) + (rng_unif(&r) < 0.15);
 		for (int i = 0; i < nsearch; i++) {
-			ev_head(pk, uid, "search", t, NULL, 2);
+			ev_head(pk, uid, "search", t, NULL, 2 + (region >= 0));
 			sx_pack_kv_str(pk, "device", dev);
 			sx_pack_kv_str(pk, "query", tag_names[tag]);
+			if (region >= 0)
+				sx_pack_kv_str(pk, "region", d->regions[region]);
 			n++;
 			t += 15000 + (int64_t)(rng_unif(&r) * 105000);
 		}
 		int nview = 1 + (int)fmin(7, floor(-log(1 - rng_unif(&r)) * 1.5));
-		int last = 0;
+		int last = -1;
 		for (int i = 0; i < nview; i++) {
-			last = pick_dest(d, &r, tag);
+			if (i == 0 && du->last != NO_DEST && rng_unif(&r) < 0.3)
+				last = du->last;
+			else
+				last = pick_view(d, &r, taste, tag, region, last);
+			du->last = (uint8_t)last;
 			snprintf(item, sizeof(item), "dest:%s", dests[last].key);
 			ev_head(pk, uid, "view", t, item, 1);
 			sx_pack_kv_str(pk, "device", dev);
 			n++;
 			t += 20000 + (int64_t)(rng_unif(&r) * 220000);
+			if (rng_unif(&r) < 0.3) {
+				double aw[NACTS], at = 0;
+				char act[96];
+				for (int a = 0; a < NACTS; a++) {
+					unsigned tg = act_tags(&dests[last], a);
+					aw[a] = 1;
+					for (int k = 0; k < du->ninterests; k++)
+						if (tg & (1u << du->interest[k]))
+							aw[a] += 2 * interest_w[k];
+					at += aw[a];
+				}
+				snprintf(act, sizeof(act), "act:%s:%d", dests[last].key, rng_pick(&r, aw, NACTS, at) + 1);
+				ev_head(pk, uid, "view", t, act, 1);
+				sx_pack_kv_str(pk, "device", dev);
+				n++;
+				t += 20000 + (int64_t)(rng_unif(&r) * 160000);
+			}
 		}
 		if (rng_unif(&r) >= 0.12 * device_conv[devi])
 			continue;
@@ -690,6 +839,18 @@ static int demo_begin(uint32_t users, uint32_t days, uint64_t seed, int64_t end,
 	}
 	for (int i = 0; i < NDESTS; i++)
 		d->pop[order[i]] = 1.0 / pow(i + 1, 1.1);
+	for (int i = 0; i < NDESTS; i++) {
+		int g = 0;
+		while (g < d->nregions && strcmp(d->regions[g], dests[i].region) != 0)
+			g++;
+		if (g == d->nregions)
+			d->regions[d->nregions++] = dests[i].region;
+		d->dest_region[i] = (uint8_t)g;
+		for (int c = 0; c < NCOUNTRIES; c++) {
+			double km = distance_km(country_pos[c][0], country_pos[c][1], dests[i].lat, dests[i].lon);
+			d->distw[c][i] = pow(1 + km / 1000, -1.3) * (strcmp(countries[c].name, dests[i].country) == 0 ? 2 : 1);
+		}
+	}
 	uv_timer_init(sx__ev_eng->loop, &d->timer);
 	d->timer.data = d;
 	uv_timer_start(&d->timer, demo_tick, 0, 0);

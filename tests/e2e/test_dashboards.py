@@ -85,7 +85,59 @@ def test_demo_metrics_plausible(server, c):
     kinds = {k: len(c.call("items.list", kind=k, limit=1000)["items"]) for k in ("destination", "activity", "offer", "trip")}
     assert kinds == {"destination": 48, "activity": 144, "offer": 24, "trip": 32}
     u = c.call("users.get", id="u0000001")
-    assert set(u["attributes"]) == {"country", "device", "interest"} and u["signup_time"] is not None
+    assert set(u["attributes"]) == {"country", "device", "interest", "interests", "budget"}
+    assert u["signup_time"] is not None
+    a = u["attributes"]
+    assert 1 <= len(a["interests"]) <= 3 and a["interest"] == a["interests"][0] and 20 < a["budget"] < 1000
+
+
+def test_demo_travellers_have_personal_taste():
+    """Each user's taste (home, budget, interests) shapes their sessions: searches
+    carry the searched tag and region and the views follow them; Japanese users
+    look at Asia, Germans at Europe."""
+    with Server(copy_scripts=False) as s, s.client(timeout=120) as c:
+        c.call("demo.load", users=600, days=30, seed=7, end=END)
+        evs = json.loads(c.call("export", what="events", **{"from": END - 30 * DAY, "to": END}, format="json")["data"])
+        users = {}
+        for e in evs:
+            if e["user"] not in users:
+                users[e["user"]] = c.call("users.get", id=e["user"])["attributes"]
+        dests = {d["id"]: d["attributes"] for d in c.call("items.list", kind="destination", limit=100)["items"]}
+    searches = [e for e in evs if e["name"] == "search"]
+    with_region = [e for e in searches if "region" in e["properties"]]
+    assert 0.2 < len(with_region) / len(searches) < 0.5
+    assert {e["properties"]["region"] for e in with_region} <= {d["region"] for d in dests.values()}
+    # the views after a search stay mostly on its tag, and on its region when it has one
+    on_tag = on_region = n_tag = n_region = 0
+    focus = {}
+    for e in sorted(evs, key=lambda e: (e["user"], e["time"])):
+        if e["name"] == "search":
+            focus[e["user"]] = e["properties"]
+        elif e["name"] == "view" and e["item"] in dests and e["user"] in focus:
+            f, d = focus[e["user"]], dests[e["item"]]
+            n_tag += 1
+            on_tag += f["query"] in d["tags"]
+            if "region" in f:
+                n_region += 1
+                on_region += f["region"] == d["region"]
+    assert on_tag / n_tag > 0.6 and on_region / n_region > 0.6, (on_tag / n_tag, on_region / n_region)
+    # home matters: the share of views in Asia by home country
+    asia = {}
+    for e in evs:
+        if e["name"] == "view" and e["item"] in dests:
+            k = users[e["user"]]["country"]
+            a = asia.setdefault(k, [0, 0])
+            a[0] += dests[e["item"]]["region"] == "Asia"
+            a[1] += 1
+    assert asia["JP"][0] / asia["JP"][1] > max(0.3, 10 * asia["DE"][0] / asia["DE"][1]), asia
+    # a user's interests show in the tags of what they view (lift over everyone's views)
+    lift = []
+    for tag in ("beach", "ski", "culture"):
+        fans = [e for e in evs if e["name"] == "view" and e["item"] in dests and tag in users[e["user"]]["interests"]]
+        every = [e for e in evs if e["name"] == "view" and e["item"] in dests]
+        share = lambda xs: sum(tag in dests[e["item"]]["tags"] for e in xs) / len(xs)  # noqa: E731
+        lift.append(share(fans) / share(every))
+    assert min(lift) > 1.3, lift
 
 
 def test_demo_seeded_and_bad_inputs(c):
