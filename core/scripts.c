@@ -1,6 +1,7 @@
 #include "core/scripts.h"
 
 #include <dirent.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,16 @@
 #define MAX_KINDS 16
 #define MAX_SOURCE (1 << 20)
 #define MAX_VALUE (16 << 20)
+#define LIB "lib"
+#define MAX_DEPS 64	  /* libs one script may require, directly or not */
+#define MAX_LIB_DEPTH 16 /* libs requiring libs */
+#define MAX_USES 8
+
+/* Names of the libs a load required, directly or through other libs. */
+struct deps {
+	char (*v)[64];
+	int n;
+};
 
 struct script {
 	char kind[32];
@@ -35,6 +46,9 @@ struct script {
 	char origin[8];
 	int64_t loaded_at;
 	char error[512]; /* the last failure, "" if the last load succeeded */
+	struct deps deps; /* of the version serving */
+	char *src;	  /* lib kind: the source serving, what require instantiates */
+	size_t len;
 };
 
 struct watch {
@@ -56,6 +70,15 @@ struct sx_scripts {
 	uv_timer_t debounce;
 	char pending[32][128]; /* "kind/name" waiting for the debounce */
 	int npending;
+	struct deps *loading;		     /* the libs required by the load in progress */
+	const char *stack[MAX_LIB_DEPTH];    /* libs being instantiated, outermost first */
+	int nstack;
+	int nreq;	   /* lib_require calls in progress */
+	const char *chunk; /* of the outermost load in progress */
+	const char *cand_name, *cand_src;    /* a lib version on trial: require gets it */
+	size_t cand_len;
+	struct sx_lib_use uses[MAX_USES];
+	int nuses;
 };
 
 /* ---- helpers ---- */
@@ -105,6 +128,37 @@ static struct script *find_or_add(struct sx_scripts *s, const char *kind, const 
 	snprintf(sc->name, sizeof(sc->name), "%s", name);
 	sc->ref = sc->ctx_ref = LUA_NOREF;
 	return sc;
+}
+
+static int deps_has(const struct deps *d, const char *name)
+{
+	for (int i = 0; i < d->n; i++)
+		if (strcmp(d->v[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+static int deps_add(struct deps *d, const char *name)
+{
+	if (deps_has(d, name))
+		return 0;
+	if (d->n == MAX_DEPS)
+		return sx_diag_set(SX_ELIMIT, "a script may require at most %d libs", MAX_DEPS);
+	if ((d->n & 7) == 0) {
+		void *nv = realloc(d->v, (size_t)(d->n + 8) * sizeof(*d->v));
+		if (!nv)
+			return sx_diag_set(SX_ENOMEM, "out of memory");
+		d->v = nv;
+	}
+	snprintf(d->v[d->n++], sizeof(d->v[0]), "%s", name);
+	return 0;
+}
+
+static void deps_free(struct deps *d)
+{
+	free(d->v);
+	d->v = NULL;
+	d->n = 0;
 }
 
 static size_t key_of(char *buf, size_t size, char tag, const char *kind, const char *name, uint32_t version,
@@ -355,49 +409,197 @@ static void unref(lua_State *L, int *ref)
 	*ref = LUA_NOREF;
 }
 
-/* Compiles and validates; on success leaves the value's registry ref in *ref. */
+/* Compiles and validates; on success leaves the value's registry ref in *ref
+ * and the libs the load required in *deps (the caller frees them). */
 static int compile(struct sx_scripts *s, const struct sx_script_kind *k, const char *name,
-		   const char *src, size_t len, int *ref)
+		   const char *src, size_t len, int *ref, struct deps *deps)
 {
 	lua_State *L = s->L;
 	char chunk[160];
+	struct deps local = {NULL, 0}, *prev = s->loading;
+	int prev_n = s->nstack, prev_req = s->nreq;
 	snprintf(chunk, sizeof(chunk), "%s/%s.lua", k->name, name);
 	int top = lua_gettop(L);
+	s->loading = &local;
+	if (!prev)
+		s->chunk = chunk;
+	/* a lib that requires itself is a cycle, not the stored version */
+	if (strcmp(k->name, LIB) == 0 && s->nstack < MAX_LIB_DEPTH)
+		s->stack[s->nstack++] = name;
 	int rc = sx_lua_load(s->e->lua, chunk, src, len);
-	if (rc < 0)
+	s->loading = prev;
+	s->nstack = prev_n;
+	s->nreq = prev_req;
+	if (rc < 0) {
+		deps_free(&local);
 		return rc;
+	}
 	rc = k->validate(L, top + 1, name, k->ud);
 	if (rc < 0) {
 		char msg[512];
 		snprintf(msg, sizeof(msg), "%s: %s", chunk, sx_diag_last());
 		lua_settop(L, top);
+		deps_free(&local);
 		return sx_diag_set(SX_ESCRIPT, "%s", msg);
 	}
 	lua_pushvalue(L, top + 1);
 	*ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_settop(L, top);
+	*deps = local;
 	return 0;
 }
 
+/* ---- libs ---- */
+
+/* Raises "chunk:line: message" at the Lua code that called require (or
+ * "chunk: message" after a tail call, which leaves no frame). */
+static int raise_at(lua_State *L, const char *fmt, ...)
+{
+	struct sx_scripts *s = lua_touserdata(L, lua_upvalueindex(1));
+	va_list ap;
+	luaL_where(L, 2);
+	if (lua_objlen(L, -1) == 0 && s->loading) {
+		lua_pop(L, 1);
+		if (s->nstack > 0 && s->nreq > 0)
+			lua_pushfstring(L, "lib/%s.lua: ", s->stack[s->nstack - 1]);
+		else
+			lua_pushfstring(L, "%s: ", s->chunk);
+	}
+	va_start(ap, fmt);
+	lua_pushvfstring(L, fmt, ap);
+	va_end(ap);
+	lua_concat(L, 2);
+	return lua_error(L);
+}
+
+/* The sandbox's require for names that are not built-in modules: a fresh
+ * instance of lib NAME, loaded in the requiring environment's call. */
+static int lib_require(lua_State *L)
+{
+	struct sx_scripts *s = lua_touserdata(L, lua_upvalueindex(1));
+	size_t nlen, len;
+	const char *name = luaL_checklstring(L, 1, &nlen), *src;
+	if (!valid_name(name, nlen))
+		return raise_at(L, "module '%s' is not available in the sandbox", name);
+	if (!s->loading)
+		return raise_at(L, "require \"%s\": a lib is required while the script loads (at its top level), "
+				   "not from a function called later", name);
+	for (int i = 0; i < s->nstack; i++) {
+		if (strcmp(s->stack[i], name) != 0)
+			continue;
+		luaL_Buffer b;
+		luaL_buffinit(L, &b);
+		for (int j = i; j < s->nstack; j++) {
+			luaL_addstring(&b, s->stack[j]);
+			luaL_addstring(&b, " -> ");
+		}
+		luaL_addstring(&b, name);
+		luaL_pushresult(&b);
+		return raise_at(L, "require cycle: %s", lua_tostring(L, -1));
+	}
+	if (s->nstack == MAX_LIB_DEPTH)
+		return raise_at(L, "require \"%s\": libs nested more than %d deep", name, MAX_LIB_DEPTH);
+	if (deps_add(s->loading, name) < 0)
+		return raise_at(L, "require \"%s\": %s", name, sx_diag_last());
+	if (s->cand_name && strcmp(s->cand_name, name) == 0) {
+		src = s->cand_src;
+		len = s->cand_len;
+	} else {
+		struct script *sc = find(s, LIB, name);
+		if (!sc || !sc->src)
+			return raise_at(L, "module '%s' not found: no lib script '%s' (scripts/lib/%s.lua)", name, name,
+					name);
+		src = sc->src;
+		len = sc->len;
+	}
+	char chunk[80];
+	snprintf(chunk, sizeof(chunk), "lib/%s.lua", name);
+	s->stack[s->nstack++] = name;
+	s->nreq++;
+	int rc = sx_lua_load_state(L, chunk, src, len);
+	s->nstack--;
+	s->nreq--;
+	/* Only the outermost require names its caller: the innermost error
+	 * already says where it happened. */
+	if (rc < 0 && s->nreq > 0) {
+		lua_pushstring(L, sx_diag_last());
+		return lua_error(L);
+	}
+	if (rc < 0)
+		return raise_at(L, "require \"%s\": %s", name, sx_diag_last());
+	lua_pop(L, 1);
+	return 1;
+}
+
+static int lib_validate(lua_State *L, int idx, const char *name, void *ud)
+{
+	struct sx_scripts *s = ud;
+	if (sx_lua_module_builtin(s->e->lua, name))
+		return sx_diag_set(SX_ESCRIPT, "'%s' is a built-in module: a lib may not take its name", name);
+	for (int i = 0; i < s->nuses; i++)
+		if (strcmp(s->uses[i].name, name) == 0 && s->uses[i].validate &&
+		    s->uses[i].validate(L, idx, name, s->uses[i].ud) < 0)
+			return SX_ESCRIPT;
+	return 0;
+}
+
+static void lib_installed(const char *name, int ref, void *ud)
+{
+	struct sx_scripts *s = ud;
+	for (int i = 0; i < s->nuses; i++)
+		if (strcmp(s->uses[i].name, name) == 0 && s->uses[i].installed)
+			s->uses[i].installed(name, ref, s->uses[i].ud);
+}
+
+int sx_scripts_use_lib(struct sx_scripts *s, const struct sx_lib_use *use)
+{
+	if (!use || !use->name || !valid_name(use->name, strlen(use->name)))
+		return sx_diag_set(SX_EINVAL, "a lib use needs a lib name");
+	if (s->nuses == MAX_USES)
+		return sx_diag_set(SX_ELIMIT, "too many lib uses");
+	s->uses[s->nuses++] = *use;
+	struct script *sc = find(s, LIB, use->name);
+	if (sc && sc->ref != LUA_NOREF && use->installed)
+		use->installed(use->name, sc->ref, use->ud);
+	return 0;
+}
+
+/* Makes ref serve as `version` of sc. Takes ref and *deps in all cases; src
+ * (a lib's source, copied) may be NULL to keep the one serving. */
 static int install(struct sx_scripts *s, const struct sx_script_kind *k, struct script *sc, int ref,
-		   uint32_t version, const char *origin)
+		   uint32_t version, const char *origin, struct deps *deps, const char *src, size_t len)
 {
 	struct ctx_args a = {s, sc, LUA_NOREF};
 	uint32_t old_version = sc->version;
+	char *copy = NULL;
 	sc->version = version;
-	if (lua_cpcall(s->L, build_ctx, &a) != 0) {
+	int bad = src && !(copy = malloc(len ? len : 1));
+	if (bad || lua_cpcall(s->L, build_ctx, &a) != 0) {
 		sc->version = old_version;
-		const char *m = lua_tostring(s->L, -1);
+		const char *m = bad ? "out of memory" : lua_tostring(s->L, -1);
 		sx_diag_set(SX_ENOMEM, "cannot build the script context: %s", m ? m : "?");
-		lua_pop(s->L, 1);
+		if (!bad)
+			lua_pop(s->L, 1);
+		free(copy);
 		unref(s->L, &ref);
+		deps_free(deps);
 		return SX_ENOMEM;
 	}
 	unref(s->L, &sc->ref);
 	unref(s->L, &sc->ctx_ref);
 	sc->ref = ref;
 	sc->ctx_ref = a.ref;
-	snprintf(sc->origin, sizeof(sc->origin), "%s", origin);
+	deps_free(&sc->deps);
+	sc->deps = *deps;
+	deps->v = NULL, deps->n = 0;
+	if (src) {
+		memcpy(copy, src, len);
+		free(sc->src);
+		sc->src = copy;
+		sc->len = len;
+	}
+	if (origin != sc->origin)
+		snprintf(sc->origin, sizeof(sc->origin), "%s", origin);
 	sc->loaded_at = sx_wall_ms();
 	sc->error[0] = '\0';
 	if (k->installed)
@@ -455,6 +657,26 @@ static int audit(struct sx_scripts *s, const char *action, const char *kind, con
 	return rc;
 }
 
+/* A version compiled and validated, with the dependents of a lib re-loaded
+ * against it: everything ready to serve, nothing changed yet. */
+struct reload {
+	size_t idx; /* into s->v */
+	int ref;
+	struct deps deps;
+};
+
+struct prepared {
+	int ref;
+	struct deps deps;
+	struct reload *rl;
+	size_t nrl;
+};
+
+static int prepare(struct sx_scripts *s, const struct sx_script_kind *k, const char *name, const char *src,
+		   size_t len, struct prepared *p);
+static void prepared_drop(struct sx_scripts *s, struct prepared *p);
+static void reload_apply(struct sx_scripts *s, struct prepared *p, const char *lib);
+
 int sx_scripts_put(struct sx_scripts *s, const char *kind, const char *name, const char *src,
 		   size_t len, const char *origin)
 {
@@ -465,11 +687,11 @@ int sx_scripts_put(struct sx_scripts *s, const char *kind, const char *name, con
 		return sx_diag_set(SX_EINVAL, "script names are 1 to 63 of a-z, 0-9 and _, starting with a letter");
 	if (len > MAX_SOURCE)
 		return sx_diag_set(SX_E2BIG, "a script source may have at most %d bytes", MAX_SOURCE);
-	int ref = LUA_NOREF;
-	int rc = compile(s, k, name, src, len, &ref);
+	struct prepared p;
+	int rc = prepare(s, k, name, src, len, &p);
 	struct script *sc = find_or_add(s, kind, name);
 	if (!sc) {
-		unref(s->L, &ref);
+		prepared_drop(s, &p);
 		return sx_diag_set(SX_ENOMEM, "out of memory");
 	}
 	if (rc < 0) {
@@ -499,17 +721,20 @@ int sx_scripts_put(struct sx_scripts *s, const char *kind, const char *name, con
 	klen = key_of(key, sizeof(key), 'c', kind, name, 0, 0);
 	if (rc == 0)
 		rc = sx_store_put(s->e->store, SX_T_SCRIPTS, key, klen, ver, 4);
-	if (rc == 0)
-		rc = install(s, k, sc, ref, version, origin);
-	else
-		unref(s->L, &ref);
-	if (rc == 0)
-		rc = audit(s, "script.put", kind, name, version, origin);
-	if (rc < 0)
+	int is_lib = strcmp(kind, LIB) == 0;
+	if (rc == 0) {
+		rc = install(s, k, sc, p.ref, version, origin, &p.deps, is_lib ? src : NULL, len);
+		p.ref = LUA_NOREF;
+	}
+	if (rc < 0) {
+		prepared_drop(s, &p);
 		return rc;
+	}
+	rc = audit(s, "script.put", kind, name, version, origin);
 	sx_log_info("script %s/%s version %u loaded (%s)", kind, name, version, origin);
 	publish_event(s, "loaded", sc, version, origin, NULL);
-	return (int)version;
+	reload_apply(s, &p, name);
+	return rc < 0 ? rc : (int)version;
 }
 
 struct record {
@@ -547,6 +772,115 @@ static int read_record(struct sx_scripts *s, const char *kind, const char *name,
 	return 0;
 }
 
+static void reload_free(struct sx_scripts *s, struct reload *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unref(s->L, &r[i].ref);
+		deps_free(&r[i].deps);
+	}
+	free(r);
+}
+
+static void prepared_drop(struct sx_scripts *s, struct prepared *p)
+{
+	unref(s->L, &p->ref);
+	deps_free(&p->deps);
+	reload_free(s, p->rl, p->nrl);
+	p->rl = NULL;
+	p->nrl = 0;
+}
+
+/* Re-loads, from their stored sources, the scripts serving now that required
+ * lib `name` (while s->cand_* makes require see the new version). */
+static int reload_dependents(struct sx_scripts *s, const char *name, struct prepared *p)
+{
+	size_t n = 0, m = 0;
+	int rc = 0;
+	for (size_t i = 0; i < s->n; i++)
+		n += s->v[i].ref != LUA_NOREF && deps_has(&s->v[i].deps, name);
+	if (!n)
+		return 0;
+	struct reload *r = calloc(n, sizeof(*r));
+	if (!r)
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	for (size_t i = 0; i < s->n && rc == 0; i++) {
+		struct script *sc = &s->v[i];
+		if (sc->ref == LUA_NOREF || !deps_has(&sc->deps, name))
+			continue;
+		const struct sx_script_kind *k = find_kind(s, sc->kind);
+		msgpack_zone zone;
+		struct record rec;
+		r[m].idx = i;
+		r[m].ref = LUA_NOREF;
+		if (!msgpack_zone_init(&zone, 1024)) {
+			rc = sx_diag_set(SX_ENOMEM, "out of memory");
+			break;
+		}
+		rc = k ? read_record(s, sc->kind, sc->name, sc->version, &zone, &rec)
+		       : sx_diag_set(SX_EINVAL, "unknown script kind '%s'", sc->kind);
+		if (rc == 0)
+			rc = compile(s, k, sc->name, rec.src, rec.len, &r[m].ref, &r[m].deps);
+		msgpack_zone_destroy(&zone);
+		m++;
+		if (rc < 0) {
+			char msg[700];
+			snprintf(msg, sizeof(msg), "%s/%s does not load with this version of lib/%s: %s", sc->kind,
+				 sc->name, name, sx_diag_last());
+			sx_diag_set(rc, "%s", msg);
+		}
+	}
+	if (rc < 0) {
+		reload_free(s, r, m);
+		return rc;
+	}
+	p->rl = r;
+	p->nrl = m;
+	return 0;
+}
+
+static int prepare(struct sx_scripts *s, const struct sx_script_kind *k, const char *name, const char *src,
+		   size_t len, struct prepared *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->ref = LUA_NOREF;
+	int is_lib = strcmp(k->name, LIB) == 0;
+	if (is_lib) {
+		s->cand_name = name;
+		s->cand_src = src;
+		s->cand_len = len;
+	}
+	int rc = compile(s, k, name, src, len, &p->ref, &p->deps);
+	if (rc == 0 && is_lib && (rc = reload_dependents(s, name, p)) < 0) {
+		char msg[800];
+		snprintf(msg, sizeof(msg), "%s", sx_diag_last());
+		prepared_drop(s, p);
+		sx_diag_set(rc, "%s", msg);
+	}
+	s->cand_name = s->cand_src = NULL;
+	return rc;
+}
+
+/* The dependents re-loaded against a lib that now serves replace their old
+ * instances; each keeps its version. */
+static void reload_apply(struct sx_scripts *s, struct prepared *p, const char *lib)
+{
+	char origin[80];
+	snprintf(origin, sizeof(origin), "lib/%s", lib);
+	for (size_t i = 0; i < p->nrl; i++) {
+		struct reload *r = &p->rl[i];
+		struct script *sc = &s->v[r->idx];
+		int rc = install(s, find_kind(s, sc->kind), sc, r->ref, sc->version, sc->origin, &r->deps, NULL, 0);
+		r->ref = LUA_NOREF;
+		if (rc < 0) {
+			sx_log_warn("script %s/%s: not re-loaded after %s: %s", sc->kind, sc->name, origin, sx_diag_last());
+			continue;
+		}
+		sx_log_info("script %s/%s version %u re-loaded with %s", sc->kind, sc->name, sc->version, origin);
+		publish_event(s, "reloaded", sc, sc->version, origin, NULL);
+	}
+	prepared_drop(s, p);
+}
+
 static int activate(struct sx_scripts *s, const char *kind, const char *name, uint32_t version,
 		    const char *event)
 {
@@ -557,39 +891,51 @@ static int activate(struct sx_scripts *s, const char *kind, const char *name, ui
 		return sx_diag_set(SX_EINVAL, "unknown script kind '%s'", kind);
 	if (!msgpack_zone_init(&zone, 1024))
 		return sx_diag_set(SX_ENOMEM, "out of memory");
-	int ref = LUA_NOREF;
+	struct prepared p;
+	memset(&p, 0, sizeof(p));
+	p.ref = LUA_NOREF;
 	int rc = read_record(s, kind, name, version, &zone, &r);
 	char origin[8];
 	if (rc == 0) {
 		snprintf(origin, sizeof(origin), "%.*s", (int)r.origin_len, r.origin);
-		rc = compile(s, k, name, r.src, r.len, &ref);
+		rc = prepare(s, k, name, r.src, r.len, &p);
 	}
-	msgpack_zone_destroy(&zone);
 	struct script *sc = find_or_add(s, kind, name);
 	if (!sc) {
-		unref(s->L, &ref);
+		msgpack_zone_destroy(&zone);
+		prepared_drop(s, &p);
 		return sx_diag_set(SX_ENOMEM, "out of memory");
 	}
 	if (rc < 0) {
+		msgpack_zone_destroy(&zone);
 		snprintf(sc->error, sizeof(sc->error), "%s", sx_diag_last());
 		publish_event(s, "failed", sc, version, "store", sc->error);
 		sx_diag_set(rc, "%s", sc->error);
 		return rc;
 	}
-	if ((rc = install(s, k, sc, ref, version, origin)) < 0)
+	int is_lib = strcmp(kind, LIB) == 0;
+	rc = install(s, k, sc, p.ref, version, origin, &p.deps, is_lib ? r.src : NULL, r.len);
+	p.ref = LUA_NOREF;
+	msgpack_zone_destroy(&zone);
+	if (rc < 0) {
+		prepared_drop(s, &p);
 		return rc;
+	}
 	if (strcmp(event, "rollback") == 0) {
 		char key[256];
 		uint8_t ver[4];
 		sx_be32(ver, version);
 		size_t klen = key_of(key, sizeof(key), 'c', kind, name, 0, 0);
 		if ((rc = sx_store_put(s->e->store, SX_T_SCRIPTS, key, klen, ver, 4)) < 0 ||
-		    (rc = audit(s, "script.rollback", kind, name, version, origin)) < 0)
+		    (rc = audit(s, "script.rollback", kind, name, version, origin)) < 0) {
+			reload_apply(s, &p, name);
 			return rc;
+		}
 		sx_log_info("script %s/%s rolled back to version %u", kind, name, version);
 	}
 	publish_event(s, event, sc, version, origin, NULL);
-	return 0;
+	reload_apply(s, &p, name);
+	return rc;
 }
 
 /* ---- the scripts directory ---- */
@@ -613,15 +959,16 @@ static int read_file(const char *path, char **out, size_t *len)
 	return 0;
 }
 
-/* Loads scripts_dir/kind/name.lua if its content changed since it was last seen. */
-static void load_file(struct sx_scripts *s, const char *kind, const char *name)
+/* Loads scripts_dir/kind/name.lua if its content changed since it was last
+ * seen. Returns 1 if a version of it serves afterwards. */
+static int load_file(struct sx_scripts *s, const char *kind, const char *name)
 {
 	char path[2048], key[256];
 	char *src = NULL;
 	size_t len = 0;
 	snprintf(path, sizeof(path), "%s/%s/%s.lua", s->e->cfg->scripts_dir, kind, name);
 	if (read_file(path, &src, &len) < 0)
-		return;
+		return 0;
 	uint64_t h = XXH3_64bits(src, len);
 	uint8_t hb[8];
 	sx_be64(hb, h);
@@ -631,11 +978,12 @@ static void load_file(struct sx_scripts *s, const char *kind, const char *name)
 	if (sx_store_get(s->e->store, SX_T_SCRIPTS, key, klen, &v) == 0 && v.len == 8 &&
 	    memcmp(v.data, hb, 8) == 0 && sc && sc->ref != LUA_NOREF) {
 		free(src);
-		return;
+		return 1;
 	}
-	sx_scripts_put(s, kind, name, src, len, "file");
+	int rc = sx_scripts_put(s, kind, name, src, len, "file");
 	sx_store_put(s->e->store, SX_T_SCRIPTS, key, klen, hb, 8);
 	free(src);
+	return rc > 0 || ((sc = find(s, kind, name)) && sc->ref != LUA_NOREF);
 }
 
 static int name_of_file(const char *file, char *name, size_t size)
@@ -678,18 +1026,30 @@ arm:
 	uv_timer_start(&s->debounce, debounce_cb, 50, 0);
 }
 
-static void scan_dir(struct sx_scripts *s, const struct sx_script_kind *k)
+/* Loads the files of a kind's folder; returns how many do not serve. */
+static int scan_dir(struct sx_scripts *s, const struct sx_script_kind *k)
 {
 	char dir[2048], name[64];
+	int failed = 0;
 	snprintf(dir, sizeof(dir), "%s/%s", s->e->cfg->scripts_dir, k->name);
 	DIR *d = opendir(dir);
 	if (!d)
-		return;
+		return 0;
 	struct dirent *de;
 	while ((de = readdir(d)))
 		if (name_of_file(de->d_name, name, sizeof(name)))
-			load_file(s, k->name, name);
+			failed += !load_file(s, k->name, name);
 	closedir(d);
+	return failed;
+}
+
+static void watch_dir(struct sx_scripts *s, const struct sx_script_kind *k)
+{
+	char dir[2048];
+	struct stat st;
+	snprintf(dir, sizeof(dir), "%s/%s", s->e->cfg->scripts_dir, k->name);
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return;
 	if (s->e->cfg->watch_scripts && s->nwatches < MAX_KINDS) {
 		struct watch *w = &s->watches[s->nwatches];
 		w->s = s;
@@ -735,17 +1095,58 @@ int sx_scripts_start(struct sx_scripts *s)
 {
 	struct cur_ud u = {s, NULL, 0, 0};
 	sx_store_scan(s->e->store, SX_T_SCRIPTS, "c/", 2, "c0", 2, 0, cur_cb, &u);
-	for (size_t i = 0; i < u.n; i++) {
-		uint32_t version;
-		if (!find_kind(s, u.names[i][0]) || stored_current(s, u.names[i][0], u.names[i][1], &version) < 0)
-			continue;
-		if (activate(s, u.names[i][0], u.names[i][1], version, "loaded") < 0)
-			sx_log_warn("script %s/%s version %u does not load: %s", u.names[i][0], u.names[i][1],
-				    version, sx_diag_last());
+	char *done = calloc(u.n ? u.n : 1, 1);
+	if (!done) {
+		free(u.names);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
 	}
+	/* Libs first, as often as one more of them loads (a lib may require a
+	 * lib that comes after it), then the scripts that require them. */
+	for (int libs = 1; libs >= 0; libs--) {
+		int progress = 1;
+		while (progress) {
+			progress = 0;
+			for (size_t i = 0; i < u.n; i++) {
+				uint32_t version;
+				if (done[i] || (strcmp(u.names[i][0], LIB) == 0) != libs)
+					continue;
+				if (!find_kind(s, u.names[i][0])) {
+					done[i] = 1;
+					sx_log_warn("script %s/%s: there is no kind '%s' (any more); not loaded%s",
+						    u.names[i][0], u.names[i][1], u.names[i][0],
+						    strcmp(u.names[i][0], "features") == 0
+							    ? ": the features are the lib scripts/lib/features.lua now"
+							    : "");
+					continue;
+				}
+				if (stored_current(s, u.names[i][0], u.names[i][1], &version) < 0) {
+					done[i] = 1;
+					continue;
+				}
+				if (activate(s, u.names[i][0], u.names[i][1], version, "loaded") == 0) {
+					done[i] = 1;
+					progress = 1;
+				} else if (!libs) {
+					done[i] = 1;
+					sx_log_warn("script %s/%s version %u does not load: %s", u.names[i][0],
+						    u.names[i][1], version, sx_diag_last());
+				}
+			}
+		}
+	}
+	for (size_t i = 0; i < u.n; i++)
+		if (!done[i])
+			sx_log_warn("script %s/%s does not load: %s", u.names[i][0], u.names[i][1],
+				    find(s, u.names[i][0], u.names[i][1]) ? find(s, u.names[i][0], u.names[i][1])->error : "?");
+	free(done);
 	free(u.names);
-	for (int i = 0; i < s->nkinds; i++)
+	/* kinds[0] is lib */
+	for (int failed = scan_dir(s, &s->kinds[0]), last = -1; failed > 0 && failed != last;)
+		last = failed, failed = scan_dir(s, &s->kinds[0]);
+	for (int i = 1; i < s->nkinds; i++)
 		scan_dir(s, &s->kinds[i]);
+	for (int i = 0; i < s->nkinds; i++)
+		watch_dir(s, &s->kinds[i]);
 	sx_store_read_end(s->e->store);
 	return 0;
 }
@@ -767,6 +1168,14 @@ struct sx_scripts *sx_scripts_new(struct sx_engine *e)
 		return NULL;
 	}
 	s->module_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+	/* first, so that libs load before the scripts that require them */
+	struct sx_script_kind lib = {LIB, lib_validate, lib_installed, s};
+	s->kinds[s->nkinds++] = lib;
+	if (sx_lua_set_require_fallback(e->lua, lib_require, s) < 0) {
+		luaL_unref(s->L, LUA_REGISTRYINDEX, s->module_ref);
+		free(s);
+		return NULL;
+	}
 	uv_timer_init(e->loop, &s->debounce);
 	s->debounce.data = s;
 	return s;
@@ -782,9 +1191,12 @@ void sx_scripts_free(struct sx_scripts *s)
 	}
 	uv_close((uv_handle_t *)&s->debounce, NULL);
 	uv_run(s->e->loop, UV_RUN_NOWAIT);
+	sx_lua_set_require_fallback(s->e->lua, NULL, NULL);
 	for (size_t i = 0; i < s->n; i++) {
 		unref(s->L, &s->v[i].ref);
 		unref(s->L, &s->v[i].ctx_ref);
+		deps_free(&s->v[i].deps);
+		free(s->v[i].src);
 	}
 	luaL_unref(s->L, LUA_REGISTRYINDEX, s->module_ref);
 	free(s->v);
@@ -872,7 +1284,7 @@ void sx_scripts_pack_list(struct sx_scripts *s, const char *kind, msgpack_packer
 		struct script *sc = &s->v[i];
 		if (kind && strcmp(kind, sc->kind) != 0)
 			continue;
-		msgpack_pack_map(pk, 7);
+		msgpack_pack_map(pk, 8);
 		sx_pack_kv_str(pk, "kind", sc->kind);
 		sx_pack_kv_str(pk, "name", sc->name);
 		sx_pack_kv_uint(pk, "version", sc->version);
@@ -880,6 +1292,10 @@ void sx_scripts_pack_list(struct sx_scripts *s, const char *kind, msgpack_packer
 		sx_pack_kv_str(pk, "origin", sc->origin);
 		sx_pack_kv_int(pk, "loaded_at", sc->loaded_at);
 		sx_pack_kv_str(pk, "error", sc->error[0] ? sc->error : NULL);
+		sx_pack_key(pk, "requires");
+		msgpack_pack_array(pk, (size_t)sc->deps.n);
+		for (int j = 0; j < sc->deps.n; j++)
+			sx_pack_str(pk, sc->deps.v[j]);
 	}
 }
 

@@ -1,5 +1,5 @@
-/* scripts.h — the script registry: kinds, versions, hot reload, rollback, and
- * the first kind, `methods`.
+/* scripts.h — the script registry: kinds, versions, hot reload, rollback,
+ * libs, and the first kind, `methods`.
  *
  * A script is (kind, name, source). Loading one compiles it into a fresh
  * sandboxed environment (core/lua/sandbox.h), runs it, and checks the value
@@ -13,8 +13,28 @@
  * each script comes from the store; a file whose content changed since it was
  * last loaded becomes a new version.
  *
- * Subscribers of "script.events" get {event = "loaded"|"failed"|"rollback",
- * kind, name, version?, error?, origin}.
+ * Subscribers of "script.events" get {event = "loaded"|"failed"|"rollback"|
+ * "reloaded", kind, name, version?, error?, origin}.
+ *
+ * Libs. The kind "lib" (scripts_dir/lib/NAME.lua) is built in: a chunk that
+ * returns any value. A script of any kind gets it with require "NAME" while
+ * it loads; each requiring environment runs the lib's current source anew,
+ * inside its own load and budgets (so no script sees another's instance), and
+ * keeps that instance. Built-in module names ("sextant", "predict", "string",
+ * ...) win in require and are refused as lib names. require of a lib from a
+ * function called after the load raises, unless that environment already
+ * holds it; so the registry knows which libs every serving script required
+ * (directly or through other libs). When a lib changes (put, file, rollback),
+ * those scripts are compiled again from their stored current sources against
+ * the new version before anything changes; if one fails, the lib version is
+ * refused with "KIND/NAME does not load with this version of lib/LIB: <its
+ * error>" and everything keeps serving as before; otherwise the lib and all
+ * of them switch, between requests, each dependent keeping its version
+ * number (event "reloaded", origin "lib/LIB"). A require cycle, or libs nested
+ * deeper than 16, fails the load with "require cycle: a -> b -> a". A missing
+ * lib fails it with "module 'x' not found: no lib script 'x' ...". A script
+ * that failed for want of a lib is not retried when the lib appears: put or
+ * save it again.
  *
  * All of it runs on the loop thread.
  */
@@ -39,6 +59,23 @@ struct sx_script_kind {
 	void *ud;
 };
 
+/* A host consumer of lib `name`'s value (the instance the lib's own load
+ * made), for plugins configured by a lib (predict reads lib "features").
+ * validate runs on every candidate version after the chunk ran, with the
+ * same contract as a kind's; a failure refuses the version ("lib/NAME.lua:
+ * <message>"). installed runs when a version serves (at once if one already
+ * does). The struct is copied; name must be a static string. At most 8. */
+struct sx_lib_use {
+	const char *name;
+	int (*validate)(lua_State *L, int value, const char *name, void *ud);
+	void (*installed)(const char *name, int ref, void *ud);
+	void *ud;
+};
+
+int sx_scripts_use_lib(struct sx_scripts *s, const struct sx_lib_use *use);
+
+/* Also registers the kind "lib" and the sandbox's require fallback (which
+ * sx_scripts_free removes). NULL with the reason in sx_diag_last(). */
 struct sx_scripts *sx_scripts_new(struct sx_engine *e);
 void sx_scripts_free(struct sx_scripts *s);
 
@@ -67,7 +104,9 @@ int sx_scripts_push_ctx(struct sx_scripts *s, const char *kind, const char *name
 int sx_scripts_call(struct sx_scripts *s, const char *kind, const char *name, const char *fn,
 		    const msgpack_object *args, msgpack_packer *pk);
 
-/* Packs [{kind, name, version, origin, loaded_at, error?}] for server.info / script.list. */
+/* Packs [{kind, name, version, status, origin, loaded_at, error?, requires}]
+ * for server.info / script.list; requires lists the libs the serving version
+ * required, directly or not. */
 void sx_scripts_pack_list(struct sx_scripts *s, const char *kind, msgpack_packer *pk);
 
 /* Registers script.put/get/list/history/rollback and the `methods` kind. */

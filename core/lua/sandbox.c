@@ -91,7 +91,7 @@ struct sx_lua {
 	size_t grown;	  /* bytes allocated since the allocator last read the clock */
 	uint64_t pending; /* charges from C not yet taken from the counter */
 	uintptr_t cstack_base;
-	int ref_check, ref_co, ref_proto, ref_modules, ref_load;
+	int ref_check, ref_co, ref_proto, ref_modules, ref_load, ref_fallback;
 	int ref_msg[R_COUNT];
 	char where[128];
 	struct watchdog wd;
@@ -636,8 +636,12 @@ static int sb_require(lua_State *L)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, lx->ref_modules);
 	lua_pushvalue(L, 1);
 	lua_rawget(L, -2);
-	if (!lua_iscfunction(L, -1))
-		return luaL_error(L, "module '%s' is not available in the sandbox", name);
+	if (!lua_iscfunction(L, -1)) {
+		if (lx->ref_fallback == LUA_NOREF)
+			return luaL_error(L, "module '%s' is not available in the sandbox", name);
+		lua_pop(L, 1);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, lx->ref_fallback);
+	}
 	lua_pushvalue(L, 1);
 	lua_call(L, 1, 1);
 	if (lua_isnil(L, -1)) {
@@ -844,6 +848,7 @@ struct sx_lua *sx_lua_new(const struct sx_lua_limits *limits)
 	if (limits)
 		lx->limits = *limits;
 	lx->cap = SIZE_MAX;
+	lx->ref_fallback = LUA_NOREF;
 	lx->L = lua_newstate(lx_alloc, lx);
 	if (!lx->L) {
 		free(lx);
@@ -921,6 +926,51 @@ int sx_lua_allow_module(struct sx_lua *lx, const char *name, lua_CFunction open)
 		return sx_diag_set(SX_ENOMEM, "lua: out of memory registering module '%s'", name);
 	}
 	return 0;
+}
+
+struct fallback_args {
+	lua_CFunction fn;
+	void *ud;
+	int ref;
+};
+
+static int fallback_body(lua_State *L)
+{
+	struct fallback_args *a = lua_touserdata(L, 1);
+	lua_pushlightuserdata(L, a->ud);
+	lua_pushcclosure(L, a->fn, 1);
+	a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 0;
+}
+
+int sx_lua_set_require_fallback(struct sx_lua *lx, lua_CFunction fn, void *ud)
+{
+	struct fallback_args a = {fn, ud, LUA_NOREF};
+	if (lx->ref_fallback != LUA_NOREF) {
+		luaL_unref(lx->L, LUA_REGISTRYINDEX, lx->ref_fallback);
+		lx->ref_fallback = LUA_NOREF;
+	}
+	if (!fn)
+		return 0;
+	if (lua_cpcall(lx->L, fallback_body, &a) != 0) {
+		lua_pop(lx->L, 1);
+		return sx_diag_set(SX_ENOMEM, "lua: out of memory registering the require fallback");
+	}
+	lx->ref_fallback = a.ref;
+	return 0;
+}
+
+int sx_lua_module_builtin(struct sx_lua *lx, const char *name)
+{
+	for (size_t i = 0; i < SX_ARRAY_SIZE(std_libs); i++)
+		if (strcmp(std_libs[i], name) == 0)
+			return 1;
+	lua_State *L = lx->L;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lx->ref_modules);
+	lua_getfield(L, -1, name);
+	int known = !lua_isnil(L, -1);
+	lua_pop(L, 2);
+	return known;
 }
 
 /* ---- calls --------------------------------------------------------------- */
@@ -1076,6 +1126,14 @@ static int load_body(lua_State *L)
 
 int sx_lua_load(struct sx_lua *lx, const char *chunkname, const char *src, size_t len)
 {
+	return sx_lua_load_state(lx->L, chunkname, src, len);
+}
+
+int sx_lua_load_state(lua_State *L, const char *chunkname, const char *src, size_t len)
+{
+	struct sx_lua *lx = sx_lua_from_state(L);
+	if (!lx)
+		return sx_diag_set(SX_EINVAL, "lua: not a sandbox state");
 	char name[256], shown[256];
 	if (!chunkname)
 		chunkname = "?";
@@ -1094,7 +1152,6 @@ int sx_lua_load(struct sx_lua *lx, const char *chunkname, const char *src, size_
 	if (rc)
 		return rc;
 	struct load_args a = {buf, blen, name};
-	lua_State *L = lx->L;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, lx->ref_load);
 	lua_pushlightuserdata(L, &a);
 	rc = run(lx, L, 1, 2, shown);

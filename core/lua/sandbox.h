@@ -74,6 +74,18 @@ size_t sx_lua_memory(const struct sx_lua *lx);
  * environment's own copies. */
 int sx_lua_allow_module(struct sx_lua *lx, const char *name, lua_CFunction open);
 
+/* What sandboxed `require` calls for a name that is neither a standard
+ * library nor a module allowed above: fn(name) with `ud` as its upvalue 1 (a
+ * light userdata); it returns the module's value or raises, and the value is
+ * cached per environment like any module. Built-in names always win, so the
+ * fallback never sees them. NULL fn removes it. The scripts registry uses it
+ * for lib scripts (core/scripts.h). */
+int sx_lua_set_require_fallback(struct sx_lua *lx, lua_CFunction fn, void *ud);
+
+/* 1 if `require(name)` resolves to a built-in module (a standard library,
+ * "sextant" or one allowed with sx_lua_allow_module), else 0. */
+int sx_lua_module_builtin(struct sx_lua *lx, const char *name);
+
 /* Compile `src` (text only; a chunk that starts with "\033" is refused) as
  * `chunkname`, in a fresh sandboxed environment, and run it under the budgets.
  * On success pushes two values: the chunk's first result, then its environment
@@ -85,6 +97,11 @@ int sx_lua_allow_module(struct sx_lua *lx, const char *name, lua_CFunction open)
  * own: `...` at its top level holds the budget check function. The result is
  * returned whatever its type; checking it is the caller's job. */
 int sx_lua_load(struct sx_lua *lx, const char *chunkname, const char *src, size_t len);
+/* sx_lua_load on the thread L of a VM made by sx_lua_new (the main state or a
+ * coroutine), for host functions that load a chunk from inside a call: the
+ * load then runs within the budgets of the outermost call. SX_EINVAL if L is
+ * not such a thread. */
+int sx_lua_load_state(lua_State *L, const char *chunkname, const char *src, size_t len);
 
 /* Like lua_pcall(L, nargs, nresults, 0) on the function below the nargs
  * arguments on top of the stack, with the budgets. On failure pops the function

@@ -348,7 +348,7 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 	size_t tl = key->len > 13 ? key->len - 13 : 0;
 	const struct sx_pred_target *t = tl ? sx__pred_target_find((const char *)k + 13, tl) : NULL;
 	if (!t || val->len < 8) {
-		/* a target the features script no longer defines can never be joined */
+		/* a target the features lib no longer defines can never be joined */
 		s->dropped++;
 		return sx_store_del(sx__pred_eng->store, SX_T_SERIES, k, key->len);
 	}
@@ -730,7 +730,7 @@ static int target_arg(const msgpack_object *args, const struct sx_pred_target **
 	if (n > 8 && memcmp(s, "predict.", 8) == 0)
 		s += 8, n -= 8;
 	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/features/default.lua");
+		return sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/features.lua");
 	if (!(*t = sx__pred_target_find(s, n)))
 		return sx_diag_set(SX_ENOENT, "no target '%.*s'", n > 64 ? 64 : (int)n, s);
 	return 0;
@@ -915,7 +915,7 @@ static int m_alert_list(struct sx_req *req, const msgpack_object *args, msgpack_
 }
 
 /* predict.sweep {now?, limit?}: one whole pass now, bounded by limit (for
- * each of the two logs). Without a features script only forecasts. */
+ * each of the two logs). Without a features lib only forecasts. */
 static int m_sweep(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
 {
 	static const char *const known[] = {"now", "limit", NULL};

@@ -54,7 +54,7 @@ extern struct sx_engine *sx__pred_eng;
 
 extern const int sx__pred_windows[SX_PRED_WINDOWS];
 
-/* What the summary counts, from the features script (defaults in brackets). */
+/* What the summary counts, from the features lib (defaults in brackets). */
 struct sx_pred_conf {
 	char search[SX_EVENTS_ID_MAX + 1];   /* ["search"] */
 	char trip[SX_EVENTS_ID_MAX + 1];     /* ["create_trip"] */
@@ -122,7 +122,7 @@ int sx__pred_cap_ok(const int64_t *times, size_t n, int64_t now, int max, int64_
 /* Risk band of p for thresholds medium <= high: "low", "medium", "high". */
 const char *sx__pred_band(double p, double medium, double high);
 
-/* ---- the features script (predict.c) ---- */
+/* ---- the features lib (predict.c) ---- */
 struct sx_pred_script {
 	int loaded;
 	int nfeat;

@@ -78,7 +78,7 @@ static const struct sx_pred_target *check_target(lua_State *L, int idx, const ch
 	const char *s = luaL_checklstring(L, idx, &n);
 	const struct sx_pred_target *t = sx__pred_target_find(s, n);
 	if (!t && sx__pred_script.loaded)
-		luaL_error(L, "predict.%s: no target '%s' in features/default.lua", what, s);
+		luaL_error(L, "predict.%s: no target '%s' in lib/features.lua", what, s);
 	return t;
 }
 
@@ -105,7 +105,7 @@ static int lsx_predict_user(lua_State *L)
 		}
 	}
 	if (!sx__pred_script.loaded) {
-		sx_diag_set(SX_ESTATE, "no features script: add scripts/features/default.lua");
+		sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/features.lua");
 		return nil_msg(L);
 	}
 	if (lua_isnoneornil(L, 2))
@@ -161,7 +161,7 @@ static int lsx_predict_distribution(lua_State *L)
 	if (!(b >= 1 && b <= DIST_BINS_MAX) || b != floor(b))
 		return luaL_error(L, "predict.distribution: bins must be an integer 1 to %d", DIST_BINS_MAX);
 	if (!t) {
-		sx_diag_set(SX_ESTATE, "no features script: add scripts/features/default.lua");
+		sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/features.lua");
 		return nil_msg(L);
 	}
 	int bins = (int)b;

@@ -415,7 +415,7 @@ static int m_generate(struct sx_req *req, const msgpack_object *args, msgpack_pa
 		return sx_diag_set(SX_ENOENT, "no notification rule '%s'", rule);
 	lua_pop(L, 1);
 	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script");
+		return sx_diag_set(SX_ESTATE, "no features lib");
 	double holdout = 0, cap_max = 1, cap_days = 7, ncontent = 3;
 	rule_num(rule, "holdout", NULL, &holdout);
 	rule_num(rule, "cap", "max", &cap_max);

@@ -22,8 +22,8 @@
 #include "plugins/predict/predict.h"
 #include "store/store.h"
 
-#define KIND "features"
-#define SCRIPT "default"
+/* The lib whose value defines features, targets and bands. */
+#define LIB "features"
 #define POLL_MS 200
 #define LOG_FLUSH_MS 1000
 #define LOG_PENDING_MAX 100000
@@ -149,7 +149,7 @@ const struct sx_pred_sum *sx__pred_user_sum(uint32_t idx, int *rc)
 	return s;
 }
 
-/* ---- the features script ---- */
+/* ---- the features lib ---- */
 
 static int name_ok(const char *s, size_t n)
 {
@@ -195,7 +195,7 @@ static const struct sx_pred_target default_targets[] = {
 	{"trip_14d", "create_trip", 14, 0},
 };
 
-/* Reads a features script's value at index v into out; err on failure. */
+/* Reads the features lib's value at index v into out; err on failure. */
 static int parse_script(lua_State *L, int v, struct sx_pred_script *out, char *err, size_t esize)
 {
 	int top = lua_gettop(L);
@@ -203,7 +203,7 @@ static int parse_script(lua_State *L, int v, struct sx_pred_script *out, char *e
 	sx__pred_conf_default(&out->conf);
 	out->band_medium = 0.3, out->band_high = 0.6;
 	if (!lua_istable(L, v)) {
-		snprintf(err, esize, "a features script returns a table {features = {name = function(u) ... end}}");
+		snprintf(err, esize, "the features lib returns a table {features = {name = function(u) ... end}}");
 		return -1;
 	}
 	if (rawfield(L, v, "features") != LUA_TTABLE) {
@@ -332,9 +332,9 @@ static int validate(lua_State *L, int value, const char *name, void *ud)
 {
 	struct sx_pred_script tmp;
 	char err[256];
-	SX_UNUSED(ud);
+	SX_UNUSED(name), SX_UNUSED(ud);
 	if (parse_script(L, value, &tmp, err, sizeof(err)) < 0)
-		return sx_diag_set(SX_ESCRIPT, "%s/%s.lua: %s", KIND, name, err);
+		return sx_diag_set(SX_ESCRIPT, "%s", err);
 	return 0;
 }
 
@@ -342,13 +342,13 @@ static void installed(const char *name, int ref, void *ud)
 {
 	char err[256];
 	SX_UNUSED(ud);
-	if (strcmp(name, SCRIPT) != 0)
+	if (strcmp(name, LIB) != 0)
 		return;
 	lua_State *L = sx_lua_state(sx__pred_eng->lua);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
 	struct sx_pred_conf old = sx__pred_script.conf;
 	if (parse_script(L, lua_gettop(L), &sx__pred_script, err, sizeof(err)) < 0)
-		sx_log_error("features/%s: %s", name, err);
+		sx_log_error("lib/%s.lua: %s", name, err);
 	lua_pop(L, 1);
 	/* summaries count what the configuration names */
 	if (memcmp(&old, &sx__pred_script.conf, sizeof(old)) != 0)
@@ -413,14 +413,14 @@ int sx__pred_features(const struct sx_pred_sum *s, int64_t at, double *out)
 	lua_State *L = sx_lua_state(sx__pred_eng->lua);
 	int top = lua_gettop(L), rc;
 	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
+		return sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/" LIB ".lua");
 	sx__pred_sum_view(s, at, &v);
 	if (!lua_checkstack(L, 8))
 		return sx_diag_set(SX_ENOMEM, "Lua stack exhausted");
 	lua_pushcfunction(L, run_features);
-	if ((rc = sx_scripts_push(sx__pred_eng->scripts, KIND, SCRIPT)) < 0) {
+	if ((rc = sx_scripts_push(sx__pred_eng->scripts, "lib", LIB)) < 0) {
 		lua_settop(L, top);
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
+		return sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/" LIB ".lua");
 	}
 	rawfield(L, lua_gettop(L), "features");
 	lua_remove(L, -2);
@@ -611,8 +611,8 @@ int sx__pred_score(uint32_t idx, const char *user, size_t ulen, const struct sx_
 				map[j] = i;
 		if (map[j] < 0) {
 			sx_model_unref(m);
-			return sx_diag_set(SX_ESTATE, "model predict.%s v%u uses feature '%s' that features/%s.lua no longer defines: retrain",
-					   t->name, sx_model_version(m), fn, SCRIPT);
+			return sx_diag_set(SX_ESTATE, "model predict.%s v%u uses feature '%s' that lib/%s.lua no longer defines: retrain",
+					   t->name, sx_model_version(m), fn, LIB);
 		}
 		xm[j] = x[map[j]];
 	}
@@ -708,7 +708,7 @@ static int m_user(struct sx_req *req, const msgpack_object *args, msgpack_packer
 	if (top < 0 || top > SX_PRED_FEATURES_MAX)
 		return sx_diag_set(SX_EINVAL, "argument 'top' must be 0 to %d", SX_PRED_FEATURES_MAX);
 	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
+		return sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/" LIB ".lua");
 	const struct sx_pred_target *want[SX_PRED_TARGETS_MAX];
 	int nwant = 0, explicit = targets != NULL;
 	if (targets) {
@@ -718,7 +718,7 @@ static int m_user(struct sx_req *req, const msgpack_object *args, msgpack_packer
 			const msgpack_object *o = &targets->via.array.ptr[i];
 			const struct sx_pred_target *t = o->type == MSGPACK_OBJECT_STR ? sx__pred_target_find(o->via.str.ptr, o->via.str.size) : NULL;
 			if (!t)
-				return sx_diag_set(SX_EINVAL, "argument 'targets[%u]' is not a target of features/%s.lua", i, SCRIPT);
+				return sx_diag_set(SX_EINVAL, "argument 'targets[%u]' is not a target of lib/%s.lua", i, LIB);
 			want[nwant++] = t;
 		}
 	} else {
@@ -841,11 +841,11 @@ static int m_churn_risk(struct sx_req *req, const msgpack_object *args, msgpack_
 	if (limit < 1 || limit > CHURN_LIMIT_MAX)
 		return sx_diag_set(SX_EINVAL, "argument 'limit' must be 1 to %d", CHURN_LIMIT_MAX);
 	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
+		return sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/" LIB ".lua");
 	const struct sx_pred_target *t = tname[0] ? sx__pred_target_find(tname, strlen(tname)) : churn_target();
 	if (!t)
-		return sx_diag_set(SX_EINVAL, tname[0] ? "argument 'target' is not a target of features/default.lua"
-						       : "features/default.lua defines no churn target (absent = true)");
+		return sx_diag_set(SX_EINVAL, tname[0] ? "argument 'target' is not a target of lib/features.lua"
+						       : "lib/features.lua defines no churn target (absent = true)");
 	struct sx_model *m = served_model(t);
 	if (!m)
 		return sx_diag_set(SX_ESTATE, "%s", sx_diag_last());
@@ -1012,10 +1012,10 @@ static int m_train(struct sx_req *req, const msgpack_object *args, msgpack_packe
 	    (rc = sx_arg_int(args, "cutoff", 0, &cutoff)) < 0 || (rc = sx_arg_map(args, "params", 0, &params)) < 0)
 		return rc;
 	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
+		return sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/" LIB ".lua");
 	const struct sx_pred_target *t = sx__pred_target_find(tname, strlen(tname));
 	if (!t)
-		return sx_diag_set(SX_EINVAL, "argument 'target': no target '%s' in features/%s.lua", tname, SCRIPT);
+		return sx_diag_set(SX_EINVAL, "argument 'target': no target '%s' in lib/%s.lua", tname, LIB);
 	int64_t span = (int64_t)t->days * SX_PRED_DAY_MS;
 	if (cutoff < 0 && sx_arg(args, "cutoff") == NULL)
 		cutoff = now - span;
@@ -1273,7 +1273,7 @@ static int m_features(struct sx_req *req, const msgpack_object *args, msgpack_pa
 	if (at < 0 || at > SX_EVENTS_TIME_MAX)
 		return sx_diag_set(SX_EINVAL, "argument 'at' must be ms since 1970");
 	if (!sx__pred_script.loaded)
-		return sx_diag_set(SX_ESTATE, "no features script: add scripts/%s/%s.lua", KIND, SCRIPT);
+		return sx_diag_set(SX_ESTATE, "no features lib: add scripts/lib/" LIB ".lua");
 	if ((rc = user_arg(args, cid, id, &len, &idx)) < 0)
 		return rc;
 	struct sx_pred_sum tmp;
@@ -1346,8 +1346,8 @@ static int start(struct sx_engine *e)
 		msgpack_zone_destroy(&z);
 	}
 	sx_store_read_end(e->store);
-	static const struct sx_script_kind kind = {KIND, validate, installed, NULL};
-	if ((rc = sx_scripts_add_kind(e->scripts, &kind)) < 0 || (rc = sx_events_on_track(on_track, NULL)) < 0)
+	static const struct sx_lib_use use = {LIB, validate, installed, NULL};
+	if ((rc = sx_scripts_use_lib(e->scripts, &use)) < 0 || (rc = sx_events_on_track(on_track, NULL)) < 0)
 		return rc;
 	const struct sx_method methods[] = {
 		{"predict.user", SX_ROLE_READER, m_user, NULL, "probability per target, band and drivers {user, targets?, top?}"},

@@ -6,8 +6,8 @@
  *
  * Errors: 0 or a negative SX_E* code with the message in sx_diag_last():
  * SX_EINVAL (no such target), SX_ENOENT (no such user, or the target has no
- * trained model), SX_ESTATE (no features script, or a model over features
- * the script no longer defines), SX_ESCRIPT/SX_EBUDGET (a feature failed).
+ * trained model), SX_ESTATE (no features lib, or a model over features
+ * the lib no longer defines), SX_ESCRIPT/SX_EBUDGET (a feature failed).
  */
 #ifndef SX_PREDICT_H
 #define SX_PREDICT_H

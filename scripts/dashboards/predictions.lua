@@ -1,6 +1,6 @@
 -- Predictions: how the current scores spread over users, and how accurate the
 -- served predictions turned out once their label windows closed.
--- Variables: target (a target of features/default.lua), bins (of the score
+-- Variables: target (a target of lib/features.lua), bins (of the score
 -- histogram), window (days of closed label windows), segment ("all",
 -- "band:high", "country:FR", ...), at (end of the window, ms; false = now),
 -- recipe (a forecast recipe with `actual`), forecast_window (days of closed

@@ -286,15 +286,15 @@ def test_bad_inputs(c):
     assert code_of(c.call, "notifications.pull", limit=0) == "invalid_argument"
     assert code_of(c.call, "notifications.ack", ids=["x"]) == "invalid_argument"
     assert code_of(c.call, "predict.config", sample=2) == "invalid_argument"
-    # a features script that breaks its contract is refused; the old one keeps serving
-    assert code_of(c.call, "script.put", kind="features", name="default",
+    # a features lib that breaks its contract is refused; the old one keeps serving
+    assert code_of(c.call, "script.put", kind="lib", name="features",
                    source="return {features = {x = 1}}") == "script_error"
     assert c.call("predict.features", user="p1")["features"]
     # a feature that raises is a script_error for the call
-    c.call("script.put", kind="features", name="default",
+    c.call("script.put", kind="lib", name="features",
            source="return {features = {bad = function(u) error('boom') end}}")
     assert code_of(c.call, "predict.features", user="p1") == "script_error"
-    c.call("script.rollback", kind="features", name="default")
+    c.call("script.rollback", kind="lib", name="features")
     assert c.call("predict.features", user="p1")["features"]["events_7d"] >= 0
 
 

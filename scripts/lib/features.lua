@@ -1,4 +1,4 @@
--- User features for predict.* (kind "features", name "default").
+-- User features for predict.* (the lib "features": require "features" from any script).
 -- Each feature is function(u) -> number (nil counts 0, booleans 0/1), where u
 -- is the user's summary at the scoring time (see docs/notes-predict.md):
 -- days_since_signup/first/last (nil before any event) and, for events,
