@@ -17,7 +17,9 @@
  * sextant only: --op track [--batch 1000] [--users 100000] [--method events.track] sends
  * events.track batches as bench/events_ingest.py does (names, items, times over the last
  * 24 h, or over --spread-ms, properties {value, device}); each connection packs 16 batches
- * once and replays them.
+ * once and replays them. --session L: events come in user sessions of 1 .. 2L - 1 events
+ * (mean L) 30 s apart, as a platform's stream does; the default 1 draws a user and a time per
+ * event (the worst case for the store: every event lands on a page of its own).
  * --method ping sends the same frames to `ping`: the ceiling of client, transport and
  * frame decoding. Prints events/s (accepted events; with ping, events sent).
  *
@@ -75,6 +77,7 @@ static struct {
 	uint64_t rng;
 	long users;
 	uint64_t spread_ms; /* OP_TRACK: event times spread over the last spread_ms */
+	long session;       /* OP_TRACK: mean events per user session (1: every event a random user) */
 	const char *method;
 	uint64_t accepted;
 	uint64_t next_user, next_key;
@@ -257,14 +260,21 @@ static void make_batches(struct conn *c)
 		msgpack_pack_map(&pk, 1);
 		sx_pack_str(&pk, "events");
 		msgpack_pack_array(&pk, (size_t)B.batch);
-		for (int i = 0; i < B.batch; i++) {
+		uint64_t user = 0, t = 0;
+		long left = 0;
+		for (int i = 0; i < B.batch; i++, left--, t += 30000) {
+			if (left <= 0) { /* a new session: 1 .. 2 x session - 1 events, 30 s apart */
+				user = rng_next(&rs) % (uint64_t)B.users;
+				t = now - rng_next(&rs) % B.spread_ms;
+				left = B.session > 1 ? 1 + (long)(rng_next(&rs) % (uint64_t)(2 * B.session - 1)) : 1;
+			}
 			msgpack_pack_map(&pk, 5);
-			snprintf(s, sizeof(s), "u%llu", (unsigned long long)(rng_next(&rs) % (uint64_t)B.users));
+			snprintf(s, sizeof(s), "u%llu", (unsigned long long)user);
 			sx_pack_kv_str(&pk, "user", s);
 			sx_pack_kv_str(&pk, "name", names[rng_next(&rs) % 6]);
 			snprintf(s, sizeof(s), "i%llu", (unsigned long long)(rng_next(&rs) % 1000));
 			sx_pack_kv_str(&pk, "item", s);
-			sx_pack_kv_int(&pk, "time", (int64_t)(now - rng_next(&rs) % B.spread_ms));
+			sx_pack_kv_int(&pk, "time", (int64_t)(t < now ? t : now));
 			sx_pack_str(&pk, "properties");
 			msgpack_pack_map(&pk, 2);
 			sx_pack_kv_int(&pk, "value", (int64_t)(rng_next(&rs) % 500));
@@ -568,6 +578,8 @@ int main(int argc, char **argv)
 			B.method = argv[i + 1];
 		else if (!strcmp(argv[i], "--spread-ms"))
 			B.spread_ms = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--session"))
+			B.session = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--rate"))
 			B.rate = atof(argv[i + 1]);
 		else if (!strcmp(argv[i], "--n"))

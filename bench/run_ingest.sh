@@ -10,6 +10,8 @@
 # MODES: which cases, default "relaxed ping full" (e.g. "relaxed" alone while iterating).
 # SPREAD_MS=60000 in the environment: event times over the last minute instead of 24 h;
 # DEPTH=8: 8 batches in flight per connection instead of 2.
+# SESSION=6: events in user sessions of 6 on average (a platform's stream) instead of each
+# event from a random user at a random time (bench_rpc --session).
 set -eu
 cd "$(dirname "$0")/.."
 B=${1:-build}
@@ -21,6 +23,8 @@ MODES=${5:-relaxed ping full}
 SPREAD_MS=${SPREAD_MS:-86400000}
 # batches in flight per connection
 DEPTH=${DEPTH:-2}
+# mean events per user session
+SESSION=${SESSION:-1}
 cmake --build "$B" --target sextant bench_rpc -j2 >/dev/null
 TMP=$(mktemp -d)
 SP=""
@@ -61,7 +65,7 @@ one() { # bin durability method -> "events_per_s bytes_per_event cpu_us_per_even
 	wait_port $P
 	c0=$(cpu_ticks $SP)
 	r=$("$B/bench_rpc" --proto sextant --op track --method "$3" --port $P --conns 4 --depth "$DEPTH" --seconds "$SECS" \
-		--spread-ms "$SPREAD_MS")
+		--spread-ms "$SPREAD_MS" --session "$SESSION")
 	c1=$(cpu_ticks $SP)
 	u=$(used_bytes $P)
 	kill $SP
