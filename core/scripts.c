@@ -79,6 +79,8 @@ struct sx_scripts {
 	size_t cand_len;
 	struct sx_lib_use uses[MAX_USES];
 	int nuses;
+	int started;  /* the scripts folder has been read once */
+	int retrying; /* the folder is being read again after a lib loaded */
 };
 
 /* ---- helpers ---- */
@@ -674,6 +676,7 @@ struct prepared {
 
 static int prepare(struct sx_scripts *s, const struct sx_script_kind *k, const char *name, const char *src,
 		   size_t len, struct prepared *p);
+static void retry_files(struct sx_scripts *s);
 static void prepared_drop(struct sx_scripts *s, struct prepared *p);
 static void reload_apply(struct sx_scripts *s, struct prepared *p, const char *lib);
 
@@ -734,6 +737,8 @@ int sx_scripts_put(struct sx_scripts *s, const char *kind, const char *name, con
 	sx_log_info("script %s/%s version %u loaded (%s)", kind, name, version, origin);
 	publish_event(s, "loaded", sc, version, origin, NULL);
 	reload_apply(s, &p, name);
+	if (is_lib)
+		retry_files(s);
 	return rc < 0 ? rc : (int)version;
 }
 
@@ -1043,6 +1048,23 @@ static int scan_dir(struct sx_scripts *s, const struct sx_script_kind *k)
 	return failed;
 }
 
+/* A new lib version may be what a script file lacked: the files of the folder
+ * that do not serve are loaded again (unchanged ones that serve are skipped). */
+static void retry_files(struct sx_scripts *s)
+{
+	if (!s->started || s->retrying)
+		return;
+	s->retrying = 1;
+	for (int failed = -1, last; failed != 0;) {
+		last = failed, failed = 0;
+		for (int i = 0; i < s->nkinds; i++)
+			failed += scan_dir(s, &s->kinds[i]);
+		if (last >= 0 && failed >= last)
+			break;
+	}
+	s->retrying = 0;
+}
+
 static void watch_dir(struct sx_scripts *s, const struct sx_script_kind *k)
 {
 	char dir[2048];
@@ -1147,6 +1169,7 @@ int sx_scripts_start(struct sx_scripts *s)
 		scan_dir(s, &s->kinds[i]);
 	for (int i = 0; i < s->nkinds; i++)
 		watch_dir(s, &s->kinds[i]);
+	s->started = 1;
 	sx_store_read_end(s->e->store);
 	return 0;
 }

@@ -202,6 +202,30 @@ def test_files_load_libs_first_and_saving_a_lib_reloads_dependents():
         assert "lib/yyy.lua" in listed[("lib", "yyy")]["error"]
 
 
+def test_script_files_waiting_for_a_lib_load_when_it_appears():
+    """A script file that failed for want of a lib loads once the lib does, as a
+    file or by script.put, through a lib that itself waited for another."""
+    scripts = {
+        "methods/late.lua": 'local m = require "mid"\nreturn { v = function() return m.v end }',
+        "lib/mid.lua": 'local b = require "base"\nreturn { v = b.v .. "+mid" }',
+    }
+    with Server(copy_scripts=False, scripts=scripts) as s:
+        c = s.client()
+        assert code_msg(c.call, "late.v")[0] == "unknown_method"
+        listed = {(x["kind"], x["name"]): x for x in c.call("script.list")}
+        assert "no lib script 'base'" in listed[("lib", "mid")]["error"]
+        c.call("script.put", kind="lib", name="base", source='return { v = "base" }')
+        assert c.call("late.v") == "base+mid"
+        # and through a file: a second waiting script, its lib saved afterwards
+        s.write_script("methods/later.lua", 'local o = require "other"\nreturn { v = function() return o end }')
+        time.sleep(0.5)
+        assert code_msg(c.call, "later.v")[0] == "unknown_method"
+        s.write_script("lib/other.lua", 'return "other"')
+        wait_until(lambda: c.call("script.list") and any(
+            x["kind"] == "methods" and x["name"] == "later" and not x.get("error") for x in c.call("script.list")), 10)
+        assert c.call("later.v") == "other"
+
+
 def test_features_lib_serves_predict_and_other_scripts():
     with Server() as s:  # the shipped scripts, scripts/lib/features.lua among them
         c = s.client()
