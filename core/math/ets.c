@@ -210,12 +210,17 @@ static double loglik_of(const struct sx_ets_spec *s, size_t n, const struct kres
 }
 
 /* The same pass for SX_OPTIM_LANES parameter sets at once, for the
- * optimiser's gradient and line-search points. One pass is a serial chain
- * of dependent operations (latency-bound); independent lanes fill the
- * pipeline, so four cost little more than one. Specialised per model shape
- * (trend, season, error) so that the per-step branches disappear. The
- * multiplicative update divides once by S and once for 1/L: the same
- * values as kernel() up to the last bit of rounding. */
+ * optimiser's gradient and line-search points (core/math/ets_lanes.h). One
+ * pass is a serial chain of dependent operations (latency-bound);
+ * independent lanes fill the pipeline, so four cost little more than one.
+ * Specialised per model shape (trend, season, error) so that the per-step
+ * branches disappear.
+ *
+ * Baseline x86-64 (SSE2) runs the four lanes as two 16-byte vectors: GCC
+ * lowers 32-byte vector comparisons and 64-bit integer operations without
+ * AVX to scalar code through memory, and its store-to-load forwarding
+ * stalls made the multiplicative models three times slower than their
+ * arithmetic. With AVX2 the four lanes are one 32-byte vector. */
 #define NL SX_OPTIM_LANES
 
 struct lanes {
@@ -223,122 +228,37 @@ struct lanes {
 	double s0[SX_ETS_MAX_M][NL];
 };
 
-/* Four lanes as one GCC vector: two SSE2 operations each without AVX. */
-typedef double vd __attribute__((vector_size(NL * sizeof(double))));
-typedef long long vl __attribute__((vector_size(NL * sizeof(double))));
+#define LN_W 2
+#define LN_SFX sse2
+#define LN_TARGET
+#include "core/math/ets_lanes.h"
+#undef LN_W
+#undef LN_SFX
+#undef LN_TARGET
 
-#define VLOAD(v, p) memcpy(&(v), (p), sizeof(vd))
-
-static inline __attribute__((always_inline)) void
-kernel_lanes_t(const double *y, size_t n, int m, const struct lanes *P, struct kres *kr, int trend,
-	       int seas, int mulerr)
-{
-	vd alpha, beta, gamma, phi, l, b = {0}, zero = {0}, one = zero + 1;
-	VLOAD(alpha, P->alpha), VLOAD(beta, P->beta), VLOAD(gamma, P->gamma);
-	VLOAD(phi, P->phi), VLOAD(l, P->l0);
-	if (trend)
-		VLOAD(b, P->b0);
-	vd ring[SX_ETS_MAX_M], sse_r = zero, sse_e = zero, mant = one;
-	vl bad = {0};
-	vl expo = {0};
-	for (int j = 0; j < m; j++) {
-		ring[j] = zero;
-		if (seas)
-			VLOAD(ring[j], P->s0[j]);
-	}
-	int j = 0;
-	for (size_t t = 0; t < n; t++) {
-		vd yt = zero + y[t];
-		vd B = trend ? phi * b : zero, L = l + B, S = ring[j], Y, r;
-		if (seas == SX_ETS_MUL) {
-			bad |= ~((S > 0) & (L > 0));
-			/* one division per step: 1/S = L/Y, 1/L = S/Y */
-			Y = L * S;
-			vd d = one / Y, q = yt * L * d - L, iL = S * d;
-			r = q * S;
-			l = L + alpha * q;
-			if (trend)
-				b = B + beta * q;
-			ring[j] = S + gamma * r * iL;
-			if (mulerr) {
-				vd e = q * iL;
-				sse_e += e * e;
-			}
-		} else {
-			Y = L + S;
-			r = (yt - S) - L;
-			l = L + alpha * r;
-			if (trend)
-				b = B + beta * r;
-			if (seas)
-				ring[j] = S + gamma * r;
-			if (mulerr) {
-				vd e = r / Y;
-				sse_e += e * e;
-			}
-		}
-		sse_r += r * r;
-		if (mulerr) {
-			/* mant's exponent moves to expo every fourth step by bit
-			 * operations: exact, no branch, no log per step */
-			bad |= ~(Y > 0);
-			mant *= Y;
-			if ((t & 3) == 3 || t + 1 == n) {
-				vl bits;
-				memcpy(&bits, &mant, sizeof(bits));
-				vl ex = (bits >> 52) & 0x7ff;
-				/* four steps overflowed or underflowed: |y| beyond 1e76 */
-				bad |= (ex == 0x7ff) | (ex == 0);
-				expo += ex - 1023;
-				bits = (bits & 0x800fffffffffffffLL) | 0x3ff0000000000000LL;
-				memcpy(&mant, &bits, sizeof(bits));
-			}
-		}
-		if (++j == m)
-			j = 0;
-		if ((seas == SX_ETS_MUL || mulerr) && (t & 7) == 7) {
-			/* an inadmissible lane's states run to NaN, infinities and
-			 * subnormals (slow): stop when every lane is out, else reset
-			 * the lost lanes to harmless values */
-			int all = 1, any = 0;
-			for (int k = 0; k < NL; k++)
-				all &= bad[k] != 0, any |= bad[k] != 0;
-			if (all)
-				break;
-			if (any) {
-				for (int k = 0; k < NL; k++) {
-					if (!bad[k])
-						continue;
-					l[k] = 1, b[k] = 0;
-					for (int i = 0; i < m; i++)
-						ring[i][k] = 1;
-				}
-			}
-		}
-	}
-	for (int k = 0; k < NL; k++) {
-		int bk = bad[k] != 0 || !isfinite(sse_r[k]) || !isfinite(l[k]) || !isfinite(b[k]);
-		kr[k].sse_r = sse_r[k];
-		kr[k].sse_e = sse_e[k];
-		kr[k].slog = mulerr && !bk ? log(mant[k]) + (double)expo[k] * M_LN2 : 0;
-		kr[k].bad = bk;
-	}
-}
-
-#define KL_CASE(tr, se, me)                                                                        \
-	if (trend == tr && seas == se && mulerr == me) {                                           \
-		kernel_lanes_t(y, n, m, P, kr, tr, se, me);                                        \
-		return;                                                                            \
-	}
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LN_W 4
+#define LN_SFX avx2
+#define LN_TARGET __attribute__((target("avx2")))
+#include "core/math/ets_lanes.h"
+#undef LN_W
+#undef LN_SFX
+#undef LN_TARGET
+#define HAVE_AVX2_KERNEL 1
+#endif
 
 static void kernel_lanes(const double *y, size_t n, const struct sx_ets_spec *s,
 			 const struct lanes *P, struct kres *kr)
 {
 	int trend = s->trend != SX_ETS_NONE, seas = s->season, mulerr = s->error == SX_ETS_MUL;
 	int m = season_len(s);
-	KL_CASE(0, 0, 0) KL_CASE(0, 0, 1) KL_CASE(0, 1, 0) KL_CASE(0, 1, 1) KL_CASE(0, 2, 0)
-	KL_CASE(0, 2, 1) KL_CASE(1, 0, 0) KL_CASE(1, 0, 1) KL_CASE(1, 1, 0) KL_CASE(1, 1, 1)
-	KL_CASE(1, 2, 0) KL_CASE(1, 2, 1)
+#ifdef HAVE_AVX2_KERNEL
+	if (__builtin_cpu_supports("avx2")) {
+		kernel_lanes_avx2(y, n, m, trend, seas, mulerr, P, kr);
+		return;
+	}
+#endif
+	kernel_lanes_sse2(y, n, m, trend, seas, mulerr, P, kr);
 }
 
 int sx_ets_filter(const double *y, size_t n, struct sx_ets_model *p, double *fitted)
@@ -576,6 +496,36 @@ static double objective_u(const double *z, void *ud)
 	return objective(x, u->o);
 }
 
+static void set_lane(const struct obj *o, const double *x, struct lanes *P, int k)
+{
+	struct sx_ets_model mp;
+	mp.spec = o->p.spec;
+	unpack_to(o, x, &mp);
+	P->alpha[k] = mp.alpha;
+	P->beta[k] = mp.beta;
+	P->gamma[k] = mp.gamma;
+	P->phi[k] = mp.phi;
+	P->l0[k] = mp.l0;
+	P->b0[k] = mp.b0;
+	for (int j = 0; j < season_len(&o->p.spec); j++)
+		P->s0[j][k] = mp.s0[j];
+}
+
+/* objective() of count points xs, NL at a time. */
+static void objective_x_multi(const struct obj *o, const double *const *xs, size_t count,
+			      double *fx)
+{
+	for (size_t g = 0; g < count; g += NL) {
+		struct lanes P;
+		struct kres kr[NL];
+		for (int k = 0; k < NL; k++)
+			set_lane(o, xs[g + k < count ? g + k : g], &P, k);
+		kernel_lanes(o->y, o->n, &o->p.spec, &P, kr);
+		for (int k = 0; k < NL && g + k < count; k++)
+			fx[g + k] = objective_value(o, &kr[k]);
+	}
+}
+
 /* The optimiser's points in groups of NL lanes (a short last group is
  * padded with copies of its first point). from_u is coordinate-wise, so a
  * point that differs from the previous one in a few coordinates (a
@@ -589,9 +539,6 @@ static void objective_multi(const double *const *zs, size_t count, double *fx, v
 	for (size_t g = 0; g < count; g += NL) {
 		struct lanes P;
 		struct kres kr[NL];
-		struct sx_ets_model mp;
-		mp.spec = o->p.spec;
-		int m = season_len(&o->p.spec);
 		for (int k = 0; k < NL; k++) {
 			const double *z = zs[g + k < count ? g + k : g];
 			double x[SX_OPTIM_MAX_DIM];
@@ -605,15 +552,7 @@ static void objective_multi(const double *const *zs, size_t count, double *fx, v
 			}
 			memcpy(zprev, z, u->dim * sizeof(double));
 			memcpy(xprev, x, u->dim * sizeof(double));
-			unpack_to(o, x, &mp);
-			P.alpha[k] = mp.alpha;
-			P.beta[k] = mp.beta;
-			P.gamma[k] = mp.gamma;
-			P.phi[k] = mp.phi;
-			P.l0[k] = mp.l0;
-			P.b0[k] = mp.b0;
-			for (int j = 0; j < m; j++)
-				P.s0[j][k] = mp.s0[j];
+			set_lane(o, x, &P, k);
 		}
 		kernel_lanes(o->y, o->n, &o->p.spec, &P, kr);
 		for (int k = 0; k < NL && g + k < count; k++)
@@ -720,16 +659,26 @@ static int fit_common(const double *y, size_t n, const struct sx_ets_spec *spec,
 	if (o.iphi >= 0)
 		x[o.iphi] = 0.97 > ub[o.iphi] ? ub[o.iphi] : 0.97;
 	memcpy(best, x, sizeof(best));
-	for (size_t i = 0; i < SX_ARRAY_SIZE(ga); i++) {
-		for (size_t j = 0; j < (o.ig >= 0 ? SX_ARRAY_SIZE(gg) : 1); j++) {
-			x[0] = ga[i];
-			if (o.ig >= 0)
-				x[o.ig] = gg[j];
-			double v = objective(x, &o);
-			evals++;
-			if (v < fbest) {
-				fbest = v;
-				memcpy(best, x, sizeof(best));
+	{
+		double gp[SX_ARRAY_SIZE(ga) * SX_ARRAY_SIZE(gg)][SX_OPTIM_MAX_DIM];
+		double gv[SX_ARRAY_SIZE(ga) * SX_ARRAY_SIZE(gg)];
+		const double *gps[SX_ARRAY_SIZE(ga) * SX_ARRAY_SIZE(gg)];
+		size_t np = 0;
+		for (size_t i = 0; i < SX_ARRAY_SIZE(ga); i++) {
+			for (size_t j = 0; j < (o.ig >= 0 ? SX_ARRAY_SIZE(gg) : 1); j++, np++) {
+				memcpy(gp[np], x, o.dim * sizeof(double));
+				gp[np][0] = ga[i];
+				if (o.ig >= 0)
+					gp[np][o.ig] = gg[j];
+				gps[np] = gp[np];
+			}
+		}
+		objective_x_multi(&o, gps, np, gv);
+		evals += (int)np;
+		for (size_t k = 0; k < np; k++) {
+			if (gv[k] < fbest) {
+				fbest = gv[k];
+				memcpy(best, gp[k], o.dim * sizeof(double));
 			}
 		}
 	}

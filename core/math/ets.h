@@ -24,13 +24,16 @@
  * smoothing parameters and scaled states, started from the heuristic states
  * of Hyndman et al. §2.6 and from two smoothing-parameter points (the best
  * of a 4x3 alpha/gamma grid, and alpha 0.1, beta/alpha 0.1, gamma 0.05);
- * the better optimum is kept. The optimiser's gradient and line-search
- * points go through a four-lane vector version of the recursion
+ * the better optimum is kept. The optimiser's gradient, line-search and
+ * grid points go through a four-lane vector version of the recursion
  * (SX_OPTIM_LANES independent parameter sets per pass): one pass is a
  * latency-bound chain, so four cost little more than one; the iterates are
- * those of the one-point search. Caveat: these likelihoods are multimodal and
+ * those of the one-point search. The lanes run as two SSE2 vector pairs, or
+ * as one AVX2 vector where the CPU has AVX2 (chosen at run time; no FMA, so
+ * both give the same bits). Caveat: these likelihoods are multimodal and
  * the search is local; on 200 daily airport series ours was within 0.05 of
- * statsmodels' log-likelihood or better in 95-98% of fits (bench/README-ets.md).
+ * statsmodels' log-likelihood or better in 95-98% of fits (bench/README.md,
+ * "Exponential smoothing").
  *
  * AICc counts every free parameter plus the variance:
  *   k = #smoothing + 1 + (trend) + (m-1 if seasonal) + 1
@@ -48,7 +51,7 @@
  * days, or 7 on hourly data with m = 24) is removed first by a classical
  * decomposition (sx_ets_seasonal_index), the rest is fitted by ETS, and the
  * index is put back on the forecasts (sx_ets_reseason). See
- * bench/README-ets.md.
+ * bench/README.md, "Several seasonal periods".
  *
  * Errors: SX_EINVAL (with the reason in sx_diag_last()) for NaN/Inf data,
  * series too short for the model, m < 1 or m > SX_ETS_MAX_M with a seasonal

@@ -54,8 +54,11 @@ struct sx_optim_bfgs_opts {
 	double fd_step;  /* difference step per unit of x; 0 = 1e-8 forward, 1e-6 central */
 	int central;     /* central differences: 2 evaluations per coordinate, not 1 */
 	/* Optional: used for the gradient's points and for SX_OPTIM_LANES
-	 * consecutive halvings of the line search at once. The iterates are the
-	 * same as with f alone; only the evaluation count differs. */
+	 * consecutive halvings of the line search at once; once the inverse
+	 * Hessian is built up (forward differences only), the full step, the
+	 * gradient points around it and further halvings go in one call. The
+	 * iterates are the same as with f alone; only the evaluation count
+	 * (speculative points included) differs. */
 	sx_optim_multi_fn multi;
 };
 

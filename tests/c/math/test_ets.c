@@ -712,6 +712,50 @@ static double sphere(const double *x, void *ud)
 	return pow(x[0] - 2, 2) + pow(x[1] + 3, 2) + pow(x[2] - 0.5, 2);
 }
 
+struct multi_count {
+	int single, calls, points, spec;
+};
+
+static double rosen_one(const double *x, void *ud)
+{
+	struct multi_count *c = ud;
+	int dummy = 0;
+	c->single++;
+	return rosen(x, &dummy);
+}
+
+static void rosen_multi(const double *const *xs, size_t count, double *fx, void *ud)
+{
+	struct multi_count *c = ud;
+	int dummy = 0;
+	c->calls++;
+	c->points += (int)count;
+	/* 4 unknowns: a gradient is 4 points, a line search SX_OPTIM_LANES;
+	 * the full step with its gradient is 5, padded to 8 */
+	c->spec += count == 8;
+	for (size_t i = 0; i < count; i++)
+		fx[i] = rosen(xs[i], &dummy);
+}
+
+/* The multi-point path (batched gradient, batched halvings, and the full
+ * step evaluated together with the gradient around it) must walk the same
+ * iterates as the one-point path: same minimiser and value to the bit. */
+static void test_optim_multi_same_iterates(void **state)
+{
+	(void)state;
+	struct multi_count c1 = {0}, c2 = {0};
+	double x1[4] = {-1.2, 1, -0.5, 0.8}, x2[4] = {-1.2, 1, -0.5, 0.8}, f1, f2;
+	int ev1 = sx_optim_bfgs(rosen_one, &c1, x1, 4, NULL, &f1);
+	struct sx_optim_bfgs_opts o = {.multi = rosen_multi};
+	int ev2 = sx_optim_bfgs(rosen_one, &c2, x2, 4, &o, &f2);
+	assert_true(ev1 > 0 && ev1 == c1.single);
+	assert_true(ev2 == c2.single + c2.points);
+	assert_memory_equal(x1, x2, sizeof(x1));
+	assert_memory_equal(&f1, &f2, sizeof(f1));
+	assert_near(x1[0], 1, 1e-3);
+	assert_true(c2.spec > 0);
+}
+
 static void test_optim(void **state)
 {
 	(void)state;
@@ -763,6 +807,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_forecast_seeded),
 		cmocka_unit_test(test_optim),
+		cmocka_unit_test(test_optim_multi_same_iterates),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	free(refbuf);
