@@ -253,7 +253,16 @@ static void kernel_lanes(const double *y, size_t n, const struct sx_ets_spec *s,
 	int trend = s->trend != SX_ETS_NONE, seas = s->season, mulerr = s->error == SX_ETS_MUL;
 	int m = season_len(s);
 #ifdef HAVE_AVX2_KERNEL
-	if (__builtin_cpu_supports("avx2")) {
+	/* SX_ETS_KERNEL=sse2 keeps the SSE2 kernel on an AVX2 machine, so that the
+	 * test suite runs both (they give the same bits: no FMA in either) */
+	static int avx2 = -1; /* fits run on several threads: the same answer from each */
+	int use = __atomic_load_n(&avx2, __ATOMIC_RELAXED);
+	if (use < 0) {
+		const char *k = getenv("SX_ETS_KERNEL");
+		use = __builtin_cpu_supports("avx2") && !(k && strcmp(k, "sse2") == 0);
+		__atomic_store_n(&avx2, use, __ATOMIC_RELAXED);
+	}
+	if (use) {
 		kernel_lanes_avx2(y, n, m, trend, seas, mulerr, P, kr);
 		return;
 	}
