@@ -44,6 +44,10 @@ struct dest {
 	double lat, lon;
 };
 
+/* Real places a European-based platform sells, worldwide, at the size of a
+ * real catalogue (hundreds), so that a user's next destinations are not
+ * mostly the top ten anyway. Positions are approximate centres; prices are
+ * typical mid-range nights per traveller. */
 static const struct dest dests[] = {
 	{"lisbon", "Lisbon", "PT", "Southern Europe", 95, B(T_CITY) | B(T_CULTURE) | B(T_FOOD) | B(T_BUDGET), 38.7, -9.1},
 	{"porto", "Porto", "PT", "Southern Europe", 85, B(T_CITY) | B(T_FOOD) | B(T_HISTORY) | B(T_BUDGET), 41.2, -8.6},
@@ -86,28 +90,325 @@ static const struct dest dests[] = {
 	{"new-york", "New York", "US", "North America", 230, B(T_CITY) | B(T_SHOPPING) | B(T_CULTURE) | B(T_NIGHT), 40.7, -74.0},
 	{"cancun", "Cancun", "MX", "North America", 140, B(T_BEACH) | B(T_NIGHT) | B(T_FAMILY), 21.2, -86.8},
 	{"banff", "Banff", "CA", "North America", 170, B(T_SKI) | B(T_NATURE) | B(T_MOUNTAINS), 51.2, -115.6},
-	{"tokyo", "Tokyo", "JP", "Asia", 160, B(T_CITY) | B(T_FOOD) | B(T_CULTURE) | B(T_SHOPPING), 35.7, 139.7},
-	{"kyoto", "Kyoto", "JP", "Asia", 150, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC), 35.0, 135.8},
-	{"bangkok", "Bangkok", "TH", "Asia", 65, B(T_CITY) | B(T_FOOD) | B(T_NIGHT) | B(T_BUDGET), 13.8, 100.5},
-	{"bali", "Bali", "ID", "Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_WELLNESS) | B(T_ROMANTIC), -8.4, 115.2},
-	{"maldives", "Maldives", "MV", "Asia", 380, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_WELLNESS), 3.2, 73.2},
+	{"tokyo", "Tokyo", "JP", "East Asia", 160, B(T_CITY) | B(T_FOOD) | B(T_CULTURE) | B(T_SHOPPING), 35.7, 139.7},
+	{"kyoto", "Kyoto", "JP", "East Asia", 150, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC), 35.0, 135.8},
+	{"bangkok", "Bangkok", "TH", "Southeast Asia", 65, B(T_CITY) | B(T_FOOD) | B(T_NIGHT) | B(T_BUDGET), 13.8, 100.5},
+	{"bali", "Bali", "ID", "Southeast Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_WELLNESS) | B(T_ROMANTIC), -8.4, 115.2},
+	{"maldives", "Maldives", "MV", "South Asia", 380, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_WELLNESS), 3.2, 73.2},
 	{"sydney", "Sydney", "AU", "Oceania", 200, B(T_CITY) | B(T_BEACH) | B(T_NATURE), -33.9, 151.2},
 	{"queenstown", "Queenstown", "NZ", "Oceania", 180, B(T_ADVENTURE) | B(T_SKI) | B(T_NATURE), -45.0, 168.7},
+	{"valencia", "Valencia", "ES", "Southern Europe", 90, B(T_CITY) | B(T_BEACH) | B(T_FOOD) | B(T_FAMILY), 39.5, -0.4},
+	{"malaga", "Malaga", "ES", "Southern Europe", 95, B(T_BEACH) | B(T_CITY) | B(T_FOOD), 36.7, -4.4},
+	{"granada", "Granada", "ES", "Southern Europe", 80, B(T_HISTORY) | B(T_CULTURE) | B(T_ROMANTIC) | B(T_BUDGET), 37.2, -3.6},
+	{"ibiza", "Ibiza", "ES", "Southern Europe", 170, B(T_BEACH) | B(T_ISLAND) | B(T_NIGHT), 38.9, 1.4},
+	{"menorca", "Menorca", "ES", "Southern Europe", 135, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY) | B(T_NATURE), 39.9, 4.1},
+	{"san-sebastian", "San Sebastian", "ES", "Southern Europe", 140, B(T_FOOD) | B(T_BEACH) | B(T_CITY), 43.3, -2.0},
+	{"bilbao", "Bilbao", "ES", "Southern Europe", 100, B(T_CITY) | B(T_CULTURE) | B(T_FOOD), 43.3, -2.9},
+	{"costa-brava", "Costa Brava", "ES", "Southern Europe", 115, B(T_BEACH) | B(T_FAMILY) | B(T_NATURE), 41.8, 3.0},
+	{"cordoba", "Cordoba", "ES", "Southern Europe", 75, B(T_HISTORY) | B(T_CULTURE) | B(T_BUDGET), 37.9, -4.8},
+	{"toledo", "Toledo", "ES", "Southern Europe", 80, B(T_HISTORY) | B(T_CULTURE), 39.9, -4.0},
+	{"sierra-nevada", "Sierra Nevada", "ES", "Southern Europe", 110, B(T_SKI) | B(T_MOUNTAINS) | B(T_BUDGET), 37.1, -3.4},
+	{"sintra", "Sintra", "PT", "Southern Europe", 100, B(T_HISTORY) | B(T_ROMANTIC) | B(T_CULTURE), 38.8, -9.4},
+	{"madeira", "Madeira", "PT", "Atlantic", 105, B(T_NATURE) | B(T_ISLAND) | B(T_ADVENTURE), 32.7, -16.9},
+	{"azores", "Azores", "PT", "Atlantic", 110, B(T_NATURE) | B(T_ISLAND) | B(T_ADVENTURE), 37.8, -25.5},
+	{"gran-canaria", "Gran Canaria", "ES", "Atlantic", 105, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 27.9, -15.6},
+	{"lanzarote", "Lanzarote", "ES", "Atlantic", 110, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE), 29.0, -13.6},
+	{"fuerteventura", "Fuerteventura", "ES", "Atlantic", 100, B(T_BEACH) | B(T_ISLAND) | B(T_ADVENTURE), 28.4, -14.0},
+	{"cape-verde", "Cape Verde", "CV", "Atlantic", 110, B(T_BEACH) | B(T_ISLAND) | B(T_BUDGET), 16.7, -22.9},
+	{"milan", "Milan", "IT", "Southern Europe", 150, B(T_CITY) | B(T_SHOPPING) | B(T_FOOD), 45.5, 9.2},
+	{"naples", "Naples", "IT", "Southern Europe", 80, B(T_FOOD) | B(T_HISTORY) | B(T_BUDGET) | B(T_CITY), 40.9, 14.3},
+	{"sicily", "Sicily", "IT", "Southern Europe", 100, B(T_BEACH) | B(T_ISLAND) | B(T_HISTORY) | B(T_FOOD), 37.6, 14.0},
+	{"sardinia", "Sardinia", "IT", "Southern Europe", 150, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE), 40.1, 9.0},
+	{"cinque-terre", "Cinque Terre", "IT", "Southern Europe", 140, B(T_ROMANTIC) | B(T_NATURE) | B(T_BEACH), 44.1, 9.7},
+	{"lake-como", "Lake Como", "IT", "Southern Europe", 190, B(T_ROMANTIC) | B(T_NATURE) | B(T_WELLNESS), 46.0, 9.3},
+	{"tuscany", "Tuscany", "IT", "Southern Europe", 140, B(T_FOOD) | B(T_ROMANTIC) | B(T_NATURE) | B(T_CULTURE), 43.4, 11.0},
+	{"bologna", "Bologna", "IT", "Southern Europe", 95, B(T_FOOD) | B(T_CITY) | B(T_HISTORY), 44.5, 11.3},
+	{"verona", "Verona", "IT", "Southern Europe", 110, B(T_ROMANTIC) | B(T_HISTORY) | B(T_CULTURE), 45.4, 11.0},
+	{"puglia", "Puglia", "IT", "Southern Europe", 100, B(T_BEACH) | B(T_FOOD) | B(T_BUDGET), 40.8, 17.0},
+	{"lake-garda", "Lake Garda", "IT", "Alps", 120, B(T_FAMILY) | B(T_NATURE) | B(T_WELLNESS), 45.6, 10.6},
+	{"cortina", "Cortina d'Ampezzo", "IT", "Alps", 210, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS), 46.5, 12.1},
+	{"mykonos", "Mykonos", "GR", "Southern Europe", 220, B(T_BEACH) | B(T_ISLAND) | B(T_NIGHT), 37.4, 25.3},
+	{"rhodes", "Rhodes", "GR", "Southern Europe", 95, B(T_BEACH) | B(T_ISLAND) | B(T_HISTORY) | B(T_FAMILY), 36.4, 28.2},
+	{"corfu", "Corfu", "GR", "Southern Europe", 100, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 39.6, 19.9},
+	{"naxos", "Naxos", "GR", "Southern Europe", 105, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 37.1, 25.4},
+	{"thessaloniki", "Thessaloniki", "GR", "Southern Europe", 70, B(T_CITY) | B(T_FOOD) | B(T_HISTORY) | B(T_BUDGET), 40.6, 22.9},
+	{"split", "Split", "HR", "Southern Europe", 105, B(T_BEACH) | B(T_HISTORY) | B(T_NIGHT), 43.5, 16.4},
+	{"hvar", "Hvar", "HR", "Southern Europe", 140, B(T_BEACH) | B(T_ISLAND) | B(T_NIGHT), 43.2, 16.4},
+	{"kotor", "Kotor", "ME", "Southern Europe", 85, B(T_HISTORY) | B(T_ROMANTIC) | B(T_BEACH), 42.4, 18.8},
+	{"malta", "Malta", "MT", "Southern Europe", 95, B(T_BEACH) | B(T_ISLAND) | B(T_HISTORY), 35.9, 14.5},
+	{"paphos", "Paphos", "CY", "Southern Europe", 95, B(T_BEACH) | B(T_HISTORY) | B(T_FAMILY), 34.8, 32.4},
+	{"saranda", "Saranda", "AL", "Southern Europe", 55, B(T_BEACH) | B(T_BUDGET) | B(T_NATURE), 39.9, 20.0},
+	{"lyon", "Lyon", "FR", "Western Europe", 110, B(T_FOOD) | B(T_CITY) | B(T_CULTURE), 45.8, 4.8},
+	{"bordeaux", "Bordeaux", "FR", "Western Europe", 120, B(T_FOOD) | B(T_CITY) | B(T_ROMANTIC), 44.8, -0.6},
+	{"marseille", "Marseille", "FR", "Western Europe", 100, B(T_CITY) | B(T_BEACH) | B(T_FOOD), 43.3, 5.4},
+	{"provence", "Provence", "FR", "Western Europe", 140, B(T_ROMANTIC) | B(T_FOOD) | B(T_NATURE), 43.9, 5.0},
+	{"corsica", "Corsica", "FR", "Western Europe", 140, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE) | B(T_ADVENTURE), 42.0, 9.0},
+	{"brittany", "Brittany", "FR", "Western Europe", 100, B(T_NATURE) | B(T_BEACH) | B(T_FAMILY) | B(T_FOOD), 48.2, -3.0},
+	{"normandy", "Normandy", "FR", "Western Europe", 100, B(T_HISTORY) | B(T_NATURE) | B(T_FOOD), 49.2, -0.4},
+	{"loire-valley", "Loire Valley", "FR", "Western Europe", 115, B(T_HISTORY) | B(T_ROMANTIC) | B(T_FOOD), 47.4, 0.7},
+	{"strasbourg", "Strasbourg", "FR", "Western Europe", 110, B(T_HISTORY) | B(T_CULTURE) | B(T_FOOD), 48.6, 7.8},
+	{"biarritz", "Biarritz", "FR", "Western Europe", 150, B(T_BEACH) | B(T_ADVENTURE) | B(T_FOOD), 43.5, -1.6},
+	{"disneyland-paris", "Disneyland Paris", "FR", "Western Europe", 190, B(T_FAMILY) | B(T_SHOPPING), 48.9, 2.8},
+	{"val-thorens", "Val Thorens", "FR", "Alps", 190, B(T_SKI) | B(T_MOUNTAINS) | B(T_NIGHT), 45.3, 6.6},
+	{"courchevel", "Courchevel", "FR", "Alps", 320, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS), 45.4, 6.6},
+	{"brussels", "Brussels", "BE", "Western Europe", 115, B(T_CITY) | B(T_FOOD) | B(T_CULTURE), 50.8, 4.4},
+	{"bruges", "Bruges", "BE", "Western Europe", 120, B(T_ROMANTIC) | B(T_HISTORY) | B(T_FOOD), 51.2, 3.2},
+	{"luxembourg", "Luxembourg", "LU", "Western Europe", 140, B(T_CITY) | B(T_HISTORY), 49.6, 6.1},
+	{"rotterdam", "Rotterdam", "NL", "Western Europe", 115, B(T_CITY) | B(T_CULTURE), 51.9, 4.5},
+	{"dublin", "Dublin", "IE", "Western Europe", 150, B(T_CITY) | B(T_NIGHT) | B(T_CULTURE), 53.3, -6.3},
+	{"galway", "Galway", "IE", "Western Europe", 110, B(T_NATURE) | B(T_CULTURE) | B(T_NIGHT), 53.3, -9.1},
+	{"kerry", "Ring of Kerry", "IE", "Western Europe", 105, B(T_NATURE) | B(T_ADVENTURE), 51.9, -9.9},
+	{"cornwall", "Cornwall", "GB", "Western Europe", 120, B(T_BEACH) | B(T_NATURE) | B(T_FAMILY), 50.3, -5.0},
+	{"lake-district", "Lake District", "GB", "Western Europe", 110, B(T_NATURE) | B(T_MOUNTAINS) | B(T_ADVENTURE), 54.5, -3.1},
+	{"scottish-highlands", "Scottish Highlands", "GB", "Western Europe", 115, B(T_NATURE) | B(T_MOUNTAINS) | B(T_ADVENTURE) | B(T_HISTORY), 57.1, -4.7},
+	{"manchester", "Manchester", "GB", "Western Europe", 100, B(T_CITY) | B(T_NIGHT) | B(T_SHOPPING), 53.5, -2.2},
+	{"bath", "Bath", "GB", "Western Europe", 130, B(T_HISTORY) | B(T_WELLNESS) | B(T_ROMANTIC), 51.4, -2.4},
+	{"york", "York", "GB", "Western Europe", 100, B(T_HISTORY) | B(T_CULTURE), 54.0, -1.1},
+	{"hamburg", "Hamburg", "DE", "Central Europe", 120, B(T_CITY) | B(T_NIGHT) | B(T_FOOD), 53.6, 10.0},
+	{"cologne", "Cologne", "DE", "Central Europe", 105, B(T_CITY) | B(T_CULTURE) | B(T_NIGHT), 50.9, 7.0},
+	{"dresden", "Dresden", "DE", "Central Europe", 90, B(T_CULTURE) | B(T_HISTORY), 51.1, 13.7},
+	{"heidelberg", "Heidelberg", "DE", "Central Europe", 100, B(T_HISTORY) | B(T_ROMANTIC), 49.4, 8.7},
+	{"black-forest", "Black Forest", "DE", "Central Europe", 100, B(T_NATURE) | B(T_WELLNESS) | B(T_FAMILY), 48.0, 8.2},
+	{"ruegen", "Ruegen", "DE", "Northern Europe", 95, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY) | B(T_NATURE), 54.4, 13.4},
+	{"sylt", "Sylt", "DE", "Northern Europe", 170, B(T_BEACH) | B(T_ISLAND) | B(T_WELLNESS), 54.9, 8.3},
+	{"berchtesgaden", "Berchtesgaden", "DE", "Alps", 105, B(T_MOUNTAINS) | B(T_NATURE) | B(T_FAMILY), 47.6, 13.0},
+	{"garmisch", "Garmisch-Partenkirchen", "DE", "Alps", 125, B(T_SKI) | B(T_MOUNTAINS) | B(T_ADVENTURE), 47.5, 11.1},
+	{"salzburg", "Salzburg", "AT", "Central Europe", 120, B(T_CULTURE) | B(T_HISTORY) | B(T_ROMANTIC), 47.8, 13.0},
+	{"hallstatt", "Hallstatt", "AT", "Alps", 130, B(T_NATURE) | B(T_ROMANTIC) | B(T_MOUNTAINS), 47.6, 13.6},
+	{"st-anton", "St. Anton", "AT", "Alps", 200, B(T_SKI) | B(T_MOUNTAINS) | B(T_NIGHT), 47.1, 10.3},
+	{"kitzbuehel", "Kitzbuehel", "AT", "Alps", 190, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS), 47.4, 12.4},
+	{"zurich", "Zurich", "CH", "Central Europe", 210, B(T_CITY) | B(T_CULTURE) | B(T_SHOPPING), 47.4, 8.5},
+	{"geneva", "Geneva", "CH", "Central Europe", 200, B(T_CITY) | B(T_WELLNESS) | B(T_CULTURE), 46.2, 6.1},
+	{"lucerne", "Lucerne", "CH", "Alps", 180, B(T_NATURE) | B(T_ROMANTIC) | B(T_MOUNTAINS), 47.1, 8.3},
+	{"interlaken", "Interlaken", "CH", "Alps", 170, B(T_ADVENTURE) | B(T_MOUNTAINS) | B(T_NATURE), 46.7, 7.9},
+	{"st-moritz", "St. Moritz", "CH", "Alps", 300, B(T_SKI) | B(T_WELLNESS) | B(T_MOUNTAINS), 46.5, 9.8},
+	{"gdansk", "Gdansk", "PL", "Central Europe", 65, B(T_CITY) | B(T_HISTORY) | B(T_BEACH) | B(T_BUDGET), 54.4, 18.6},
+	{"warsaw", "Warsaw", "PL", "Central Europe", 70, B(T_CITY) | B(T_HISTORY) | B(T_BUDGET), 52.2, 21.0},
+	{"zakopane", "Zakopane", "PL", "Central Europe", 60, B(T_SKI) | B(T_MOUNTAINS) | B(T_BUDGET), 49.3, 19.9},
+	{"cesky-krumlov", "Cesky Krumlov", "CZ", "Central Europe", 70, B(T_HISTORY) | B(T_ROMANTIC) | B(T_BUDGET), 48.8, 14.3},
+	{"bratislava", "Bratislava", "SK", "Central Europe", 65, B(T_CITY) | B(T_BUDGET) | B(T_NIGHT), 48.1, 17.1},
+	{"lake-balaton", "Lake Balaton", "HU", "Central Europe", 65, B(T_FAMILY) | B(T_BEACH) | B(T_BUDGET) | B(T_WELLNESS), 46.8, 17.7},
+	{"ljubljana", "Ljubljana", "SI", "Central Europe", 85, B(T_CITY) | B(T_NATURE) | B(T_CULTURE), 46.1, 14.5},
+	{"lake-bled", "Lake Bled", "SI", "Alps", 110, B(T_NATURE) | B(T_ROMANTIC) | B(T_ADVENTURE), 46.4, 14.1},
+	{"zagreb", "Zagreb", "HR", "Central Europe", 70, B(T_CITY) | B(T_CULTURE) | B(T_BUDGET), 45.8, 16.0},
+	{"bucharest", "Bucharest", "RO", "Eastern Europe", 60, B(T_CITY) | B(T_NIGHT) | B(T_BUDGET), 44.4, 26.1},
+	{"brasov", "Brasov", "RO", "Eastern Europe", 55, B(T_HISTORY) | B(T_MOUNTAINS) | B(T_BUDGET), 45.7, 25.6},
+	{"sofia", "Sofia", "BG", "Eastern Europe", 50, B(T_CITY) | B(T_BUDGET) | B(T_HISTORY), 42.7, 23.3},
+	{"varna", "Varna", "BG", "Eastern Europe", 60, B(T_BEACH) | B(T_NIGHT) | B(T_BUDGET), 43.2, 27.9},
+	{"bansko", "Bansko", "BG", "Eastern Europe", 55, B(T_SKI) | B(T_MOUNTAINS) | B(T_BUDGET), 41.8, 23.5},
+	{"belgrade", "Belgrade", "RS", "Eastern Europe", 55, B(T_CITY) | B(T_NIGHT) | B(T_BUDGET), 44.8, 20.5},
+	{"sarajevo", "Sarajevo", "BA", "Eastern Europe", 50, B(T_HISTORY) | B(T_CULTURE) | B(T_BUDGET), 43.9, 18.4},
+	{"ohrid", "Lake Ohrid", "MK", "Eastern Europe", 45, B(T_NATURE) | B(T_HISTORY) | B(T_BUDGET), 41.1, 20.8},
+	{"tbilisi", "Tbilisi", "GE", "Eastern Europe", 55, B(T_FOOD) | B(T_CULTURE) | B(T_BUDGET), 41.7, 44.8},
+	{"oslo", "Oslo", "NO", "Northern Europe", 180, B(T_CITY) | B(T_CULTURE) | B(T_NATURE), 59.9, 10.8},
+	{"bergen", "Bergen", "NO", "Northern Europe", 160, B(T_NATURE) | B(T_CITY) | B(T_ADVENTURE), 60.4, 5.3},
+	{"geiranger", "Geirangerfjord", "NO", "Northern Europe", 170, B(T_NATURE) | B(T_ROMANTIC) | B(T_ADVENTURE), 62.1, 7.2},
+	{"lofoten", "Lofoten", "NO", "Northern Europe", 170, B(T_NATURE) | B(T_ISLAND) | B(T_ADVENTURE), 68.2, 14.6},
+	{"tromso", "Tromso", "NO", "Northern Europe", 175, B(T_NATURE) | B(T_ADVENTURE) | B(T_SKI), 69.6, 19.0},
+	{"helsinki", "Helsinki", "FI", "Northern Europe", 150, B(T_CITY) | B(T_CULTURE) | B(T_WELLNESS), 60.2, 24.9},
+	{"lapland", "Lapland", "FI", "Northern Europe", 190, B(T_NATURE) | B(T_SKI) | B(T_FAMILY) | B(T_ADVENTURE), 66.5, 25.7},
+	{"gothenburg", "Gothenburg", "SE", "Northern Europe", 140, B(T_CITY) | B(T_FOOD), 57.7, 12.0},
+	{"tallinn", "Tallinn", "EE", "Northern Europe", 80, B(T_HISTORY) | B(T_CITY) | B(T_BUDGET), 59.4, 24.8},
+	{"riga", "Riga", "LV", "Northern Europe", 70, B(T_CITY) | B(T_HISTORY) | B(T_NIGHT) | B(T_BUDGET), 56.9, 24.1},
+	{"vilnius", "Vilnius", "LT", "Northern Europe", 65, B(T_HISTORY) | B(T_CULTURE) | B(T_BUDGET), 54.7, 25.3},
+	{"faroe-islands", "Faroe Islands", "FO", "Northern Europe", 160, B(T_NATURE) | B(T_ISLAND) | B(T_ADVENTURE), 62.0, -6.8},
+	{"cappadocia", "Cappadocia", "TR", "Middle East", 90, B(T_ADVENTURE) | B(T_NATURE) | B(T_ROMANTIC) | B(T_HISTORY), 38.6, 34.8},
+	{"antalya", "Antalya", "TR", "Middle East", 85, B(T_BEACH) | B(T_FAMILY) | B(T_BUDGET), 36.9, 30.7},
+	{"bodrum", "Bodrum", "TR", "Middle East", 110, B(T_BEACH) | B(T_NIGHT), 37.0, 27.4},
+	{"abu-dhabi", "Abu Dhabi", "AE", "Middle East", 200, B(T_CITY) | B(T_CULTURE) | B(T_FAMILY) | B(T_SHOPPING), 24.5, 54.4},
+	{"doha", "Doha", "QA", "Middle East", 180, B(T_CITY) | B(T_SHOPPING) | B(T_CULTURE), 25.3, 51.5},
+	{"petra", "Petra", "JO", "Middle East", 90, B(T_HISTORY) | B(T_ADVENTURE) | B(T_CULTURE), 30.3, 35.4},
+	{"tel-aviv", "Tel Aviv", "IL", "Middle East", 190, B(T_BEACH) | B(T_CITY) | B(T_NIGHT) | B(T_FOOD), 32.1, 34.8},
+	{"jerusalem", "Jerusalem", "IL", "Middle East", 150, B(T_HISTORY) | B(T_CULTURE), 31.8, 35.2},
+	{"muscat", "Muscat", "OM", "Middle East", 150, B(T_CULTURE) | B(T_NATURE) | B(T_BEACH), 23.6, 58.4},
+	{"fez", "Fez", "MA", "Africa", 60, B(T_CULTURE) | B(T_HISTORY) | B(T_SHOPPING) | B(T_BUDGET), 34.0, -5.0},
+	{"agadir", "Agadir", "MA", "Africa", 70, B(T_BEACH) | B(T_FAMILY) | B(T_BUDGET), 30.4, -9.6},
+	{"essaouira", "Essaouira", "MA", "Africa", 65, B(T_BEACH) | B(T_CULTURE) | B(T_ADVENTURE), 31.5, -9.8},
+	{"cairo", "Cairo", "EG", "Africa", 70, B(T_HISTORY) | B(T_CULTURE) | B(T_CITY), 30.0, 31.2},
+	{"luxor", "Luxor", "EG", "Africa", 75, B(T_HISTORY) | B(T_CULTURE), 25.7, 32.6},
+	{"hurghada", "Hurghada", "EG", "Africa", 70, B(T_BEACH) | B(T_FAMILY) | B(T_BUDGET), 27.3, 33.8},
+	{"sharm-el-sheikh", "Sharm el-Sheikh", "EG", "Africa", 80, B(T_BEACH) | B(T_ADVENTURE) | B(T_WELLNESS), 27.9, 34.3},
+	{"djerba", "Djerba", "TN", "Africa", 60, B(T_BEACH) | B(T_ISLAND) | B(T_BUDGET) | B(T_FAMILY), 33.8, 10.9},
+	{"zanzibar", "Zanzibar", "TZ", "Africa", 110, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC), -6.2, 39.2},
+	{"serengeti", "Serengeti", "TZ", "Africa", 320, B(T_NATURE) | B(T_ADVENTURE), -2.3, 34.8},
+	{"masai-mara", "Masai Mara", "KE", "Africa", 280, B(T_NATURE) | B(T_ADVENTURE), -1.5, 35.1},
+	{"kruger", "Kruger Park", "ZA", "Africa", 220, B(T_NATURE) | B(T_ADVENTURE) | B(T_FAMILY), -24.0, 31.5},
+	{"garden-route", "Garden Route", "ZA", "Africa", 120, B(T_NATURE) | B(T_BEACH) | B(T_ADVENTURE), -34.0, 22.5},
+	{"victoria-falls", "Victoria Falls", "ZW", "Africa", 180, B(T_NATURE) | B(T_ADVENTURE), -17.9, 25.8},
+	{"sossusvlei", "Sossusvlei", "NA", "Africa", 200, B(T_NATURE) | B(T_ADVENTURE), -24.7, 15.3},
+	{"mauritius", "Mauritius", "MU", "Africa", 230, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_WELLNESS), -20.2, 57.5},
+	{"seychelles", "Seychelles", "SC", "Africa", 330, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC), -4.6, 55.5},
+	{"los-angeles", "Los Angeles", "US", "North America", 200, B(T_CITY) | B(T_BEACH) | B(T_SHOPPING), 34.1, -118.2},
+	{"san-francisco", "San Francisco", "US", "North America", 220, B(T_CITY) | B(T_FOOD) | B(T_CULTURE), 37.8, -122.4},
+	{"las-vegas", "Las Vegas", "US", "North America", 150, B(T_NIGHT) | B(T_SHOPPING) | B(T_CITY), 36.2, -115.2},
+	{"miami", "Miami", "US", "North America", 210, B(T_BEACH) | B(T_NIGHT) | B(T_CITY), 25.8, -80.2},
+	{"orlando", "Orlando", "US", "North America", 170, B(T_FAMILY) | B(T_SHOPPING), 28.5, -81.4},
+	{"chicago", "Chicago", "US", "North America", 180, B(T_CITY) | B(T_CULTURE) | B(T_FOOD), 41.9, -87.6},
+	{"new-orleans", "New Orleans", "US", "North America", 160, B(T_FOOD) | B(T_NIGHT) | B(T_CULTURE), 30.0, -90.1},
+	{"washington", "Washington", "US", "North America", 190, B(T_CITY) | B(T_HISTORY) | B(T_CULTURE), 38.9, -77.0},
+	{"boston", "Boston", "US", "North America", 200, B(T_CITY) | B(T_HISTORY), 42.4, -71.1},
+	{"san-diego", "San Diego", "US", "North America", 180, B(T_BEACH) | B(T_FAMILY) | B(T_CITY), 32.7, -117.2},
+	{"nashville", "Nashville", "US", "North America", 160, B(T_NIGHT) | B(T_FOOD) | B(T_CULTURE), 36.2, -86.8},
+	{"grand-canyon", "Grand Canyon", "US", "North America", 140, B(T_NATURE) | B(T_ADVENTURE), 36.1, -112.1},
+	{"yellowstone", "Yellowstone", "US", "North America", 150, B(T_NATURE) | B(T_FAMILY) | B(T_ADVENTURE), 44.4, -110.6},
+	{"aspen", "Aspen", "US", "North America", 320, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS), 39.2, -106.8},
+	{"honolulu", "Honolulu", "US", "North America", 240, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 21.3, -157.9},
+	{"maui", "Maui", "US", "North America", 280, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE) | B(T_ROMANTIC), 20.8, -156.3},
+	{"vancouver", "Vancouver", "CA", "North America", 170, B(T_CITY) | B(T_NATURE) | B(T_FOOD), 49.3, -123.1},
+	{"whistler", "Whistler", "CA", "North America", 230, B(T_SKI) | B(T_MOUNTAINS) | B(T_ADVENTURE), 50.1, -122.9},
+	{"toronto", "Toronto", "CA", "North America", 160, B(T_CITY) | B(T_CULTURE) | B(T_SHOPPING), 43.7, -79.4},
+	{"montreal", "Montreal", "CA", "North America", 140, B(T_CITY) | B(T_FOOD) | B(T_CULTURE) | B(T_NIGHT), 45.5, -73.6},
+	{"quebec-city", "Quebec City", "CA", "North America", 130, B(T_HISTORY) | B(T_ROMANTIC), 46.8, -71.2},
+	{"niagara-falls", "Niagara Falls", "CA", "North America", 120, B(T_NATURE) | B(T_FAMILY), 43.1, -79.1},
+	{"mexico-city", "Mexico City", "MX", "North America", 80, B(T_CITY) | B(T_CULTURE) | B(T_FOOD) | B(T_HISTORY), 19.4, -99.1},
+	{"tulum", "Tulum", "MX", "North America", 160, B(T_BEACH) | B(T_WELLNESS) | B(T_HISTORY), 20.2, -87.5},
+	{"oaxaca", "Oaxaca", "MX", "North America", 60, B(T_FOOD) | B(T_CULTURE) | B(T_BUDGET), 17.1, -96.7},
+	{"playa-del-carmen", "Playa del Carmen", "MX", "North America", 120, B(T_BEACH) | B(T_NIGHT), 20.6, -87.1},
+	{"los-cabos", "Los Cabos", "MX", "North America", 220, B(T_BEACH) | B(T_ROMANTIC) | B(T_ADVENTURE), 22.9, -109.9},
+	{"havana", "Havana", "CU", "Caribbean", 70, B(T_CULTURE) | B(T_HISTORY) | B(T_NIGHT), 23.1, -82.4},
+	{"varadero", "Varadero", "CU", "Caribbean", 90, B(T_BEACH) | B(T_FAMILY), 23.2, -81.2},
+	{"punta-cana", "Punta Cana", "DO", "Caribbean", 130, B(T_BEACH) | B(T_FAMILY), 18.6, -68.4},
+	{"montego-bay", "Montego Bay", "JM", "Caribbean", 150, B(T_BEACH) | B(T_NIGHT), 18.5, -77.9},
+	{"barbados", "Barbados", "BB", "Caribbean", 220, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC), 13.2, -59.5},
+	{"nassau", "Nassau", "BS", "Caribbean", 230, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 25.0, -77.3},
+	{"aruba", "Aruba", "AW", "Caribbean", 210, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 12.5, -70.0},
+	{"st-lucia", "St. Lucia", "LC", "Caribbean", 250, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_NATURE), 13.9, -61.0},
+	{"san-juan", "San Juan", "PR", "Caribbean", 160, B(T_BEACH) | B(T_CITY) | B(T_HISTORY), 18.5, -66.1},
+	{"guadeloupe", "Guadeloupe", "GP", "Caribbean", 150, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE), 16.2, -61.5},
+	{"martinique", "Martinique", "MQ", "Caribbean", 150, B(T_BEACH) | B(T_ISLAND) | B(T_FOOD), 14.6, -61.0},
+	{"arenal", "Arenal", "CR", "Central America", 120, B(T_NATURE) | B(T_ADVENTURE) | B(T_WELLNESS), 10.5, -84.7},
+	{"manuel-antonio", "Manuel Antonio", "CR", "Central America", 130, B(T_BEACH) | B(T_NATURE) | B(T_FAMILY), 9.4, -84.1},
+	{"antigua-guatemala", "Antigua", "GT", "Central America", 60, B(T_HISTORY) | B(T_CULTURE) | B(T_BUDGET), 14.6, -90.7},
+	{"ambergris-caye", "Ambergris Caye", "BZ", "Central America", 150, B(T_BEACH) | B(T_ISLAND) | B(T_ADVENTURE), 17.9, -88.0},
+	{"panama-city", "Panama City", "PA", "Central America", 110, B(T_CITY) | B(T_SHOPPING), 9.0, -79.5},
+	{"rio-de-janeiro", "Rio de Janeiro", "BR", "South America", 110, B(T_BEACH) | B(T_CITY) | B(T_NIGHT), -22.9, -43.2},
+	{"sao-paulo", "Sao Paulo", "BR", "South America", 100, B(T_CITY) | B(T_FOOD) | B(T_SHOPPING), -23.6, -46.6},
+	{"florianopolis", "Florianopolis", "BR", "South America", 90, B(T_BEACH) | B(T_ISLAND) | B(T_NIGHT), -27.6, -48.5},
+	{"salvador", "Salvador", "BR", "South America", 80, B(T_BEACH) | B(T_CULTURE) | B(T_HISTORY), -13.0, -38.5},
+	{"iguazu", "Iguazu Falls", "AR", "South America", 100, B(T_NATURE) | B(T_ADVENTURE), -25.7, -54.4},
+	{"buenos-aires", "Buenos Aires", "AR", "South America", 80, B(T_CITY) | B(T_FOOD) | B(T_NIGHT) | B(T_CULTURE), -34.6, -58.4},
+	{"el-calafate", "El Calafate", "AR", "South America", 140, B(T_NATURE) | B(T_ADVENTURE) | B(T_MOUNTAINS), -50.3, -72.3},
+	{"bariloche", "Bariloche", "AR", "South America", 110, B(T_SKI) | B(T_MOUNTAINS) | B(T_NATURE), -41.1, -71.3},
+	{"mendoza", "Mendoza", "AR", "South America", 90, B(T_FOOD) | B(T_ROMANTIC) | B(T_NATURE), -32.9, -68.8},
+	{"santiago", "Santiago", "CL", "South America", 100, B(T_CITY) | B(T_FOOD) | B(T_MOUNTAINS), -33.4, -70.7},
+	{"atacama", "San Pedro de Atacama", "CL", "South America", 120, B(T_NATURE) | B(T_ADVENTURE), -22.9, -68.2},
+	{"torres-del-paine", "Torres del Paine", "CL", "South America", 180, B(T_NATURE) | B(T_ADVENTURE) | B(T_MOUNTAINS), -51.0, -73.0},
+	{"cusco", "Cusco", "PE", "South America", 70, B(T_HISTORY) | B(T_CULTURE) | B(T_ADVENTURE), -13.5, -72.0},
+	{"machu-picchu", "Machu Picchu", "PE", "South America", 150, B(T_HISTORY) | B(T_ADVENTURE) | B(T_MOUNTAINS), -13.2, -72.5},
+	{"lima", "Lima", "PE", "South America", 85, B(T_FOOD) | B(T_CITY) | B(T_CULTURE), -12.0, -77.0},
+	{"cartagena", "Cartagena", "CO", "South America", 90, B(T_BEACH) | B(T_HISTORY) | B(T_ROMANTIC), 10.4, -75.5},
+	{"medellin", "Medellin", "CO", "South America", 60, B(T_CITY) | B(T_NIGHT) | B(T_BUDGET), 6.2, -75.6},
+	{"galapagos", "Galapagos", "EC", "South America", 300, B(T_NATURE) | B(T_ISLAND) | B(T_ADVENTURE), -0.7, -90.3},
+	{"uyuni", "Uyuni", "BO", "South America", 70, B(T_NATURE) | B(T_ADVENTURE) | B(T_BUDGET), -20.5, -66.8},
+	{"osaka", "Osaka", "JP", "East Asia", 120, B(T_FOOD) | B(T_CITY) | B(T_NIGHT) | B(T_SHOPPING), 34.7, 135.5},
+	{"niseko", "Niseko", "JP", "East Asia", 200, B(T_SKI) | B(T_MOUNTAINS) | B(T_WELLNESS), 42.8, 140.7},
+	{"okinawa", "Okinawa", "JP", "East Asia", 140, B(T_BEACH) | B(T_ISLAND) | B(T_FAMILY), 26.3, 127.8},
+	{"hiroshima", "Hiroshima", "JP", "East Asia", 100, B(T_HISTORY) | B(T_CULTURE), 34.4, 132.5},
+	{"hakone", "Hakone", "JP", "East Asia", 170, B(T_WELLNESS) | B(T_NATURE) | B(T_ROMANTIC), 35.2, 139.0},
+	{"sapporo", "Sapporo", "JP", "East Asia", 110, B(T_FOOD) | B(T_SKI) | B(T_CITY), 43.1, 141.4},
+	{"seoul", "Seoul", "KR", "East Asia", 120, B(T_CITY) | B(T_SHOPPING) | B(T_FOOD) | B(T_NIGHT), 37.6, 127.0},
+	{"busan", "Busan", "KR", "East Asia", 100, B(T_BEACH) | B(T_FOOD) | B(T_CITY), 35.2, 129.1},
+	{"jeju", "Jeju", "KR", "East Asia", 110, B(T_ISLAND) | B(T_NATURE) | B(T_BEACH), 33.5, 126.5},
+	{"beijing", "Beijing", "CN", "East Asia", 100, B(T_HISTORY) | B(T_CULTURE) | B(T_CITY), 39.9, 116.4},
+	{"shanghai", "Shanghai", "CN", "East Asia", 120, B(T_CITY) | B(T_SHOPPING) | B(T_FOOD) | B(T_NIGHT), 31.2, 121.5},
+	{"xian", "Xi'an", "CN", "East Asia", 70, B(T_HISTORY) | B(T_CULTURE) | B(T_BUDGET), 34.3, 108.9},
+	{"guilin", "Guilin", "CN", "East Asia", 70, B(T_NATURE) | B(T_ADVENTURE) | B(T_BUDGET), 25.3, 110.3},
+	{"hong-kong", "Hong Kong", "HK", "East Asia", 170, B(T_CITY) | B(T_SHOPPING) | B(T_FOOD) | B(T_NIGHT), 22.3, 114.2},
+	{"taipei", "Taipei", "TW", "East Asia", 100, B(T_FOOD) | B(T_CITY) | B(T_CULTURE), 25.0, 121.6},
+	{"phuket", "Phuket", "TH", "Southeast Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_NIGHT), 7.9, 98.4},
+	{"chiang-mai", "Chiang Mai", "TH", "Southeast Asia", 50, B(T_CULTURE) | B(T_NATURE) | B(T_BUDGET) | B(T_WELLNESS), 18.8, 99.0},
+	{"krabi", "Krabi", "TH", "Southeast Asia", 75, B(T_BEACH) | B(T_ADVENTURE) | B(T_NATURE), 8.1, 98.9},
+	{"koh-samui", "Koh Samui", "TH", "Southeast Asia", 110, B(T_BEACH) | B(T_ISLAND) | B(T_WELLNESS) | B(T_ROMANTIC), 9.5, 100.0},
+	{"singapore", "Singapore", "SG", "Southeast Asia", 200, B(T_CITY) | B(T_FOOD) | B(T_SHOPPING) | B(T_FAMILY), 1.35, 103.8},
+	{"kuala-lumpur", "Kuala Lumpur", "MY", "Southeast Asia", 70, B(T_CITY) | B(T_SHOPPING) | B(T_FOOD) | B(T_BUDGET), 3.1, 101.7},
+	{"langkawi", "Langkawi", "MY", "Southeast Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE), 6.35, 99.8},
+	{"hanoi", "Hanoi", "VN", "Southeast Asia", 45, B(T_CITY) | B(T_FOOD) | B(T_HISTORY) | B(T_BUDGET), 21.0, 105.8},
+	{"ha-long-bay", "Ha Long Bay", "VN", "Southeast Asia", 90, B(T_NATURE) | B(T_ADVENTURE) | B(T_ROMANTIC), 20.9, 107.1},
+	{"ho-chi-minh-city", "Ho Chi Minh City", "VN", "Southeast Asia", 50, B(T_CITY) | B(T_FOOD) | B(T_NIGHT) | B(T_BUDGET), 10.8, 106.7},
+	{"hoi-an", "Hoi An", "VN", "Southeast Asia", 50, B(T_HISTORY) | B(T_CULTURE) | B(T_FOOD) | B(T_BUDGET), 15.9, 108.3},
+	{"siem-reap", "Siem Reap", "KH", "Southeast Asia", 45, B(T_HISTORY) | B(T_CULTURE) | B(T_BUDGET), 13.4, 103.9},
+	{"luang-prabang", "Luang Prabang", "LA", "Southeast Asia", 50, B(T_CULTURE) | B(T_NATURE) | B(T_BUDGET), 19.9, 102.1},
+	{"palawan", "Palawan", "PH", "Southeast Asia", 90, B(T_BEACH) | B(T_ISLAND) | B(T_NATURE) | B(T_ADVENTURE), 9.8, 118.7},
+	{"boracay", "Boracay", "PH", "Southeast Asia", 100, B(T_BEACH) | B(T_ISLAND) | B(T_NIGHT), 12.0, 121.9},
+	{"lombok", "Lombok", "ID", "Southeast Asia", 70, B(T_BEACH) | B(T_ISLAND) | B(T_ADVENTURE) | B(T_BUDGET), -8.65, 116.3},
+	{"yogyakarta", "Yogyakarta", "ID", "Southeast Asia", 45, B(T_CULTURE) | B(T_HISTORY) | B(T_BUDGET), -7.8, 110.4},
+	{"goa", "Goa", "IN", "South Asia", 60, B(T_BEACH) | B(T_NIGHT) | B(T_BUDGET), 15.3, 74.1},
+	{"jaipur", "Jaipur", "IN", "South Asia", 60, B(T_HISTORY) | B(T_CULTURE) | B(T_SHOPPING) | B(T_BUDGET), 26.9, 75.8},
+	{"agra", "Agra", "IN", "South Asia", 65, B(T_HISTORY) | B(T_CULTURE), 27.2, 78.0},
+	{"kerala", "Kerala", "IN", "South Asia", 70, B(T_NATURE) | B(T_WELLNESS) | B(T_BEACH), 9.5, 76.3},
+	{"mumbai", "Mumbai", "IN", "South Asia", 90, B(T_CITY) | B(T_FOOD) | B(T_SHOPPING), 19.1, 72.9},
+	{"delhi", "Delhi", "IN", "South Asia", 70, B(T_CITY) | B(T_HISTORY) | B(T_FOOD), 28.6, 77.2},
+	{"galle", "Galle", "LK", "South Asia", 80, B(T_BEACH) | B(T_HISTORY) | B(T_CULTURE), 6.0, 80.2},
+	{"kandy", "Kandy", "LK", "South Asia", 60, B(T_CULTURE) | B(T_NATURE), 7.3, 80.6},
+	{"kathmandu", "Kathmandu", "NP", "South Asia", 40, B(T_CULTURE) | B(T_MOUNTAINS) | B(T_ADVENTURE) | B(T_BUDGET), 27.7, 85.3},
+	{"pokhara", "Pokhara", "NP", "South Asia", 40, B(T_MOUNTAINS) | B(T_ADVENTURE) | B(T_NATURE) | B(T_BUDGET), 28.2, 84.0},
+	{"melbourne", "Melbourne", "AU", "Oceania", 170, B(T_CITY) | B(T_FOOD) | B(T_CULTURE), -37.8, 145.0},
+	{"cairns", "Cairns", "AU", "Oceania", 160, B(T_BEACH) | B(T_NATURE) | B(T_ADVENTURE), -16.9, 145.8},
+	{"gold-coast", "Gold Coast", "AU", "Oceania", 150, B(T_BEACH) | B(T_FAMILY) | B(T_NIGHT), -28.0, 153.4},
+	{"uluru", "Uluru", "AU", "Oceania", 220, B(T_NATURE) | B(T_ADVENTURE), -25.3, 131.0},
+	{"perth", "Perth", "AU", "Oceania", 150, B(T_CITY) | B(T_BEACH), -31.95, 115.9},
+	{"hobart", "Hobart", "AU", "Oceania", 140, B(T_NATURE) | B(T_FOOD), -42.9, 147.3},
+	{"auckland", "Auckland", "NZ", "Oceania", 150, B(T_CITY) | B(T_NATURE), -36.85, 174.8},
+	{"rotorua", "Rotorua", "NZ", "Oceania", 120, B(T_WELLNESS) | B(T_NATURE) | B(T_CULTURE), -38.1, 176.2},
+	{"fiji", "Fiji", "FJ", "Oceania", 230, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_FAMILY), -17.7, 177.4},
+	{"bora-bora", "Bora Bora", "PF", "Oceania", 450, B(T_BEACH) | B(T_ISLAND) | B(T_ROMANTIC) | B(T_WELLNESS), -16.5, -151.7},
 };
 #define NDESTS ((int)SX_ARRAY_SIZE(dests))
 
-static const char *const activity_kinds[] = {"food tour", "guided walk", "day trip"};
-#define NACTS 3 /* per destination */
-#define NOFFERS 24
-#define NTRIPS 32
+/* What one can book at a destination: a kind is offered where the destination
+ * carries one of its tags (a kind with no tag anywhere), and the activity
+ * carries the tags the two share. Price: a share of a night's price there. */
+struct act_kind {
+	const char *name;
+	unsigned tags;
+	double price;
+};
+
+static const struct act_kind act_kinds[] = {
+	{"food tour", B(T_FOOD), 0.5},
+	{"cooking class", B(T_FOOD) | B(T_CULTURE), 0.6},
+	{"wine tasting", B(T_FOOD) | B(T_ROMANTIC), 0.5},
+	{"street food walk", B(T_FOOD) | B(T_BUDGET), 0.25},
+	{"market visit", B(T_FOOD) | B(T_SHOPPING) | B(T_CULTURE), 0.15},
+	{"guided walk", B(T_CITY) | B(T_HISTORY) | B(T_CULTURE), 0.25},
+	{"free walking tour", B(T_CITY) | B(T_BUDGET), 0.05},
+	{"museum pass", B(T_CULTURE) | B(T_CITY), 0.35},
+	{"historic sites tour", B(T_HISTORY), 0.4},
+	{"photo tour", B(T_CULTURE) | B(T_ROMANTIC), 0.4},
+	{"bike tour", B(T_CITY) | B(T_NATURE), 0.3},
+	{"bar crawl", B(T_NIGHT) | B(T_BUDGET), 0.3},
+	{"club night", B(T_NIGHT), 0.4},
+	{"boat trip", B(T_BEACH) | B(T_ISLAND), 0.5},
+	{"snorkelling trip", B(T_BEACH) | B(T_ISLAND) | B(T_ADVENTURE), 0.6},
+	{"surf lesson", B(T_BEACH) | B(T_ADVENTURE), 0.5},
+	{"sunset cruise", B(T_ROMANTIC) | B(T_BEACH) | B(T_ISLAND), 0.6},
+	{"romantic dinner", B(T_ROMANTIC) | B(T_FOOD), 0.8},
+	{"hiking day", B(T_NATURE) | B(T_MOUNTAINS), 0.3},
+	{"kayak tour", B(T_NATURE) | B(T_ADVENTURE), 0.45},
+	{"wildlife tour", B(T_NATURE) | B(T_FAMILY), 0.6},
+	{"paragliding", B(T_ADVENTURE) | B(T_MOUNTAINS), 0.9},
+	{"ski pass", B(T_SKI), 0.4},
+	{"ski school", B(T_SKI) | B(T_FAMILY), 0.6},
+	{"spa day", B(T_WELLNESS), 0.7},
+	{"yoga class", B(T_WELLNESS) | B(T_NATURE), 0.25},
+	{"shopping tour", B(T_SHOPPING), 0.3},
+	{"family day out", B(T_FAMILY), 0.6},
+	{"day trip", 0, 0.6},
+};
+#define NKINDS ((int)SX_ARRAY_SIZE(act_kinds))
+#define ACTS_MIN 5 /* per destination, if that many kinds fit it */
+#define ACTS_MAX 9
+#define NOFFERS (NDESTS / 2)
+#define NTRIPS (NDESTS * 2 / 3)
 
 struct wchoice {
 	const char *name;
 	double w;
 };
-static unsigned act_tags(const struct dest *x, int a)
+
+static unsigned act_tags(const struct dest *x, int kind)
 {
-	return x->tags & (a == 0 ? B(T_FOOD) | B(T_CULTURE) : a == 1 ? B(T_HISTORY) | B(T_CULTURE) | B(T_CITY) : ~0u);
+	return act_kinds[kind].tags ? act_kinds[kind].tags & x->tags : x->tags;
 }
 
 static const struct wchoice countries[] = {
@@ -220,7 +521,7 @@ enum { S_USER = 1, S_DAY, S_SESSION, S_ITEMS };
  * law below, so the marginal counts keep their power law, and the funnel's
  * rates are the old ones. */
 
-#define NO_DEST 0xff
+#define NO_DEST 0xffff
 
 struct demo_user {
 	int32_t signup_day; /* relative to the first day; negative: before the window */
@@ -230,7 +531,7 @@ struct demo_user {
 	float season;       /* exponent on the season curve */
 	uint8_t country, device, ninterests;
 	uint8_t interest[3];
-	uint8_t last;       /* the destination viewed last; NO_DEST */
+	uint16_t last;      /* the destination viewed last; NO_DEST */
 };
 
 static const double interest_w[3] = {1, 0.6, 0.4};
@@ -245,11 +546,13 @@ struct demo {
 	uint32_t next_user, day;
 	struct demo_user *users;
 	double pop[NDESTS]; /* power-law popularity, seeded order */
-	double season[NDESTS]; /* today's season factor */
-	double distw[NCOUNTRIES][NDESTS]; /* distance weight from each home country */
+	double logseason[NDESTS]; /* log of today's season factor */
+	double logprice[NDESTS];
+	double logbase[NCOUNTRIES][NDESTS]; /* log(popularity x distance weight) by home country */
 	int nregions;
 	const char *regions[NDESTS];
 	uint8_t dest_region[NDESTS];
+	uint8_t nacts[NDESTS], acts[NDESTS][ACTS_MAX]; /* each destination's activity kinds */
 	uint64_t events, items, rejected;
 	uint64_t started_ms;
 	msgpack_sbuffer sb;
@@ -344,6 +647,37 @@ static int set_dims(const char *event, const char *const *dims, int n)
 	return rc;
 }
 
+static int shared_tags(unsigned a, unsigned b) { return __builtin_popcount(a & b); }
+
+/* Each destination's activities, best-fitting kinds first; they depend on the
+ * destination only, so act:<key>:<n> names the same activity whatever the seed. */
+static void plan_activities(struct demo *d)
+{
+	for (int i = 0; i < NDESTS; i++) {
+		uint64_t h = 1469598103934665603ULL;
+		double score[NKINDS];
+		for (const char *c = dests[i].key; *c; c++)
+			h = (h ^ (uint8_t)*c) * 1099511628211ULL;
+		int want = ACTS_MIN + (int)(mix64(h) % (ACTS_MAX - ACTS_MIN + 1)), n = 0;
+		for (int k = 0; k < NKINDS; k++) {
+			int shared = shared_tags(act_kinds[k].tags, dests[i].tags);
+			double jitter = (double)(mix64(h ^ (uint64_t)(k + 1)) >> 11) * 0x1.0p-53;
+			score[k] = act_kinds[k].tags == 0 ? 0.5 + jitter : shared > 0 ? shared + jitter : -1;
+		}
+		while (n < want) {
+			int best = -1;
+			for (int k = 0; k < NKINDS; k++)
+				if (score[k] >= 0 && (best < 0 || score[k] > score[best]))
+					best = k;
+			if (best < 0)
+				break;
+			d->acts[i][n++] = (uint8_t)best;
+			score[best] = -1;
+		}
+		d->nacts[i] = (uint8_t)n;
+	}
+}
+
 static int phase_items(struct demo *d)
 {
 	static const char *const search_dims[] = {"device", "query"};
@@ -375,20 +709,21 @@ static int phase_items(struct demo *d)
 		snprintf(id, sizeof(id), "dest:%s", x->key);
 		if ((rc = put_item(d, id, SX_ITEM_DESTINATION, vec)) < 0)
 			return rc;
-		for (int a = 0; a < NACTS; a++) {
-			char name[96];
-			snprintf(name, sizeof(name), "%s %s", x->name, activity_kinds[a]);
-			msgpack_pack_map(&pk, 6);
+		for (int a = 0; a < d->nacts[i]; a++) {
+			int k = d->acts[i][a];
+			char name[96], aid[96];
+			snprintf(name, sizeof(name), "%s %s", x->name, act_kinds[k].name);
+			msgpack_pack_map(&pk, 7);
 			sx_pack_kv_str(&pk, "name", name);
+			sx_pack_kv_str(&pk, "kind", act_kinds[k].name);
 			sx_pack_kv_str(&pk, "destination", id);
 			sx_pack_kv_str(&pk, "country", x->country);
 			sx_pack_kv_str(&pk, "region", x->region);
-			sx_pack_kv_double(&pk, "price", round(x->price * (0.3 + 0.2 * a)));
+			sx_pack_kv_double(&pk, "price", fmax(5, round(x->price * act_kinds[k].price)));
 			sx_pack_key(&pk, "tags");
-			pack_tags(&pk, act_tags(x, a));
-			char aid[96];
+			pack_tags(&pk, act_tags(x, k));
 			snprintf(aid, sizeof(aid), "act:%s:%d", x->key, a + 1);
-			vector_of(x->tags & ~(unsigned)(a == 0 ? B(T_BEACH) : 0), d->seed + (uint64_t)a + 1, x->key, vec);
+			vector_of(act_tags(x, k), d->seed + (uint64_t)k + 1, x->key, vec);
 			if ((rc = put_item(d, aid, SX_ITEM_ACTIVITY, vec)) < 0)
 				return rc;
 		}
@@ -412,12 +747,17 @@ static int phase_items(struct demo *d)
 		sx_pack_key(&pk, "tags");
 		pack_tags(&pk, x->tags);
 		vector_of(x->tags, d->seed + 100, x->key, vec);
-		snprintf(id, sizeof(id), "offer:%02d", i + 1);
+		snprintf(id, sizeof(id), "offer:%03d", i + 1);
 		if ((rc = put_item(d, id, SX_ITEM_OFFER, vec)) < 0)
 			return rc;
 	}
 	for (int i = 0; i < NTRIPS; i++) {
-		int a = (int)(rng_next(&r) % NDESTS), b = (int)(rng_next(&r) % NDESTS);
+		/* two stops in one region, as a tour is sold */
+		int a = (int)(rng_next(&r) % NDESTS), b, nb = 0, others[NDESTS];
+		for (int j = 0; j < NDESTS; j++)
+			if (j != a && d->dest_region[j] == d->dest_region[a])
+				others[nb++] = j;
+		b = nb ? others[rng_next(&r) % (uint64_t)nb] : a;
 		int nights = 3 + (int)(rng_next(&r) % 12);
 		char name[160], da[64], db[64];
 		snprintf(name, sizeof(name), "%d nights: %s and %s", nights, dests[a].name, dests[b].name);
@@ -434,7 +774,7 @@ static int phase_items(struct demo *d)
 		sx_pack_key(&pk, "tags");
 		pack_tags(&pk, dests[a].tags | dests[b].tags);
 		vector_of(dests[a].tags | dests[b].tags, d->seed + 200, dests[a].key, vec);
-		snprintf(id, sizeof(id), "trip:%02d", i + 1);
+		snprintf(id, sizeof(id), "trip:%03d", i + 1);
 		if ((rc = put_item(d, id, SX_ITEM_TRIP, vec)) < 0)
 			return rc;
 	}
@@ -512,24 +852,24 @@ static void day_weights(struct demo *d, int64_t day_start)
 {
 	double doy = doy_of(day_start);
 	for (int i = 0; i < NDESTS; i++)
-		d->season[i] = season(dests[i].tags, doy);
+		d->logseason[i] = log(season(dests[i].tags, doy));
 }
 
 /* The user's standing weights for the destinations today (before a session's focus). */
 static void taste_weights(const struct demo *d, const struct demo_user *du, double *w)
 {
+	double lb = log(du->budget), floor_fit = log(0.1);
 	for (int i = 0; i < NDESTS; i++) {
-		double r = log(dests[i].price / du->budget);
-		double fit = exp(-0.5 * r * r / (r > 0 ? 0.35 * 0.35 : 0.9 * 0.9));
+		double r = d->logprice[i] - lb;
+		double fit = -0.5 * r * r / (r > 0 ? 0.35 * 0.35 : 0.9 * 0.9);
 		double like = 1;
 		for (int k = 0; k < du->ninterests; k++)
 			if (dests[i].tags & (1u << du->interest[k]))
 				like += 0.5 * interest_w[k];
-		w[i] = d->pop[i] * pow(d->season[i], du->season) * d->distw[du->country][i] * fmax(0.1, fit) * like;
+		/* pop x season^sensitivity x distance x max(0.1, fit), as one exp */
+		w[i] = exp(d->logbase[du->country][i] + du->season * d->logseason[i] + fmax(floor_fit, fit)) * like;
 	}
 }
-
-static int shared_tags(unsigned a, unsigned b) { return __builtin_popcount(a & b); }
 
 /* The next view of a session: tag and region (-1: none) are its focus, prev
  * the view before (-1: none). */
@@ -637,24 +977,24 @@ static uint32_t user_day(struct demo *d, msgpack_packer *pk, uint32_t u, uint32_
 				last = du->last;
 			else
 				last = pick_view(d, &r, taste, tag, region, last);
-			du->last = (uint8_t)last;
+			du->last = (uint16_t)last;
 			snprintf(item, sizeof(item), "dest:%s", dests[last].key);
 			ev_head(pk, uid, "view", t, item, 1);
 			sx_pack_kv_str(pk, "device", dev);
 			n++;
 			t += 20000 + (int64_t)(rng_unif(&r) * 220000);
 			if (rng_unif(&r) < 0.3) {
-				double aw[NACTS], at = 0;
+				double aw[ACTS_MAX], at = 0;
 				char act[96];
-				for (int a = 0; a < NACTS; a++) {
-					unsigned tg = act_tags(&dests[last], a);
+				for (int a = 0; a < d->nacts[last]; a++) {
+					unsigned tg = act_tags(&dests[last], d->acts[last][a]);
 					aw[a] = 1;
 					for (int k = 0; k < du->ninterests; k++)
 						if (tg & (1u << du->interest[k]))
 							aw[a] += 2 * interest_w[k];
 					at += aw[a];
 				}
-				snprintf(act, sizeof(act), "act:%s:%d", dests[last].key, rng_pick(&r, aw, NACTS, at) + 1);
+				snprintf(act, sizeof(act), "act:%s:%d", dests[last].key, rng_pick(&r, aw, d->nacts[last], at) + 1);
 				ev_head(pk, uid, "view", t, act, 1);
 				sx_pack_kv_str(pk, "device", dev);
 				n++;
@@ -841,6 +1181,7 @@ static int demo_begin(uint32_t users, uint32_t days, uint64_t seed, int64_t end,
 		d->pop[order[i]] = 1.0 / pow(i + 1, 1.1);
 	for (int i = 0; i < NDESTS; i++) {
 		int g = 0;
+		d->logprice[i] = log(dests[i].price);
 		while (g < d->nregions && strcmp(d->regions[g], dests[i].region) != 0)
 			g++;
 		if (g == d->nregions)
@@ -848,9 +1189,10 @@ static int demo_begin(uint32_t users, uint32_t days, uint64_t seed, int64_t end,
 		d->dest_region[i] = (uint8_t)g;
 		for (int c = 0; c < NCOUNTRIES; c++) {
 			double km = distance_km(country_pos[c][0], country_pos[c][1], dests[i].lat, dests[i].lon);
-			d->distw[c][i] = pow(1 + km / 1000, -1.3) * (strcmp(countries[c].name, dests[i].country) == 0 ? 2 : 1);
+			d->logbase[c][i] = log(d->pop[i]) - 1.3 * log1p(km / 1000) + (strcmp(countries[c].name, dests[i].country) == 0 ? M_LN2 : 0);
 		}
 	}
+	plan_activities(d);
 	uv_timer_init(sx__ev_eng->loop, &d->timer);
 	d->timer.data = d;
 	uv_timer_start(&d->timer, demo_tick, 0, 0);
