@@ -14,7 +14,10 @@ Then each query runs REPEAT times on both sides and the medians are reported:
   funnel         search -> view -> create_trip -> book, 30 days, window 1 day: the first
                  query (which builds the in-memory hour blocks it reads), the median of the
                  next REPEAT, and the median with one new event tracked into the last hour
-                 before each query (that hour's block is rebuilt: a live dashboard's case)
+                 before each query (that hour's block is rebuilt: a live dashboard's case);
+                 then, after restarting the server on the same store, the first query at once
+                 (it waits for the warm-up build, funnel_warm_days) and after the warm-up, and
+                 with the warm-up off (funnel_warm_days = 0: the query builds every block)
 
 The SQLite funnel has the same meaning as funnel.query (every search in the range may
 start a run; a user counts at the deepest step any run reaches; the first such run gives
@@ -22,6 +25,10 @@ the times), so both sides must give the same step counts: the script checks it, 
 checks the retention matrices are equal.
 
     SX_BIN=build/sextant /usr/bin/python3 bench/events_query.py [--users N] [--events N] [--repeat R]
+        [--keep DIR]
+
+--keep DIR keeps both stores in DIR and, when DIR holds a complete load of the same size and
+seed, reuses them instead of generating and loading again.
 """
 import argparse
 import multiprocessing as mp
@@ -211,24 +218,46 @@ def main():
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", metavar="DIR")
     args = ap.parse_args()
 
-    t = time.perf_counter()
-    arrays = generate(args.users, args.events, args.seed)
-    n = len(arrays[0])
-    print(f"generated {n} events, {len(np.unique(arrays[0]))} users in {time.perf_counter() - t:.1f} s",
-          flush=True)
-    tmp = tempfile.mkdtemp(prefix="sx-bench-q-")
+    tmp = args.keep or tempfile.mkdtemp(prefix="sx-bench-q-")
+    os.makedirs(tmp, exist_ok=True)
+    marker = os.path.join(tmp, "loaded")
+    want = f"{args.users} {args.events} {args.seed}"
+    reuse = args.keep and os.path.exists(marker) and open(marker).read().split("\n")[0] == want
     try:
-        t = time.perf_counter()
-        db = load_sqlite(os.path.join(tmp, "events.db"), arrays)
-        print(f"sqlite: loaded and indexed in {time.perf_counter() - t:.1f} s", flush=True)
-        with Server({"durability": "relaxed", "log_level": "warn"}, copy_scripts=False) as srv:
+        if reuse:
+            n = int(open(marker).read().split("\n")[1])
+            db = sqlite3.connect(os.path.join(tmp, "events.db"))
+            print(f"reusing the stores in {tmp}: {n} events", flush=True)
+        else:
+            if os.path.exists(marker):
+                os.remove(marker)
+            for f in ("events.db",):
+                if os.path.exists(os.path.join(tmp, f)):
+                    os.remove(os.path.join(tmp, f))
+            shutil.rmtree(os.path.join(tmp, "sextant"), ignore_errors=True)
             t = time.perf_counter()
-            got = load_sextant(srv.port, arrays)
-            dt = time.perf_counter() - t
-            print(f"sextant: {got} events tracked in {dt:.1f} s ({got / dt:.0f}/s)", flush=True)
-            assert got == n
+            arrays = generate(args.users, args.events, args.seed)
+            n = len(arrays[0])
+            print(f"generated {n} events, {len(np.unique(arrays[0]))} users in {time.perf_counter() - t:.1f} s",
+                  flush=True)
+            t = time.perf_counter()
+            db = load_sqlite(os.path.join(tmp, "events.db"), arrays)
+            print(f"sqlite: loaded and indexed in {time.perf_counter() - t:.1f} s", flush=True)
+        os.makedirs(os.path.join(tmp, "sextant"), exist_ok=True)
+        with Server({"durability": "relaxed", "log_level": "warn", "data_dir": os.path.join(tmp, "sextant")},
+                    copy_scripts=False) as srv:
+            if not reuse:
+                t = time.perf_counter()
+                got = load_sextant(srv.port, arrays)
+                dt = time.perf_counter() - t
+                print(f"sextant: {got} events tracked in {dt:.1f} s ({got / dt:.0f}/s)", flush=True)
+                assert got == n
+                if args.keep:
+                    with open(marker, "w") as f:
+                        f.write(f"{want}\n{n}\n")
             with srv.client(timeout=600) as c:
                 frm, to = END - 30 * DAY, END
                 w0 = END - 12 * WEEK
@@ -240,22 +269,56 @@ def main():
                 fun, _, f_all = timed(lambda: c.call("funnel.query", steps=NAMES, window_ms=FUNNEL_WINDOW,
                                                      **{"from": frm, "to": to}), args.repeat + 1)
                 f_cold, f_ms = f_all[0], statistics.median(f_all[1:])
-                # a dashboard's view: one event arrives in the last hour before each query,
-                # so that hour's block is rebuilt every time
-                live = []
+                # a dashboard's view: one event arrives in the last hour before each query, so
+                # that hour's block is rebuilt every time (a name no step has: a kept store
+                # answers the same funnel next time)
+                live, live_events = [], []
                 for i in range(args.repeat):
-                    c.call("events.track", user=f"u{i}", name="search", time=to - 1000 - i)
+                    c.call("events.track", user=f"u{i}", name="live", time=to - 1000 - i)
+                    live_events.append((i, len(NAMES), to - 1000 - i))
                     t = time.perf_counter()
                     c.call("funnel.query", steps=NAMES, window_ms=FUNNEL_WINDOW, **{"from": frm, "to": to})
                     live.append((time.perf_counter() - t) * 1000)
                 f_live = statistics.median(live)
+            fargs = dict(steps=NAMES, window_ms=FUNNEL_WINDOW, **{"from": frm, "to": to})
+            # a server just started: the first query waits for the warm-up build
+            srv.restart()
+            with srv.client(timeout=600) as c:
+                t = time.perf_counter()
+                assert c.call("funnel.query", **fargs) == fun
+                f_restart = (time.perf_counter() - t) * 1000
+                warm_info = c.call("server.info")["plugins"]["events"]["funnel_blocks"]
+            # started a while ago: the warm-up is done
+            srv.restart()
+            with srv.client(timeout=600) as c:
+                for _ in range(600):
+                    b = c.call("server.info")["plugins"]["events"]["funnel_blocks"]
+                    if b["warm_builds"] and not b["warming"]:
+                        break
+                    time.sleep(0.05)
+                warm_ms = b["warm_last_ms"]
+                t = time.perf_counter()
+                assert c.call("funnel.query", **fargs) == fun
+                f_after_warm = (time.perf_counter() - t) * 1000
+            # no warm-up: the first query builds every block itself
+            srv.config["funnel_warm_days"] = 0
+            srv.restart()
+            with srv.client(timeout=600) as c:
+                t = time.perf_counter()
+                assert c.call("funnel.query", **fargs) == fun
+                f_nowarm = (time.perf_counter() - t) * 1000
             sx_ret = [(x["size"], [v or 0 for v in x["returning"]]) for x in ret["cohorts"]]
             sx_fun = [s["users"] for s in fun["steps"]]
             sx_med = [s["median_ms"] for s in fun["steps"]]
         sq_ret, sr_ms, _ = timed(lambda: sqlite_retention(db, w0), args.repeat)
         (sq_fun, sq_med), sf_ms, sf_all = timed(lambda: sqlite_funnel(db, frm, to), max(1, args.repeat // 3))
+        if args.keep:
+            # the kept sextant store holds the live events now: so does the kept SQLite one
+            db.executemany("INSERT INTO events VALUES (?,?,?)", live_events)
+            db.commit()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\nmachine load average: {os.getloadavg()[0]:.1f}; {n} events, {args.users} users, "
           f"median of {args.repeat} (SQLite funnel: {max(1, args.repeat // 3)})")
@@ -270,8 +333,16 @@ def main():
     print(f"| metrics.query 30 days by hour | < 5 | {m_ms:.2f} | - | - |")
     print(f"| retention 12x12 weekly | < 50 | {r_ms:.2f} | {sr_ms:.1f} | {sr_ms / r_ms:.0f}x |")
     print(f"| funnel 4 steps, 30 days | < 200 | {f_ms:.1f} | {sf_ms:.0f} | {sf_ms / f_ms:.0f}x |")
-    print(f"| funnel, first (builds the blocks) | - | {f_cold:.0f} | {sf_ms:.0f} | {sf_ms / f_cold:.1f}x |")
+    first = "waits for the warm-up of a kept store" if reuse else "builds the blocks"
+    print(f"| funnel, first ({first}) | - | {f_cold:.0f} | {sf_ms:.0f} | {sf_ms / f_cold:.1f}x |")
     print(f"| funnel, a new event before each | - | {f_live:.1f} | - | - |")
+    print(f"| funnel, first after a restart (waits for the warm-up) | - | {f_restart:.0f} | {sf_ms:.0f} | "
+          f"{sf_ms / f_restart:.0f}x |")
+    print(f"| funnel, first after the warm-up ({warm_ms} ms) | - | {f_after_warm:.0f} | {sf_ms:.0f} | "
+          f"{sf_ms / f_after_warm:.0f}x |")
+    print(f"| funnel, first with funnel_warm_days = 0 (builds its blocks) | - | {f_nowarm:.0f} | {sf_ms:.0f} | "
+          f"{sf_ms / f_nowarm:.0f}x |")
+    print(f"warm-up after the first restart: {warm_info}")
     print(f"funnel runs ms: sextant {[round(x, 1) for x in f_all]}, sqlite {[round(x) for x in sf_all]}")
     if not (same_f and same_r):
         sys.exit(1)

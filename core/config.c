@@ -51,6 +51,7 @@ static const struct key keys[] = {
 	{"retention_days", K_U32, F(retention_days), 0, 365000},
 	{"retention_interval_ms", K_U32, F(retention_interval_ms), 10, 86400000},
 	{"pseudonymize_secret", K_STR, F(pseudonymize_secret), 0, 0},
+	{"funnel_warm_days", K_U32, F(funnel_warm_days), 0, 366},
 };
 
 void sx_config_defaults(struct sx_config *cfg)
@@ -78,6 +79,7 @@ void sx_config_defaults(struct sx_config *cfg)
 	cfg->watch_scripts = 1;
 	cfg->consent_default = 1;
 	cfg->retention_interval_ms = 60000;
+	cfg->funnel_warm_days = 30;
 }
 
 void sx_config_free(struct sx_config *cfg)

@@ -35,6 +35,7 @@ struct sx_config {
 	uint32_t retention_days;        /* events older than this are swept (0: kept) */
 	uint32_t retention_interval_ms; /* how often the retention sweep starts */
 	char pseudonymize_secret[256];  /* non-empty: user ids become HMAC-SHA256 hex at ingest */
+	uint32_t funnel_warm_days;      /* funnels' hour blocks kept built for this many recent days */
 	struct sx_token *tokens;
 	size_t ntokens;
 };

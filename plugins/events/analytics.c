@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/plugin.h"
 #include "core/rpc.h"
 #include "core/server.h"
@@ -127,20 +128,12 @@ static int funnel_plan(struct sx_funnel *f, int parts)
 	return rc;
 }
 
-static int m_funnel(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+/* Plans q and queues its parts; finishes the request itself when it cannot
+ * (deferred) or returns the error (not yet deferred). */
+static int funnel_start(struct fquery *q, msgpack_packer *pk, int deferred)
 {
-	SX_UNUSED(pk), SX_UNUSED(ud);
-	struct sx_funnel *f = sx__funnel_new(args);
-	if (!f)
-		return fail_null();
-	struct fquery *q = calloc(1, sizeof(*q));
-	int rc = q ? funnel_plan(f, FUNNEL_PARTS) : sx_diag_set(SX_ENOMEM, "out of memory");
-	if (rc < 0) {
-		free(q);
-		sx__funnel_free(f);
-		return rc;
-	}
-	q->f = f, q->req = req;
+	struct sx_funnel *f = q->f;
+	int rc = funnel_plan(f, FUNNEL_PARTS);
 	for (int i = 0; i < rc; i++) {
 		q->work[i].q = q, q->work[i].part = i;
 		q->work[i].w.data = &q->work[i];
@@ -150,14 +143,53 @@ static int m_funnel(struct sx_req *req, const msgpack_object *args, msgpack_pack
 			sx__funnel_fail(f, i, SX_EINTERNAL, "cannot queue the funnel's work");
 	}
 	if (!q->pending) {
-		rc = sx__funnel_pack(f, pk);
+		if (rc >= 0 && (rc = sx__funnel_pack(f, deferred ? &q->req->pk : pk)) == 0)
+			rc = sx_diag_set(SX_EINTERNAL, "cannot queue the funnel's work");
+		if (deferred)
+			sx_req_finish(q->req, rc);
 		sx__funnel_free(f);
 		free(q);
-		return rc < 0 ? rc : sx_diag_set(SX_EINTERNAL, "cannot queue the funnel's work");
+		return rc;
 	}
 	q->next = fqueries;
 	fqueries = q;
 	return SX_RPC_DEFER;
+}
+
+/* funnel.query requests that arrived while a warm-up build ran: planned once
+ * it is done, so that they read its blocks rather than build them again. */
+static struct fquery *fwaiting;
+
+static void funnel_warm_idle(void)
+{
+	struct fquery *q = fwaiting;
+	fwaiting = NULL;
+	while (q) {
+		struct fquery *next = q->next;
+		q->next = NULL;
+		funnel_start(q, NULL, 1);
+		q = next;
+	}
+}
+
+static int m_funnel(struct sx_req *req, const msgpack_object *args, msgpack_packer *pk, void *ud)
+{
+	SX_UNUSED(ud);
+	struct sx_funnel *f = sx__funnel_new(args);
+	if (!f)
+		return fail_null();
+	struct fquery *q = calloc(1, sizeof(*q));
+	if (!q) {
+		sx__funnel_free(f);
+		return sx_diag_set(SX_ENOMEM, "out of memory");
+	}
+	q->f = f, q->req = req;
+	if (sx__tl_warm_busy()) {
+		q->next = fwaiting;
+		fwaiting = q;
+		return SX_RPC_DEFER;
+	}
+	return funnel_start(q, pk, 0);
 }
 
 int sx_events_funnel_query(const msgpack_object *args, msgpack_packer *pk)
@@ -1028,6 +1060,7 @@ int sx_events_cohort_list(msgpack_packer *pk)
 
 int sx__ev_analytics_start(struct sx_engine *e)
 {
+	int rc;
 	const struct sx_method methods[] = {
 		{"funnel.query", SX_ROLE_READER, m_funnel, NULL,
 		 "conversion per step, drop-off, median time between steps {steps, from, to, window_ms?, group_by?}"},
@@ -1043,12 +1076,15 @@ int sx__ev_analytics_start(struct sx_engine *e)
 	for (size_t i = 0; i < SX_ARRAY_SIZE(methods); i++)
 		if (sx_rpc_register(e->rpc, &methods[i]) < 0)
 			return SX_ENOMEM;
-	return sx__ev_cohort_lua_start(e);
+	if ((rc = sx__ev_cohort_lua_start(e)) < 0)
+		return rc;
+	return sx__tl_warm_start(e->loop, e->cfg ? e->cfg->funnel_warm_days : 0, funnel_warm_idle);
 }
 
 void sx__ev_analytics_stop(struct sx_engine *e)
 {
 	sx__ev_cohort_lua_stop();
+	sx__tl_warm_stop();
 	while (fqueries)
 		uv_run(e->loop, UV_RUN_ONCE);
 	fcache_free_all();

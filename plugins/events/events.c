@@ -12,6 +12,7 @@
 #include "core/server.h"
 #include "core/sx.h"
 #include "plugins/events/internal.h"
+#include "plugins/events/timeline.h"
 #include "plugins/privacy/privacy.h"
 #include "store/store.h"
 
@@ -2047,8 +2048,31 @@ static void info(struct sx_engine *e, msgpack_packer *pk)
 	SX_UNUSED(e);
 	struct sx_events_funnel_cache_stats fc;
 	sx_events_funnel_cache_stats(&fc);
-	msgpack_pack_map(pk, 2);
+	struct sx_tl_warm_stats ws;
+	uint64_t entries, built, reused;
+	sx__tl_warm_stats(&ws);
+	sx__tl_stats(&entries, &built, &reused);
+	msgpack_pack_map(pk, 3);
 	sx_pack_kv_uint(pk, "user_bound", next_uidx);
+	sx_pack_key(pk, "funnel_blocks");
+	msgpack_pack_map(pk, 10);
+	sx_pack_kv_uint(pk, "entries", entries);
+	sx_pack_kv_uint(pk, "built", built);
+	sx_pack_kv_uint(pk, "reused", reused);
+	sx_pack_kv_uint(pk, "extended", sx__tl_extended());
+	sx_pack_kv_uint(pk, "warm_days", ws.days);
+	sx_pack_kv_bool(pk, "warming", ws.busy);
+	sx_pack_kv_uint(pk, "warm_builds", ws.runs);
+	sx_pack_kv_uint(pk, "warm_failed", ws.failed);
+	sx_pack_kv_uint(pk, "warm_last_ms", ws.last_ms);
+	sx_pack_key(pk, "warm_range");
+	if (ws.to > ws.from) {
+		msgpack_pack_array(pk, 2);
+		msgpack_pack_int64(pk, ws.from);
+		msgpack_pack_int64(pk, ws.to);
+	} else {
+		msgpack_pack_nil(pk);
+	}
 	sx_pack_key(pk, "funnel_cache");
 	msgpack_pack_map(pk, 5);
 	sx_pack_kv_uint(pk, "entries", fc.entries);

@@ -18,14 +18,27 @@
  * being filled now): only those events are read, for the users active since
  * that minute, and the count proves that nothing earlier was added.
  *
+ * privacy.erase and retention expiry bump the generation before their
+ * deletions commit: a set acquired before that commit is known durable may
+ * read a snapshot still holding the deleted events, so the blocks it builds
+ * serve its own query and are never cached.
+ *
+ * Building. The missing hours of a set that lie next to each other are built
+ * in one walk of the events table: the users active in any of them in index
+ * order, one cursor positioning per user (none when the cursor already
+ * stands on the user's first event of the run), each event appended to its
+ * hour's block; only the name is decoded from the record.
+ *
  * Memory. Blocks live in process memory, at most SX_TL_CAP_ENTRIES entries
  * (8 bytes each) in all; beyond that the blocks used least recently and not
  * in use by a query are dropped. Nothing is persisted: after a restart the
- * first query of a range builds its blocks again from the store.
+ * blocks are built again from the store, by the warm-up (below) or by the
+ * first query of a range.
  *
  * Threads. The cache itself belongs to the loop thread: sx__tl_acquire() and
  * sx__tl_release() run there. sx__tl_fill() builds the missing blocks of a set
- * in a read transaction on any thread; name interning is locked.
+ * in a read transaction on any thread, sx__tl_fill_part() a slice of them on
+ * several threads at once; name interning is locked.
  */
 #ifndef SX_EVENTS_TIMELINE_H
 #define SX_EVENTS_TIMELINE_H
@@ -34,9 +47,11 @@
 #include <stdint.h>
 
 #include <lmdb.h>
+#include <uv.h>
 
 #define SX_TL_CAP_ENTRIES (16u << 20)
 #define SX_TL_NAMES_MAX 1023
+#define SX_TL_PARTS_MAX 4
 
 struct sx_tl_set; /* the blocks of the hours a query reads */
 
@@ -49,6 +64,18 @@ struct sx_tl_set *sx__tl_acquire(MDB_txn *txn, int64_t from, int64_t to);
  * SX_TL_NAMES_MAX distinct event names exist (the caller reads the events
  * instead), or a store error. */
 int sx__tl_fill(struct sx_tl_set *s, MDB_txn *txn);
+
+/* Builds the part-th of nparts slices (by user index) of the set's hours
+ * that need a whole build, in txn; not the hours to extend. The parts run at
+ * once, on different threads, each with its own read transaction; the one
+ * that finishes last joins their blocks into the set if they all read the
+ * same snapshot (mdb_txn_id) and succeeded. Hours left unbuilt (other
+ * snapshots; hours to extend) are for sx__tl_fill() afterwards: see
+ * sx__tl_pending(). 0, or an error of this part (the last one: of any part). */
+int sx__tl_fill_part(struct sx_tl_set *s, MDB_txn *txn, int part, int nparts);
+
+/* Whether the set still has hours to build (*build) or extend (*extend). */
+int sx__tl_pending(const struct sx_tl_set *s, size_t *build, size_t *extend);
 
 /* The interned id of an event name, 0 if no block holds it. Any thread. */
 uint32_t sx__tl_name_id(const char *name, size_t len);
@@ -72,6 +99,31 @@ void sx__tl_invalidate(void);
 
 /* Frees every block (plugin stop). Loop thread. */
 void sx__tl_clear(void);
+
+/* Warm-up: on the loop's first turn after sx__tl_warm_start() and every
+ * minute after, the blocks of the `days` days before the latest event's hour
+ * (the latest event stamped no later than 5 minutes past the wall clock;
+ * fewer days when they would hold more than half of SX_TL_CAP_ENTRIES) that
+ * are missing or stale are built on the pool, in one read transaction that
+ * respects max_reader_age_ms; the closed hours then stay cached, the current
+ * one is extended. idle_cb (may be NULL) runs on the loop after each build
+ * that went to the pool, whatever its outcome. days 0: never. Loop thread. */
+int sx__tl_warm_start(uv_loop_t *loop, uint32_t days, void (*idle_cb)(void));
+/* Runs the warm-up's check now (tests; no-op when not started). */
+void sx__tl_warm_now(void);
+/* A warm-up build is on the pool. */
+int sx__tl_warm_busy(void);
+/* Waits for a build on the pool (running the loop) and stops the timer. */
+void sx__tl_warm_stop(void);
+
+struct sx_tl_warm_stats {
+	uint32_t days;
+	int busy;
+	uint64_t runs, failed; /* builds that went to the pool; failed ones */
+	uint64_t last_ms;      /* the last build's wall time */
+	int64_t from, to;      /* the range of the last check (0, 0: none yet) */
+};
+void sx__tl_warm_stats(struct sx_tl_warm_stats *out);
 
 /* Entries cached now, blocks built and reused since start (stats). */
 void sx__tl_stats(uint64_t *entries, uint64_t *built, uint64_t *reused);

@@ -492,6 +492,221 @@ static void test_blocks_match_the_events_table(void **state)
 	assert_int_equal(sx__tl_extended(), ext0 + 1);
 }
 
+/* Blocks built in two parts (two read transactions of one snapshot) are
+ * those built in one piece; parts that read different snapshots leave their
+ * hours to a one-piece build. */
+static void test_parts_build_the_same_blocks(void **state)
+{
+	struct fx *fx = *state;
+	int64_t from = T0, to = T0 + 4 * DAY + HOUR;
+	MDB_txn *t1, *t2;
+	size_t nb, ne;
+	sx__tl_clear();
+	assert_int_equal(sx_store_rtxn_begin(fx->e.store, &t1), 0);
+	assert_int_equal(sx_store_rtxn_begin(fx->e.store, &t2), 0);
+	struct sx_tl_set *a = sx__tl_acquire(t1, from, to), *b = sx__tl_acquire(t1, from, to);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_true(sx__tl_pending(b, &nb, &ne));
+	assert_true(nb > 90);
+	assert_int_equal(ne, 0);
+	assert_int_equal(sx__tl_fill(a, t1), 0);
+	/* the last part to finish joins, whichever it is */
+	assert_int_equal(sx__tl_fill_part(b, t2, 1, 2), 0);
+	assert_true(sx__tl_pending(b, &nb, &ne));
+	assert_int_equal(sx__tl_fill_part(b, t1, 0, 2), 0);
+	assert_false(sx__tl_pending(b, &nb, &ne));
+	size_t total = 0;
+	assert_int_equal(sx__tl_nhours(a), sx__tl_nhours(b));
+	for (size_t i = 0; i < sx__tl_nhours(a); i++) {
+		int64_t ha, hb;
+		size_t na, nb2;
+		const uint64_t *ea = sx__tl_block(a, i, &ha, &na), *eb = sx__tl_block(b, i, &hb, &nb2);
+		assert_true(ha == hb);
+		assert_int_equal(na, nb2);
+		if (na)
+			assert_memory_equal(ea, eb, na * sizeof(uint64_t));
+		total += na;
+	}
+	assert_true(total > 900);
+	sx_store_rtxn_end(fx->e.store, t2);
+	sx__tl_release(a);
+	sx__tl_release(b);
+	/* a commit between the parts' snapshots */
+	sx__tl_clear();
+	struct sx_tl_set *c = sx__tl_acquire(t1, from, to);
+	assert_non_null(c);
+	assert_int_equal(sx__tl_fill_part(c, t1, 0, 2), 0);
+	sx_store_rtxn_end(fx->e.store, t1);
+	struct sx_ev_batch *bt = sx__ev_batch_new();
+	track(bt, "parts1", "search", T0 + 2 * HOUR + 1000, "ios");
+	assert_int_equal(sx__ev_batch_finish(bt), 0);
+	sync_all(fx);
+	assert_int_equal(sx_store_rtxn_begin(fx->e.store, &t2), 0);
+	assert_int_equal(sx__tl_fill_part(c, t2, 1, 2), 0);
+	assert_true(sx__tl_pending(c, &nb, &ne));
+	assert_true(nb > 90);
+	assert_int_equal(sx__tl_fill(c, t2), 0);
+	assert_false(sx__tl_pending(c, &nb, &ne));
+	sx_store_rtxn_end(fx->e.store, t2);
+	sx__tl_release(c);
+	/* and the blocks answer as the events table does */
+	struct packed pa, pb;
+	uint64_t pruned;
+	sx__funnel_blocks = 0;
+	struct sx_funnel *f = funnel_of(4, from, to - HOUR, HOUR, NULL);
+	run(fx, f, 2, &pa, &pruned);
+	sx__funnel_free(f);
+	sx__funnel_blocks = 1;
+	f = funnel_of(4, from, to - HOUR, HOUR, NULL);
+	run(fx, f, 1, &pb, &pruned);
+	sx__funnel_free(f);
+	assert_int_equal(pa.sb.size, pb.sb.size);
+	assert_memory_equal(pa.sb.data, pb.sb.data, pa.sb.size);
+	packed_free(&pa);
+	packed_free(&pb);
+}
+
+/* An erasure or an expiry bumps the generation before its deletions commit:
+ * blocks read from a snapshot before that commit serve their query and are
+ * not cached, so a query after the commit never counts the deleted events. */
+static void test_delete_before_commit(void **state)
+{
+	struct fx *fx = *state;
+	int64_t from = T0, to = T0 + 3 * DAY, w = DAY;
+	uint64_t before[SX_FUNNEL_STEPS_MAX], after[SX_FUNNEL_STEPS_MAX], pruned;
+	struct sx_ev_batch *bt = sx__ev_batch_new();
+	track(bt, "gone", "search", T0 + DAY + 1000, "ios");
+	track(bt, "gone", "view", T0 + DAY + 2000, "ios");
+	track(bt, "gone", "create_trip", T0 + DAY + 3000, "ios");
+	track(bt, "gone", "book", T0 + DAY + 4000, "ios");
+	assert_int_equal(sx__ev_batch_finish(bt), 0);
+	sync_all(fx);
+	brute_force(4, from, to, w, before);
+	struct packed p;
+	struct sx_funnel *f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &p, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&p.o, "steps"), 4, before);
+	packed_free(&p);
+	uint32_t idx;
+	struct sx_events_erased er;
+	assert_int_equal(sx_events_user_erase("gone", 4, &idx, &er), 0);
+	/* not committed yet: a query reads the snapshot that still holds them */
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &p, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&p.o, "steps"), 4, before);
+	packed_free(&p);
+	sync_all(fx);
+	brute_force(4, from, to, w, after);
+	assert_true(after[3] == before[3] - 1);
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &p, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&p.o, "steps"), 4, after);
+	packed_free(&p);
+	/* expiry keeps the counters and bitmaps (funnel.query's candidates): the
+	 * blocks must answer as reading the events table does */
+	uint32_t deleted;
+	assert_true(sx_events_expire(T0 + DAY + DAY / 2, 1000000, &deleted) >= 0);
+	assert_true(deleted > 100);
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &p, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&p.o, "steps"), 4, after);
+	packed_free(&p);
+	sync_all(fx);
+	struct packed pt;
+	sx__funnel_blocks = 0;
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 2, &pt, &pruned);
+	sx__funnel_free(f);
+	sx__funnel_blocks = 1;
+	f = funnel_of(4, from, to, w, NULL);
+	run(fx, f, 1, &p, &pruned);
+	sx__funnel_free(f);
+	assert_int_equal(p.sb.size, pt.sb.size);
+	assert_memory_equal(p.sb.data, pt.sb.data, p.sb.size);
+	/* and the expiry changed it */
+	const msgpack_object *s1 = sx__ev_map_get(&p.o, "steps");
+	assert_true(sx__ev_map_get(&s1->via.array.ptr[1], "users")->via.u64 < after[1]);
+	packed_free(&p);
+	packed_free(&pt);
+}
+
+static int warm_idle_calls;
+static void warm_idle(void) { warm_idle_calls++; }
+
+static void warm_wait(struct fx *fx)
+{
+	for (int i = 0; i < 1000 && sx__tl_warm_busy(); i++)
+		uv_run(&fx->loop, UV_RUN_ONCE);
+	assert_false(sx__tl_warm_busy());
+}
+
+/* The warm-up builds the latest days' blocks on the pool: a query over them
+ * then builds nothing; it extends the current hour as events arrive and does
+ * nothing when nothing changed. */
+static void test_warm_up(void **state)
+{
+	struct fx *fx = *state;
+	struct sx_tl_warm_stats ws;
+	uint64_t n0, built0, reused0, n1, built1, reused1, pruned, want[SX_FUNNEL_STEPS_MAX];
+	uint64_t nb, builtb, reusedb;
+	sx__tl_clear();
+	sx__tl_stats(&nb, &builtb, &reusedb);
+	warm_idle_calls = 0;
+	assert_int_equal(sx__tl_warm_start(&fx->loop, 2, warm_idle), 0);
+	for (int i = 0; i < 1000; i++) {
+		sx__tl_warm_stats(&ws);
+		if (ws.runs)
+			break;
+		uv_run(&fx->loop, UV_RUN_ONCE);
+	}
+	assert_int_equal(ws.runs, 1);
+	assert_int_equal(ws.failed, 0);
+	assert_int_equal(warm_idle_calls, 1);
+	/* the data ends in the last hour of day 4 (T0 + 4 days) */
+	assert_true(ws.to == T0 + 4 * DAY);
+	assert_true(ws.from == T0 + 2 * DAY);
+	sx__tl_stats(&n0, &built0, &reused0);
+	assert_int_equal(built0, builtb + 48);
+	assert_int_equal(nb, 0);
+	assert_true(n0 > 300);
+	struct packed p;
+	brute_force(4, ws.from, ws.to - HOUR, HOUR, want);
+	struct sx_funnel *f = funnel_of(4, ws.from, ws.to - HOUR, HOUR, NULL);
+	run(fx, f, 1, &p, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&p.o, "steps"), 4, want);
+	packed_free(&p);
+	sx__tl_stats(&n1, &built1, &reused1);
+	assert_int_equal(built1, built0);
+	assert_int_equal(reused1, reused0 + 48);
+	/* nothing changed: nothing goes to the pool */
+	sx__tl_warm_now();
+	assert_false(sx__tl_warm_busy());
+	sx__tl_warm_stats(&ws);
+	assert_int_equal(ws.runs, 1);
+	/* an event in the latest hour: that block is extended */
+	uint64_t ext0 = sx__tl_extended();
+	struct sx_ev_batch *bt = sx__ev_batch_new();
+	track(bt, "warm1", "search", T0 + 4 * DAY - 1, "web");
+	assert_int_equal(sx__ev_batch_finish(bt), 0);
+	sync_all(fx);
+	sx__tl_warm_now();
+	assert_true(sx__tl_warm_busy());
+	warm_wait(fx);
+	sx__tl_warm_stats(&ws);
+	assert_int_equal(ws.runs, 2);
+	assert_int_equal(warm_idle_calls, 2);
+	assert_int_equal(sx__tl_extended(), ext0 + 1);
+	sx__tl_stats(&n0, &built0, &reused0);
+	assert_int_equal(n0, n1 + 1);
+	sx__tl_warm_stop();
+}
+
 static void test_bad_arguments(void **state)
 {
 	(void)state;
@@ -508,6 +723,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_against_brute_force, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_groups_add_up, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks_match_the_events_table, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_parts_build_the_same_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_before_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_warm_up, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
