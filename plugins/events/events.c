@@ -35,7 +35,11 @@ static struct {
 	sx_events_item_fn fn;
 	void *ud;
 } item_obs[OBSERVERS_MAX];
-static int n_track_obs, n_item_obs;
+static struct {
+	sx_events_user_fn fn;
+	void *ud;
+} user_obs[OBSERVERS_MAX];
+static int n_track_obs, n_item_obs, n_user_obs;
 
 int sx_events_on_track(sx_events_track_fn fn, void *ud)
 {
@@ -50,6 +54,14 @@ int sx_events_on_item(sx_events_item_fn fn, void *ud)
 	if (n_item_obs == OBSERVERS_MAX)
 		return sx_diag_set(SX_ELIMIT, "too many item observers");
 	item_obs[n_item_obs].fn = fn, item_obs[n_item_obs++].ud = ud;
+	return 0;
+}
+
+int sx_events_on_user(sx_events_user_fn fn, void *ud)
+{
+	if (n_user_obs == OBSERVERS_MAX)
+		return sx_diag_set(SX_ELIMIT, "too many user observers");
+	user_obs[n_user_obs].fn = fn, user_obs[n_user_obs++].ud = ud;
 	return 0;
 }
 
@@ -667,6 +679,8 @@ static int user_write(const char *id, size_t len, const msgpack_object *attrs, i
 	rc = put(SX_T_USERS, id, len, sb.data, sb.size);
 	msgpack_sbuffer_destroy(&sb);
 	msgpack_zone_destroy(&z);
+	for (int i = 0; rc == 0 && i < n_user_obs; i++)
+		user_obs[i].fn(*idx, user_obs[i].ud);
 	if (rc == 0 && *created) {
 		uint8_t k[4];
 		sx_be32(k, *idx);
@@ -1999,7 +2013,7 @@ static int start(struct sx_engine *e)
 	sx__ev_user_cache_clear();
 	if ((rc = sx_store_on_undo(e->store, ucache_undo_cb, NULL)) < 0)
 		return rc;
-	n_track_obs = n_item_obs = 0;
+	n_track_obs = n_item_obs = n_user_obs = 0;
 	if ((rc = sx_store_scan(e->store, SX_T_USER_IDX, NULL, 0, NULL, 0, 1, last_index_cb, &next_uidx)) < 0)
 		return rc;
 	/* erased users leave no index entry: the bound they left keeps their indexes unused */

@@ -152,9 +152,14 @@ int sx_events_item_scan(MDB_txn *txn, int kind, sx_items_cb cb, void *ud);
  * NULL) with the item's id. */
 typedef void (*sx_events_track_fn)(const struct sx_event *ev, void *ud);
 typedef void (*sx_events_item_fn)(const char *id, size_t len, const struct sx_item *it, void *ud);
+/* Users: called with the user's index after a users.put (or the demo loader)
+ * wrote the user's record, so that caches of user attributes can drop it; the
+ * request may still fail and roll back, so observers only invalidate. */
+typedef void (*sx_events_user_fn)(uint32_t idx, void *ud);
 /* SX_ELIMIT when full. */
 int sx_events_on_track(sx_events_track_fn fn, void *ud);
 int sx_events_on_item(sx_events_item_fn fn, void *ud);
+int sx_events_on_user(sx_events_user_fn fn, void *ud);
 
 /* ---- cohorts ---- */
 

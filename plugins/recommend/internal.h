@@ -9,6 +9,7 @@
  *                          users, interactions, factors (bin: n_items x k float32 LE)}
  *   "rec/model_index"  -> the item-factor HNSW image
  *   "rec/counts"       -> popularity and co-visitation snapshot (see state.c)
+ *   "rec/segs"         -> segment popularity snapshot, written with "rec/counts"
  *   "rec/j/" u64 (BE)  -> one events.track call's count operations (the journal)
  */
 #ifndef SX_RECOMMEND_INTERNAL_H
@@ -91,6 +92,36 @@ struct rec_counts {
 	struct rec_nb *cov;
 };
 
+/* Segment popularity: per value of a user attribute (the segment, by default
+ * "country"), the time-decayed weighted interactions per item of the users
+ * with that value (the month half-life, the weighting of `popular`). A value
+ * is known by a 64-bit hash of the attribute name and the lowercased value.
+ * Bounded: at most REC_SEG_MAX values and REC_SEG_ENTRIES (value, item) pairs
+ * per state; interactions beyond are not counted for a segment (the global
+ * popularity still counts them), so their users fall back to the global. */
+#define REC_SEG_MAX 256
+#define REC_SEG_ENTRIES (1u << 21)
+#define REC_SEG_NAMES 4096 /* distinct values the user -> segment cache names */
+#define REC_SEG_ATTR_MAX 32
+#define REC_SEG_VALUE_MAX 64
+
+struct rec_seg_entry {
+	uint32_t item; /* UINT32_MAX: empty slot */
+	double pop;
+	int64_t t;
+};
+
+struct rec_seg {
+	uint64_t h;
+	uint32_t n, cap; /* open addressing over items; cap a power of two */
+	struct rec_seg_entry *e;
+};
+
+struct rec_segname {
+	uint64_t h;
+	char name[REC_SEG_VALUE_MAX + 1];
+};
+
 struct rec_model;
 
 /* One world of recommendation state: the live one, or one rebuilt from the
@@ -108,6 +139,9 @@ struct rec_state {
 	uint32_t *dirty;
 	size_t ndirty, capdirty;
 	uint64_t generation; /* bumps on every change the trending cache depends on */
+	struct rec_seg *segs;
+	uint32_t nsegs;
+	size_t seg_entries;
 	/* The journal (live state): every change to counts since the snapshot
 	 * "rec/counts", written with the events that caused it (see state.c). */
 	int journal;
@@ -164,6 +198,12 @@ struct rec {
 	int training;
 	int include_seen; /* the personal sources keep the user's own items (one call) */
 	char default_strategy[64];
+	/* user index -> 0 not looked up, 1 no segment, 2 + index in segnames */
+	char seg_attr[REC_SEG_ATTR_MAX + 1];
+	uint16_t *useg;
+	uint32_t nuseg;
+	struct rec_segname *segnames;
+	uint32_t nsegnames;
 };
 
 extern struct rec *sx__rec;
@@ -201,6 +241,23 @@ void sx__rec_flush_dirty(struct rec_state *s);
 /* The user's ALS vector (computing it if stale); NULL if none. */
 const float *sx__rec_user_als(struct rec_state *s, struct rec_user *u);
 double sx__rec_pop(const struct rec_state *s, uint32_t item, int window, int64_t now);
+
+/* ---- segments (state.c) ---- */
+/* The user's segment (an index in sx__rec->segnames), looked up in the
+ * user's stored attributes once and cached until users.put; -1 if the user
+ * has none (no such attribute, not a string or integer, empty or longer than
+ * REC_SEG_VALUE_MAX bytes, or the name table full). Loop thread. */
+int sx__rec_user_segment(uint32_t user);
+/* The hash of segment value v under the configured attribute (never 0). */
+uint64_t sx__rec_segment_hash(const char *v, size_t len);
+/* Forgets the cached segment of user (users.put, erasure); UINT32_MAX: all. */
+void sx__rec_segment_invalidate(uint32_t user);
+const struct rec_seg *sx__rec_seg_find(const struct rec_state *s, uint64_t h);
+/* Segment popularity of entry e as of now. */
+double sx__rec_seg_pop(const struct rec_seg_entry *e, int64_t now);
+void sx__rec_segments_free(void);
+/* A new segment attribute: drops s's segment counts and the user cache. */
+void sx__rec_segments_reset(struct rec_state *s);
 float sx__rec_covis_score(const struct rec_nb *nb, int64_t now);
 
 /* ---- the own ALS model (model.c) ---- */
@@ -252,7 +309,7 @@ struct rec_cand {
 	int32_t via; /* an item that led here (covisit), -1 */
 };
 enum { REC_SRC_COLLAB, REC_SRC_CONTENT, REC_SRC_COVISIT, REC_SRC_TRENDING, REC_SRC_OFFERS, REC_SRC_POPULAR,
-       REC_SRC_SIMILAR, REC_SRC_COUNT };
+       REC_SRC_SIMILAR, REC_SRC_SEGMENT, REC_SRC_COUNT };
 extern const char *const sx__rec_source_names[REC_SRC_COUNT];
 /* Each fills up to n candidates, best first, and returns their number (or a
  * negative error). user may be NULL (unknown user). The personal ones skip
@@ -265,6 +322,9 @@ int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int windo
 		    struct rec_cand *out);
 void sx__rec_top_cache_clear(void);
 int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec_cand *out);
+/* The most popular items among the users of segment h (kind -1: any); 0 if
+ * the state has no such segment. */
+int sx__rec_src_segment(struct rec_state *s, uint64_t h, int kind, size_t n, struct rec_cand *out);
 /* How much popularity the collaborative scores need: for up to REC_CALIB_USERS
  * users with at least 3 items, their newest item (first seen then) is hidden,
  * the rest folded in, and the item ranked among the unseen ones by
@@ -294,14 +354,14 @@ int sx__rec_run_strategy_ids(const char *name, const char *user, size_t ulen, in
 /* Readable reasons for item (sources in mask, bit per REC_SRC_*): up to max
  * strings into out. via: the co-visited item or -1; budget NAN: none; collab:
  * the collaborative reason already worked out ("" for none), or NULL to work it
- * out here. */
+ * out here; segment: the user's segment value (NULL: none). */
 int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t via, double budget,
-		    const char *location, const char *collab, char (*out)[160], int max);
+		    const char *location, const char *collab, const char *segment, char (*out)[160], int max);
 /* Frees the ctx functions' reusable per-item scratch (plugin stop). */
 void sx__rec_lua_marks_free(void);
 
 /* ---- the registry's model (registry.c) ----
- * Config (SX_T_ARTIFACTS "rec/config"): {model, alias, pool_above}. */
+ * Config (SX_T_ARTIFACTS "rec/config"): {model, alias, pool_above, segment}. */
 struct sx_req;
 int sx__rec_registry_start(void);
 void sx__rec_registry_stop(void);

@@ -16,6 +16,7 @@
 #include "core/rpc.h"
 #include "core/scripts.h"
 #include "core/sx.h"
+#include "plugins/privacy/privacy.h"
 #include "plugins/recommend/internal.h"
 
 #define LIST_MAX 5000 /* entries a ctx function takes or returns */
@@ -245,6 +246,67 @@ static int top_source(lua_State *L, int source, int kind, int window)
 static int l_trending(lua_State *L) { return top_source(L, REC_SRC_TRENDING, -1, REC_W_DAY); }
 static int l_offers(lua_State *L) { return top_source(L, REC_SRC_OFFERS, SX_ITEM_OFFER, REC_W_WEEK); }
 static int l_popular(lua_State *L) { return top_source(L, REC_SRC_POPULAR, -1, REC_W_MONTH); }
+
+/* The segment of user id (its index in segnames), -1 if none or if the live
+ * state may not personalize for the user. */
+static int user_segment(const char *id, size_t len)
+{
+	uint32_t u;
+	if (len == 0 || len > SX_EVENTS_ID_MAX || sx_events_user_index(NULL, id, len, &u) < 0)
+		return -1;
+	if (sx__rec->cur->live && !sx_privacy_allowed_index(u, SX_PURPOSE_PERSONALIZATION))
+		return -1;
+	return sx__rec_user_segment(u);
+}
+
+/* segment_popular{user?, segment?, kind?, n = 50, fallback = true}: the most
+ * popular items among the users who share user's segment value (or the value
+ * `segment`), source "segment_popular"; without a segment, or one nobody
+ * counted yet, the global popular list (source "popular"), or {} when
+ * fallback is false. */
+static int l_segment_popular(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	size_t n = 50;
+	int kind = -1, fallback = 1;
+	uint64_t h = 0;
+	lua_getfield(L, 1, "n");
+	n = n_arg(L, -1, 50);
+	lua_getfield(L, 1, "kind");
+	if (!lua_isnil(L, -1)) {
+		size_t kl;
+		const char *k = luaL_checklstring(L, -1, &kl);
+		if ((kind = sx_item_kind_parse(k, kl)) < 0)
+			luaL_error(L, "unknown item kind '%s'", k);
+	}
+	lua_getfield(L, 1, "fallback");
+	if (!lua_isnil(L, -1))
+		fallback = lua_toboolean(L, -1);
+	lua_getfield(L, 1, "segment");
+	lua_getfield(L, 1, "user");
+	if (!lua_isnil(L, -2)) {
+		size_t sl;
+		const char *sv = luaL_checklstring(L, -2, &sl);
+		if (sl == 0 || sl > REC_SEG_VALUE_MAX)
+			luaL_error(L, "segment must be 1 to %d bytes", REC_SEG_VALUE_MAX);
+		h = sx__rec_segment_hash(sv, sl);
+	} else if (!lua_isnil(L, -1)) {
+		size_t ul;
+		const char *uid = luaL_checklstring(L, -1, &ul);
+		int g = user_segment(uid, ul);
+		if (g >= 0)
+			h = sx__rec->segnames[g].h;
+	}
+	lua_pop(L, 5);
+	struct rec_cand *c = cand_buf(L, n);
+	int m = h ? sx__rec_src_segment(sx__rec->cur, h, kind, n, c) : 0;
+	if (m == 0 && fallback)
+		m = sx__rec_src_top(sx__rec->cur, kind, NULL, REC_W_MONTH, n, REC_SRC_POPULAR, c);
+	if (m < 0)
+		return luaL_error(L, "source failed: %s", sx_error_code(m));
+	push_cands(L, c, m);
+	return 1;
+}
 
 static int l_item_get(lua_State *L)
 {
@@ -844,7 +906,7 @@ static void collab_reasons(struct rec_state *s, struct rec_user *u, const uint32
 }
 
 int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t via, double budget,
-		    const char *location, const char *collab, char (*out)[160], int max)
+		    const char *location, const char *collab, const char *segment, char (*out)[160], int max)
 {
 	struct rec *R = sx__rec;
 	const struct rec_item *it = &R->items[item];
@@ -898,10 +960,19 @@ int sx__rec_reasons(struct rec_user *u, uint32_t item, uint32_t mask, int64_t vi
 	}
 	if (mask >> REC_SRC_OFFERS & 1)
 		PUT("special offer");
-	if (mask >> REC_SRC_POPULAR & 1)
+	/* the segment's reason says more than the global one */
+	if ((mask >> REC_SRC_POPULAR & 1) && !((mask >> REC_SRC_SEGMENT & 1) && segment && segment[0]))
 		PUT("popular with travellers");
 	if (mask >> REC_SRC_SIMILAR & 1)
 		PUT("similar item");
+	if ((mask >> REC_SRC_SEGMENT & 1) && segment && segment[0]) {
+		if (strcmp(R->seg_attr, "country") == 0)
+			PUT("popular with travellers from %s", segment);
+		else
+			PUT("popular with travellers whose %s is %s", R->seg_attr, segment);
+	} else if (mask >> REC_SRC_SEGMENT & 1) {
+		PUT("popular with travellers like you");
+	}
 	if (location && location[0] && strcmp(location, it->region) == 0)
 		PUT("in %s", it->region);
 	if (!isnan(budget) && !isnan(it->price) && it->price <= budget)
@@ -921,9 +992,16 @@ static int l_explain(lua_State *L)
 	struct rec_user *u = NULL;
 	double budget = NAN;
 	char location[48] = "";
+	const char *segment = NULL;
 	lua_getfield(L, 2, "user");
-	if (lua_type(L, -1) == LUA_TSTRING)
+	if (lua_type(L, -1) == LUA_TSTRING) {
 		u = user_arg(L, -1);
+		size_t ul;
+		const char *uid = lua_tolstring(L, -1, &ul);
+		int g = user_segment(uid, ul);
+		if (g >= 0)
+			segment = sx__rec->segnames[g].name;
+	}
 	lua_getfield(L, 2, "context");
 	if (lua_istable(L, -1)) {
 		lua_getfield(L, -1, "budget");
@@ -999,7 +1077,7 @@ static int l_explain(lua_State *L)
 		}
 		int rt = lua_gettop(L), nr = (int)lua_objlen(L, rt);
 		int m = sx__rec_reasons(u, (uint32_t)r[i].item, masks[i], vias[i], budget, location,
-					tpos[i] >= 0 ? collab[tpos[i]] : NULL, reasons, 12);
+					tpos[i] >= 0 ? collab[tpos[i]] : NULL, segment, reasons, 12);
 		for (int k = 0; k < m; k++)
 			add_reason(L, rt, &nr, reasons[k]);
 		lua_settop(L, e - 1);
@@ -1128,7 +1206,7 @@ static int build_api(lua_State *L)
 	static const luaL_Reg sources[] = {{"collaborative", l_collab}, {"content", l_content},
 					   {"covisit", l_covisit},      {"trending", l_trending},
 					   {"offers", l_offers},        {"popular", l_popular},
-					   {NULL, NULL}};
+					   {"segment_popular", l_segment_popular}, {NULL, NULL}};
 	static const luaL_Reg top[] = {{"user", l_user},     {"profile", l_profile}, {"filter", l_filter},
 				       {"blend", l_blend},   {"mmr", l_mmr},         {"explain", l_explain},
 				       {"weight", l_weight}, {"calibration", l_calibration},

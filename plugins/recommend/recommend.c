@@ -89,6 +89,14 @@ static void track_cb(const struct sx_event *ev, void *ud)
 		sx_log_warn("recommend: cannot journal popularity and co-visitation: %s", sx_diag_last());
 }
 
+/* users.put may change the segment attribute */
+static void user_cb(uint32_t idx, void *ud)
+{
+	SX_UNUSED(ud);
+	if (sx__rec)
+		sx__rec_segment_invalidate(idx);
+}
+
 static void item_cb(const char *id, size_t len, const struct sx_item *it, void *ud)
 {
 	SX_UNUSED(ud);
@@ -391,7 +399,7 @@ static void pack_cands(msgpack_packer *pk, const struct rec_cand *c, int m, int 
 			sx_pack_kv_str(pk, "region", it->region[0] ? it->region : NULL);
 		}
 		char reasons[4][160];
-		int nr = sx__rec_reasons(NULL, c[i].item, 1u << c[i].source, c[i].via >= 0 ? c[i].via : via, NAN, NULL, NULL,
+		int nr = sx__rec_reasons(NULL, c[i].item, 1u << c[i].source, c[i].via >= 0 ? c[i].via : via, NAN, NULL, NULL, NULL,
 					 reasons, 4);
 		sx_pack_key(pk, "reasons");
 		msgpack_pack_array(pk, (uint32_t)nr);
@@ -529,6 +537,9 @@ static int m_explain(struct sx_req *req, const msgpack_object *args, msgpack_pac
 		mask |= 1u << REC_SRC_TRENDING;
 	if ((m = sx__rec_src_top(s, -1, NULL, REC_W_MONTH, N, REC_SRC_POPULAR, c)) > 0 && in_cands(c, m, item, NULL))
 		mask |= 1u << REC_SRC_POPULAR;
+	int sg = u ? sx__rec_user_segment(uidx) : -1;
+	if (sg >= 0 && (m = sx__rec_src_segment(s, R->segnames[sg].h, -1, N, c)) > 0 && in_cands(c, m, item, NULL))
+		mask |= 1u << REC_SRC_SEGMENT;
 	if (R->items[item].kind == SX_ITEM_OFFER)
 		mask |= 1u << REC_SRC_OFFERS;
 	free(c);
@@ -594,7 +605,7 @@ static int m_explain(struct sx_req *req, const msgpack_object *args, msgpack_pac
 	for (uint32_t i = 0; i < nm; i++)
 		sx_pack_str(pk, matched[i]);
 	char reasons[12][160];
-	int nr = sx__rec_reasons(u, item, mask, via, NAN, NULL, NULL, reasons, 12);
+	int nr = sx__rec_reasons(u, item, mask, via, NAN, NULL, NULL, sg >= 0 ? R->segnames[sg].name : NULL, reasons, 12);
 	sx_pack_key(pk, "reasons");
 	msgpack_pack_array(pk, (uint32_t)nr);
 	for (int i = 0; i < nr; i++)
@@ -856,12 +867,14 @@ static int m_profile(struct sx_req *req, const msgpack_object *args, msgpack_pac
 /* ---- privacy ---- */
 
 /* Per-user state is in memory only (rebuilt from the user's events, which
- * the events plugin erases in the same request); popularity and
- * co-visitation are anonymous aggregates and stay. */
+ * the events plugin erases in the same request); popularity, segment
+ * popularity and co-visitation are anonymous aggregates and stay. */
 static int erase_user(const char *id, size_t len, uint32_t idx, int has_idx, struct sx_privacy_receipt *r, void *ud)
 {
 	struct rec_state *s = &sx__rec->live;
 	SX_UNUSED(id), SX_UNUSED(len), SX_UNUSED(ud);
+	if (has_idx)
+		sx__rec_segment_invalidate(idx);
 	if (has_idx && idx < s->nusers && s->users[idx]) {
 		sx__rec_user_forget(s, idx);
 		sx_privacy_receipt_add(r, "recommend_state", 1);
@@ -1383,6 +1396,7 @@ static void rec_free(struct rec *R)
 		free(R->items[i].id);
 	}
 	sx__rec_regions_free();
+	sx__rec_segments_free();
 	sx__rec_lua_marks_free();
 	free(R->items);
 	free(R->hash);
@@ -1400,6 +1414,7 @@ static int start(struct sx_engine *e)
 	R->e = e;
 	params_default(&R->params);
 	snprintf(R->default_strategy, sizeof(R->default_strategy), "hybrid");
+	snprintf(R->seg_attr, sizeof(R->seg_attr), "country");
 	sx__rec_state_init(&R->live, 1, INT64_MAX);
 	R->cur = &R->live;
 	if ((rc = sx__rec_catalog_load()) < 0)
@@ -1417,6 +1432,7 @@ static int start(struct sx_engine *e)
 	}
 	sx_store_read_end(e->store);
 	if ((rc = sx_events_on_track(track_cb, NULL)) < 0 || (rc = sx_events_on_item(item_cb, NULL)) < 0 ||
+	    (rc = sx_events_on_user(user_cb, NULL)) < 0 ||
 	    (rc = sx_privacy_register_eraser("recommend", erase_user, NULL)) < 0 ||
 	    (rc = sx_privacy_register_exporter("recommend", export_user, NULL)) < 0 || (rc = sx__rec_lua_start(e)) < 0)
 		goto fail;

@@ -366,12 +366,19 @@ void sx__rec_registry_sync(void)
 
 /* ---- configuration ---- */
 
-static int config_parse(const msgpack_object *o, char *model, char *alias, int64_t *pool_above)
+/* segment: the user attribute of segment popularity (REC_SEG_ATTR_MAX + 1 bytes) */
+static int config_parse(const msgpack_object *o, char *model, char *alias, int64_t *pool_above, char *segment)
 {
-	static const char *const known[] = {"model", "alias", "pool_above", NULL};
-	char mb[SX_MODELS_NAME_MAX + 2] = "", ab[SX_MODELS_NAME_MAX + 2] = "";
+	static const char *const known[] = {"model", "alias", "pool_above", "segment", NULL};
+	char mb[SX_MODELS_NAME_MAX + 2] = "", ab[SX_MODELS_NAME_MAX + 2] = "", sb[REC_SEG_ATTR_MAX + 2] = "";
 	int rc;
 	if ((rc = sx_arg_only(o, known)) < 0 || (rc = sx_arg_cstr(o, "model", 0, mb, sizeof(mb))) < 0 ||
+	    (sx_arg(o, "segment") && sx_arg_cstr(o, "segment", 0, sb, sizeof(sb)) < 0) ||
+	    strlen(sb) > REC_SEG_ATTR_MAX || !sx_utf8_valid(sb, strlen(sb)))
+		return rc < 0 ? rc : sx_diag_set(SX_EINVAL, "argument 'segment' must be a string of 0 to %d bytes", REC_SEG_ATTR_MAX);
+	if (sx_arg(o, "segment"))
+		memcpy(segment, sb, strlen(sb) + 1);
+	if (
 	    (rc = sx_arg_cstr(o, "alias", 0, ab, sizeof(ab))) < 0 || (rc = sx_arg_int(o, "pool_above", 0, pool_above)) < 0)
 		return rc;
 	const char *names[2] = {mb, ab};
@@ -416,15 +423,18 @@ int sx__rec_registry_start(void)
 	msgpack_zone_init(&z, 512);
 	char model[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
 	int64_t pool = G.pool_above;
+	char segment[REC_SEG_ATTR_MAX + 1];
 	memcpy(model, G.model, sizeof(model));
 	memcpy(alias, G.alias, sizeof(alias));
+	memcpy(segment, R->seg_attr, sizeof(segment));
 	if (sx_frame_decode(v.data, v.len, &z, &o) < 0 || o.type != MSGPACK_OBJECT_MAP ||
-	    config_parse(&o, model, alias, &pool) < 0) {
+	    config_parse(&o, model, alias, &pool, segment) < 0) {
 		sx_log_warn("recommend: the stored recommend.config does not decode; using the defaults");
 	} else {
 		memcpy(G.model, model, sizeof(model));
 		memcpy(G.alias, alias, sizeof(alias));
 		G.pool_above = pool;
+		memcpy(R->seg_attr, segment, sizeof(segment));
 	}
 	msgpack_zone_destroy(&z);
 	return 0;
@@ -466,19 +476,22 @@ int sx__rec_m_config(struct sx_req *req, const msgpack_object *args, msgpack_pac
 {
 	struct rec *R = sx__rec;
 	char model[SX_MODELS_NAME_MAX + 1], alias[SX_MODELS_NAME_MAX + 1];
+	char segment[REC_SEG_ATTR_MAX + 1];
 	int64_t pool = G.pool_above;
 	int rc;
 	SX_UNUSED(req), SX_UNUSED(ud);
 	memcpy(model, G.model, sizeof(model));
 	memcpy(alias, G.alias, sizeof(alias));
-	if ((rc = config_parse(args, model, alias, &pool)) < 0)
+	memcpy(segment, R->seg_attr, sizeof(segment));
+	if ((rc = config_parse(args, model, alias, &pool, segment)) < 0)
 		return rc;
 	if (args && args->type == MSGPACK_OBJECT_MAP && args->via.map.size) {
 		msgpack_sbuffer sb;
 		msgpack_packer p;
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-		msgpack_pack_map(&p, 3);
+		msgpack_pack_map(&p, 4);
+		sx_pack_kv_str(&p, "segment", segment);
 		sx_pack_kv_str(&p, "model", model);
 		sx_pack_kv_str(&p, "alias", alias);
 		sx_pack_kv_int(&p, "pool_above", pool);
@@ -492,10 +505,19 @@ int sx__rec_m_config(struct sx_req *req, const msgpack_object *args, msgpack_pac
 		G.pool_above = pool;
 		if (changed)
 			G.seen = 0;
+		if (strcmp(segment, R->seg_attr) != 0) {
+			/* counts under the old attribute match no user any more */
+			memcpy(R->seg_attr, segment, sizeof(segment));
+			sx__rec_segments_reset(&R->live);
+			/* in this request's batch: a crash cannot bring the old counts back */
+			if ((rc = sx__rec_counts_save(&R->live)) < 0)
+				return rc;
+		}
 	}
 	sx__rec_registry_sync();
-	msgpack_pack_map(pk, 4);
+	msgpack_pack_map(pk, 5);
 	sx_pack_kv_str(pk, "model", G.model);
+	sx_pack_kv_str(pk, "segment", R->seg_attr);
 	sx_pack_kv_str(pk, "alias", G.alias);
 	sx_pack_kv_int(pk, "pool_above", G.pool_above);
 	sx_pack_key(pk, "serving");

@@ -1,4 +1,4 @@
-/* Candidate sources: collaborative, content, co-visitation, trending/offers/popular, similar. */
+/* Candidate sources: collaborative, content, co-visitation, trending/offers/popular, similar, segment. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +8,7 @@
 #include "plugins/recommend/internal.h"
 
 const char *const sx__rec_source_names[REC_SRC_COUNT] = {"collaborative", "content", "covisit", "trending",
-							  "offers", "popular", "similar"};
+							  "offers", "popular", "similar", "segment_popular"};
 
 static int in_recent(const struct rec_user *u, uint32_t item)
 {
@@ -258,6 +258,31 @@ int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int windo
 	size_t r = m < n ? m : n;
 	memcpy(out, h, r * sizeof(*out));
 	return (int)r;
+}
+
+int sx__rec_src_segment(struct rec_state *s, uint64_t h, int kind, size_t n, struct rec_cand *out)
+{
+	struct rec *R = sx__rec;
+	const struct rec_seg *g = sx__rec_seg_find(s, h);
+	if (!n || !g || !g->n)
+		return 0;
+	int64_t now = sx__rec_now(s);
+	size_t m = 0;
+	struct rec_cand *hp = malloc(n * sizeof(*hp));
+	if (!hp)
+		return SX_ENOMEM;
+	for (uint32_t j = 0; j < g->cap; j++) {
+		const struct rec_seg_entry *e = &g->e[j];
+		if (e->item == UINT32_MAX || !live_item(e->item) || (kind >= 0 && R->items[e->item].kind != kind))
+			continue;
+		double p = sx__rec_seg_pop(e, now);
+		if (p > 0)
+			heap_push(hp, &m, n, (struct rec_cand){e->item, (float)p, REC_SRC_SEGMENT, -1});
+	}
+	qsort(hp, m, sizeof(*hp), cand_cmp);
+	memcpy(out, hp, m * sizeof(*out));
+	free(hp);
+	return (int)m;
 }
 
 int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec_cand *out)

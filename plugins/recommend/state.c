@@ -490,6 +490,12 @@ void sx__rec_state_close(struct rec_state *s)
 	for (uint32_t i = 0; i < s->ncounts; i++)
 		free(s->counts[i].cov);
 	free(s->counts);
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		free(s->segs[i].e);
+	free(s->segs);
+	s->segs = NULL;
+	s->nsegs = 0;
+	s->seg_entries = 0;
 	free(s->dirty);
 	free(s->jbuf);
 	s->jbuf = NULL;
@@ -735,9 +741,210 @@ static void covis_add(struct rec_counts *c, uint32_t other, float w, int64_t t)
 	c->cov[c->ncov++] = (struct rec_nb){other, w, t};
 }
 
+/* ---- segments ---- */
+
+#define SEG_HALF_LIFE (30 * REC_DAY)
+
+uint64_t sx__rec_segment_hash(const char *v, size_t len)
+{
+	struct rec *R = sx__rec;
+	char buf[REC_SEG_ATTR_MAX + 1 + REC_SEG_VALUE_MAX];
+	size_t al = strlen(R->seg_attr);
+	if (len > REC_SEG_VALUE_MAX)
+		len = REC_SEG_VALUE_MAX;
+	memcpy(buf, R->seg_attr, al);
+	buf[al] = 0;
+	for (size_t i = 0; i < len; i++)
+		buf[al + 1 + i] = (char)tolower((unsigned char)v[i]);
+	uint64_t h = XXH3_64bits(buf, al + 1 + len);
+	return h ? h : 1;
+}
+
+/* The user's segment from the stored record: an index in segnames or -1. */
+static int seg_lookup(uint32_t user)
+{
+	struct rec *R = sx__rec;
+	char id[SX_EVENTS_ID_MAX + 1], val[REC_SEG_VALUE_MAX + 1];
+	size_t len, vl = 0;
+	const void *rec;
+	size_t rlen;
+	if (!R->seg_attr[0] || sx_events_user_id(NULL, user, id, sizeof(id), &len) < 0 ||
+	    sx_events_user_record(NULL, id, len, &rec, &rlen) < 0)
+		return -1;
+	msgpack_zone z;
+	msgpack_object o;
+	size_t off = 0;
+	msgpack_zone_init(&z, 1024);
+	if (msgpack_unpack(rec, rlen, &off, &z, &o) == MSGPACK_UNPACK_SUCCESS) {
+		const msgpack_object *v = map_get(map_get(&o, "attributes"), R->seg_attr);
+		if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size > 0 && v->via.str.size <= REC_SEG_VALUE_MAX &&
+		    !memchr(v->via.str.ptr, 0, v->via.str.size)) {
+			vl = v->via.str.size;
+			memcpy(val, v->via.str.ptr, vl);
+		} else if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+			vl = (size_t)snprintf(val, sizeof(val), "%llu", (unsigned long long)v->via.u64);
+		} else if (v && v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+			vl = (size_t)snprintf(val, sizeof(val), "%lld", (long long)v->via.i64);
+		}
+	}
+	msgpack_zone_destroy(&z);
+	if (!vl)
+		return -1;
+	val[vl] = 0;
+	uint64_t h = sx__rec_segment_hash(val, vl);
+	for (uint32_t i = 0; i < R->nsegnames; i++)
+		if (R->segnames[i].h == h)
+			return (int)i;
+	if (R->nsegnames == REC_SEG_NAMES)
+		return -1;
+	if (!R->segnames && !(R->segnames = malloc(REC_SEG_NAMES * sizeof(*R->segnames))))
+		return -1;
+	R->segnames[R->nsegnames].h = h;
+	memcpy(R->segnames[R->nsegnames].name, val, vl + 1);
+	return (int)R->nsegnames++;
+}
+
+int sx__rec_user_segment(uint32_t user)
+{
+	struct rec *R = sx__rec;
+	if (user >= R->nuseg) {
+		uint32_t nc = R->nuseg ? R->nuseg : 1024;
+		while (nc <= user && nc < UINT32_MAX / 2)
+			nc *= 2;
+		uint16_t *nu = nc > user ? realloc(R->useg, (size_t)nc * sizeof(uint16_t)) : NULL;
+		if (!nu)
+			return seg_lookup(user);
+		memset(nu + R->nuseg, 0, (size_t)(nc - R->nuseg) * sizeof(uint16_t));
+		R->useg = nu, R->nuseg = nc;
+	}
+	if (!R->useg[user]) {
+		int g = seg_lookup(user);
+		R->useg[user] = (uint16_t)(g < 0 ? 1 : g + 2);
+	}
+	return (int)R->useg[user] - 2;
+}
+
+void sx__rec_segment_invalidate(uint32_t user)
+{
+	struct rec *R = sx__rec;
+	if (user == UINT32_MAX) {
+		if (R->useg)
+			memset(R->useg, 0, (size_t)R->nuseg * sizeof(uint16_t));
+	} else if (user < R->nuseg) {
+		R->useg[user] = 0;
+	}
+}
+
+void sx__rec_segments_free(void)
+{
+	struct rec *R = sx__rec;
+	free(R->useg), free(R->segnames);
+	R->useg = NULL, R->segnames = NULL;
+	R->nuseg = R->nsegnames = 0;
+}
+
+const struct rec_seg *sx__rec_seg_find(const struct rec_state *s, uint64_t h)
+{
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		if (s->segs[i].h == h)
+			return &s->segs[i];
+	return NULL;
+}
+
+double sx__rec_seg_pop(const struct rec_seg_entry *e, int64_t now)
+{
+	return sx_rec_decay(e->pop, now - e->t, SEG_HALF_LIFE);
+}
+
+static struct rec_seg *seg_get(struct rec_state *s, uint64_t h)
+{
+	struct rec_seg *g = (struct rec_seg *)sx__rec_seg_find(s, h);
+	if (g || s->nsegs == REC_SEG_MAX)
+		return g;
+	if (!s->segs && !(s->segs = calloc(REC_SEG_MAX, sizeof(*s->segs))))
+		return NULL;
+	g = &s->segs[s->nsegs++];
+	memset(g, 0, sizeof(*g));
+	g->h = h;
+	return g;
+}
+
+static uint32_t seg_slot(uint32_t item, uint32_t cap) { return (item * 2654435761u) & (cap - 1); }
+
+static struct rec_seg_entry *seg_entry(struct rec_state *s, struct rec_seg *g, uint32_t item)
+{
+	if (g->cap)
+		for (uint32_t h = seg_slot(item, g->cap);; h = (h + 1) & (g->cap - 1)) {
+			if (g->e[h].item == item)
+				return &g->e[h];
+			if (g->e[h].item == UINT32_MAX)
+				break;
+		}
+	if (s->seg_entries >= REC_SEG_ENTRIES)
+		return NULL;
+	if ((g->n + 1) * 2 > g->cap) {
+		uint32_t nc = g->cap ? g->cap * 2 : 64;
+		struct rec_seg_entry *ne = malloc((size_t)nc * sizeof(*ne));
+		if (!ne)
+			return NULL;
+		for (uint32_t i = 0; i < nc; i++)
+			ne[i].item = UINT32_MAX;
+		for (uint32_t i = 0; i < g->cap; i++) {
+			if (g->e[i].item == UINT32_MAX)
+				continue;
+			uint32_t h = seg_slot(g->e[i].item, nc);
+			while (ne[h].item != UINT32_MAX)
+				h = (h + 1) & (nc - 1);
+			ne[h] = g->e[i];
+		}
+		free(g->e);
+		g->e = ne, g->cap = nc;
+	}
+	uint32_t h = seg_slot(item, g->cap);
+	while (g->e[h].item != UINT32_MAX)
+		h = (h + 1) & (g->cap - 1);
+	g->e[h] = (struct rec_seg_entry){item, 0, INT64_MIN};
+	g->n++;
+	s->seg_entries++;
+	return &g->e[h];
+}
+
+static void seg_add(struct rec_state *s, uint64_t h, uint32_t item, double w, int64_t t)
+{
+	struct rec_seg *g = seg_get(s, h);
+	struct rec_seg_entry *e = g ? seg_entry(s, g, item) : NULL;
+	if (!e)
+		return;
+	if (e->t == INT64_MIN)
+		e->pop = w, e->t = t;
+	else if (t > e->t)
+		e->pop = sx_rec_decay(e->pop, t - e->t, SEG_HALF_LIFE) + w, e->t = t;
+	else
+		e->pop += sx_rec_decay(w, e->t - t, SEG_HALF_LIFE);
+}
+
+static void segs_clear(struct rec_state *s)
+{
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		free(s->segs[i].e);
+	s->nsegs = 0;
+	s->seg_entries = 0;
+}
+
+void sx__rec_segments_reset(struct rec_state *s)
+{
+	struct rec *R = sx__rec;
+	segs_clear(s);
+	sx__rec_segment_invalidate(UINT32_MAX);
+	R->nsegnames = 0;
+	s->generation++;
+}
+
 /* ---- journal ----
  * An operation: u8 type ('P': pop_add(a, w, t); 'C': covis_add both ways
- * between a and b at t), u32 a, then f32 w or u32 b, i64 t. Host order. */
+ * between a and b at t; 'S': the preceding 'P' of the record also counted
+ * for the segment whose hash is a | b << 32), u32 a, then f32 w or u32 b,
+ * i64 t. Host order. */
 #define JOP_SIZE 17
 
 static void journal_op(struct rec_state *s, uint8_t type, uint32_t a, uint32_t b_or_w, int64_t t)
@@ -782,6 +989,14 @@ void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w,
 	journal_op(s, 'P', item, wbits, t);
 	s->generation++;
 	if (u) {
+		/* u is NULL for live users without personalization consent: their
+		 * attribute is not used, as their state is not kept */
+		int sg = sx__rec_user_segment(user);
+		if (sg >= 0) {
+			uint64_t h = sx__rec->segnames[sg].h;
+			seg_add(s, h, item, w, t);
+			journal_op(s, 'S', (uint32_t)h, (uint32_t)(h >> 32), t);
+		}
 		/* co-visitation with the user's other recent items, before this one joins them */
 		for (int r = 0; r < u->nrecent; r++) {
 			uint32_t j = u->recent[r];
@@ -857,6 +1072,90 @@ static void jkey(uint8_t *k, uint64_t seq)
 	sx_be64(k + 6, seq);
 }
 
+/* ---- segments snapshot ----
+ * "SXRS" u32 version=1 u64 journal sequence covered u32 nsegs, then per
+ * segment: u64 hash, u32 n, n x (u32 item, f64 pop, i64 t). Host order. */
+
+#define SEGS_KEY "rec/segs"
+
+static int segs_save(struct rec_state *s, uint64_t covered)
+{
+	size_t len = 20;
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		len += 12 + (size_t)s->segs[i].n * 20;
+	uint8_t *buf = malloc(len), *p = buf;
+	if (!buf)
+		return SX_ENOMEM;
+	uint32_t ver = 1;
+	memcpy(p, "SXRS", 4), p += 4;
+	memcpy(p, &ver, 4), p += 4;
+	memcpy(p, &covered, 8), p += 8;
+	memcpy(p, &s->nsegs, 4), p += 4;
+	for (uint32_t i = 0; i < s->nsegs; i++) {
+		const struct rec_seg *g = &s->segs[i];
+		memcpy(p, &g->h, 8), p += 8;
+		memcpy(p, &g->n, 4), p += 4;
+		for (uint32_t j = 0; j < g->cap; j++) {
+			if (g->e[j].item == UINT32_MAX)
+				continue;
+			memcpy(p, &g->e[j].item, 4), p += 4;
+			memcpy(p, &g->e[j].pop, 8), p += 8;
+			memcpy(p, &g->e[j].t, 8), p += 8;
+		}
+	}
+	int rc = sx_store_put(sx__rec->e->store, SX_T_ARTIFACTS, SEGS_KEY, strlen(SEGS_KEY), buf, len);
+	free(buf);
+	return rc;
+}
+
+/* Loads the segment snapshot written with the counts snapshot covering
+ * `covered`; a missing one (a store from before segments) leaves them empty. */
+static int segs_load(struct rec_state *s, uint64_t covered)
+{
+	struct sx_val v;
+	int rc = sx_store_get(sx__rec->e->store, SX_T_ARTIFACTS, SEGS_KEY, strlen(SEGS_KEY), &v);
+	if (rc == SX_ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	const uint8_t *p = v.data, *end = p + v.len;
+	uint32_t ver, n;
+	uint64_t cov;
+	if (v.len < 20 || memcmp(p, "SXRS", 4) != 0)
+		goto bad;
+	memcpy(&ver, p + 4, 4), memcpy(&cov, p + 8, 8), memcpy(&n, p + 16, 4);
+	p += 20;
+	if (ver != 1 || n > REC_SEG_MAX || cov != covered)
+		goto bad;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t h;
+		uint32_t ne;
+		if (end - p < 12)
+			goto bad;
+		memcpy(&h, p, 8), memcpy(&ne, p + 8, 4);
+		p += 12;
+		if ((size_t)(end - p) / 20 < ne || sx__rec_seg_find(s, h))
+			goto bad;
+		struct rec_seg *g = seg_get(s, h);
+		if (!g)
+			return SX_ENOMEM;
+		for (uint32_t j = 0; j < ne; j++, p += 20) {
+			struct rec_seg_entry x;
+			memcpy(&x.item, p, 4), memcpy(&x.pop, p + 4, 8), memcpy(&x.t, p + 12, 8);
+			if (x.item == UINT32_MAX || !isfinite(x.pop))
+				goto bad;
+			struct rec_seg_entry *e = seg_entry(s, g, x.item);
+			if (!e || e->t != INT64_MIN)
+				goto bad;
+			*e = x;
+		}
+	}
+	return 0;
+bad:
+	segs_clear(s);
+	return sx_diag_set(SX_ECORRUPT, "the stored segment popularity does not decode");
+}
+
 int sx__rec_counts_save(struct rec_state *s)
 {
 	size_t len = 20;
@@ -886,6 +1185,8 @@ int sx__rec_counts_save(struct rec_state *s)
 	struct sx_store *st = sx__rec->e->store;
 	int rc = sx_store_put(st, SX_T_ARTIFACTS, "rec/counts", 10, buf, len);
 	free(buf);
+	if (rc == 0)
+		rc = segs_save(s, covered);
 	if (rc < 0 || !s->journal)
 		return rc;
 	/* the records the snapshot covers go in the same batch */
@@ -1002,6 +1303,9 @@ struct replay {
 	struct rec_state *s;
 	int apply;
 	uint64_t records, ops, bad;
+	uint32_t last_item; /* the record's last 'P', for 'S' */
+	float last_w;
+	int has_last;
 };
 
 static int replay_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
@@ -1019,6 +1323,7 @@ static int replay_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
 	if (!r->apply)
 		return 0;
 	const uint8_t *p = v->data;
+	r->has_last = 0;
 	for (size_t off = 0; off < v->len; off += JOP_SIZE) {
 		uint32_t a, b;
 		int64_t t;
@@ -1033,6 +1338,14 @@ static int replay_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
 				continue;
 			}
 			pop_add(&s->counts[a], w, t);
+			r->last_item = a, r->last_w = w, r->has_last = 1;
+		} else if (p[off] == 'S') {
+			uint64_t h = (uint64_t)a | (uint64_t)b << 32;
+			if (!r->has_last || !h) {
+				r->bad++;
+				continue;
+			}
+			seg_add(s, h, r->last_item, r->last_w, t);
 		} else if (p[off] == 'C') {
 			if (counts_reserve(s, (a > b ? a : b) + 1) < 0) {
 				r->bad++;
@@ -1054,17 +1367,20 @@ static int replay_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
 int sx__rec_counts_load(struct rec_state *s)
 {
 	int ok = snapshot_load(s) == 0;
+	if (ok && segs_load(s, s->jseq_snap) < 0)
+		sx_log_warn("recommend: %s; segment popularity starts from the journal", sx_diag_last());
 	if (!ok) {
 		/* the journal alone holds only the tail: start empty, and let the
 		 * next snapshot delete the journal (from sequence 1 up) */
 		sx_log_warn("recommend: %s; popularity and co-visitation start empty", sx_diag_last());
 		counts_clear(s);
+		segs_clear(s);
 		s->jseq_snap = 0;
 		s->snap_bytes = 0;
 	}
 	uint8_t lo[JKEY_LEN];
 	jkey(lo, s->jseq_snap + 1);
-	struct replay r = {s, ok, 0, 0, 0};
+	struct replay r = {s, ok, 0, 0, 0, 0, 0, 0};
 	s->jseq_next = s->jseq_snap + 1;
 	int rc = sx_store_scan(sx__rec->e->store, SX_T_ARTIFACTS, lo, JKEY_LEN, "rec/j0", 6, 0, replay_cb, &r);
 	if (rc < 0)

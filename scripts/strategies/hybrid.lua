@@ -15,6 +15,10 @@ local DEFAULTS = {
   popularity = 0,  -- exponent of the popularity prior on blended scores
   calibrate = true, -- raise the popular weight to what ctx.calibration() finds
   affinity = 0.3,  -- re-score the popular list by the user's tag lift (ctx.affinity strength; 0: off)
+  -- popular among the users who share the user's segment (recommend.config
+  -- `segment`, default the attribute "country"): its weight as a multiple of
+  -- the popular weight (after calibration); users without one keep popular only
+  segment = 4,
 }
 
 local function cap_offers(list, n)
@@ -41,16 +45,17 @@ local function settings(req)
   if type(o.calibrate) == "boolean" then calibrate = o.calibrate end
   return w, num(o.pool, DEFAULTS.pool), num(o.top_pool, DEFAULTS.top_pool), math.min(1, math.max(0, diversity)),
     math.min(4, math.max(0, num(o.popularity, DEFAULTS.popularity))), calibrate,
-    math.min(100, math.max(0, num(o.affinity, DEFAULTS.affinity)))
+    math.min(100, math.max(0, num(o.affinity, DEFAULTS.affinity))),
+    math.min(100, math.max(0, num(o.segment, DEFAULTS.segment)))
 end
 
 return {
   name = "hybrid",
-  description = "collaborative + content + co-visitation + trending + tag-aware popularity (calibrated), filtered, optionally diversified",
+  description = "collaborative + content + co-visitation + trending + tag-aware popularity, global and in the user's segment (calibrated), filtered, optionally diversified",
   defaults = DEFAULTS,
   recommend = function(ctx, req)
     local n = req.n or 10
-    local weights, pool, top_pool, diversity, prior, calibrate, affinity = settings(req)
+    local weights, pool, top_pool, diversity, prior, calibrate, affinity, segment = settings(req)
     pool = math.min(1000, math.max(3 * n, pool))
     top_pool = math.min(1000, math.max(n, top_pool))
     local user = ctx.user(req.user)
@@ -81,6 +86,12 @@ return {
       if weights.popular > 0 then
         lists.popular = ctx.sources.popular{kind = req.kind, n = top_pool}
         if affinity > 0 then lists.popular = ctx.affinity(lists.popular, req.user, {strength = affinity}) end
+        if segment > 0 then
+          lists.segment_popular = ctx.sources.segment_popular{user = req.user, kind = req.kind, n = top_pool, fallback = false}
+          if affinity > 0 and #lists.segment_popular > 0 then
+            lists.segment_popular = ctx.affinity(lists.segment_popular, req.user, {strength = affinity})
+          end
+        end
       end
       -- no collaborative candidates (no model yet, or a user it cannot
       -- place): content and co-visitation take over its weight, so a first
@@ -97,7 +108,11 @@ return {
         popular = ctx.sources.popular{kind = req.kind, n = math.max(3 * n, 50)},
         trending = ctx.sources.trending{kind = req.kind, region = region, n = n},
       }
+      if segment > 0 then
+        lists.segment_popular = ctx.sources.segment_popular{user = req.user, kind = req.kind, n = math.max(3 * n, 50), fallback = false}
+      end
     end
+    weights.segment_popular = segment * weights.popular
     if (req.kind == nil or req.kind == "offer") and weights.offers > 0 then
       lists.offers = ctx.sources.offers{region = region, n = 5}
     end

@@ -87,6 +87,31 @@ describe("strategies/hybrid", function()
     assert.are.same({}, strengths)
   end)
 
+  it("blends popularity among the user's segment, weighted against popular", function()
+    local function run(known, options)
+      local ctx = fake.new{known = known, calibration = {popular = 1, users = 10}, sources = {
+        popular = {{"p1", 1.0}, {"p2", 0.5}}, segment_popular = {{"p2", 1.0}, {"s1", 0.2}},
+      }}
+      local items = {}
+      for i, r in ipairs(hybrid.recommend(ctx, {user = "u", n = 3, options = options})) do items[i] = r.item end
+      return items, ctx.calls
+    end
+    -- segment weight 4 x popular 1: p2 0.5 + 4, s1 0.8, p1 1.0
+    local items, calls = run(true)
+    assert.are.same({"p2", "p1", "s1"}, items)
+    assert.is_truthy(table.concat(calls, ","):find("segment_popular"))
+    -- segment 0.5: p2 0.5 + 0.5 = 1.0 ties p1 (item order), s1 0.1
+    assert.are.same({"p1", "p2", "s1"}, (run(true, {segment = 0.5})))
+    -- off: the segment source is not asked
+    items, calls = run(true, {segment = 0})
+    assert.are.same({"p1", "p2"}, items)
+    assert.is_falsy(table.concat(calls, ","):find("segment_popular"))
+    -- a new user gets it too, against the uncalibrated popular weight 0.15
+    items, calls = run(false)
+    assert.are.same("p2", items[1])
+    assert.is_truthy(table.concat(calls, ","):find("segment_popular"))
+  end)
+
   it("runs MMR only when diversity is asked for", function()
     local ctx = fake.new{known = true, sources = {collaborative = {{"a", 1}, {"b", 0.5}}}}
     local lambdas = {}

@@ -1,5 +1,6 @@
 -- A fake strategy ctx for specs: canned sources, and simple Lua versions of
--- the C helpers (filter drops `exclude` and `seen`, blend sums weighted
+-- the C helpers (sources ignore their arguments and record their names in
+-- calls; filter drops `exclude` and `seen`, blend sums weighted
 -- scores, mmr keeps order, explain adds the source as a reason; calibration
 -- returns opts.calibration, affinity multiplies scores by 1 + strength *
 -- opts.boost[item] and records the strength).
@@ -22,6 +23,7 @@ function M.new(opts)
     sources = {
       collaborative = src("collaborative"), content = src("content"), covisit = src("covisit"),
       trending = src("trending"), offers = src("offers"), popular = src("popular"),
+      segment_popular = src("segment_popular"),
     },
     user = function(id) return {id = id, known = opts.known or false, recent = {}, booked = {}} end,
     filter = function(list, req)
