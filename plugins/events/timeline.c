@@ -272,6 +272,26 @@ static int name_at(const uint8_t *vp, size_t n, size_t *h, size_t *nl)
 	return 0;
 }
 
+/* The event under the cursor if it is user u's and before `end`: 1 with its
+ * time and name id, 0 past them, or an error. */
+static int event_of(const MDB_val *k, const MDB_val *v, uint32_t u, int64_t end, struct nmap *m, int64_t *t,
+		    uint32_t *id)
+{
+	const uint8_t *kp = k->mv_data;
+	size_t nl = 0, h = 0;
+	int rc;
+	if (k->mv_size != SX_EV_EVKEY)
+		return sx_diag_set(SX_ECORRUPT, "a stored event key does not decode");
+	*t = (int64_t)sx_get_be64(kp + 4);
+	if (sx_get_be32(kp) != u || *t >= end)
+		return 0;
+	if ((rc = name_at(v->mv_data, v->mv_size, &h, &nl)) < 0)
+		return rc;
+	if (!(*id = name_of(m, (const uint8_t *)v->mv_data + h, nl)))
+		return sx_diag_set(SX_ELIMIT, "more than %d event names", SX_TL_NAMES_MAX);
+	return 1;
+}
+
 /* Appends to b the events of `users` with since <= time < the hour's end,
  * in (user, time, seq) order. */
 static int read_events(MDB_cursor *cur, struct nmap *m, int64_t since, const roaring_bitmap_t *users, struct blk *b,
@@ -289,22 +309,10 @@ static int read_events(MDB_cursor *cur, struct nmap *m, int64_t since, const roa
 		sx__ev_event_key(lo, u, since, 0);
 		int r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 		for (; r == 0 && rc == 0; r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-			const uint8_t *kp = k.mv_data, *vp = v.mv_data;
-			if (k.mv_size != SX_EV_EVKEY) {
-				rc = sx_diag_set(SX_ECORRUPT, "a stored event key does not decode");
+			int64_t t;
+			uint32_t id;
+			if ((rc = event_of(&k, &v, u, end, m, &t, &id)) <= 0)
 				break;
-			}
-			int64_t t = (int64_t)sx_get_be64(kp + 4);
-			if (sx_get_be32(kp) != u || t >= end)
-				break;
-			size_t nl, h;
-			if ((rc = name_at(vp, v.mv_size, &h, &nl)) < 0)
-				break;
-			uint32_t id = name_of(m, vp + h, nl);
-			if (!id) {
-				rc = sx_diag_set(SX_ELIMIT, "more than %d event names", SX_TL_NAMES_MAX);
-				break;
-			}
 			if (t > b->last)
 				b->last = t;
 			rc = push(b, cap, (uint64_t)u << 32 | (uint64_t)(t - b->hour) << 10 | id);
@@ -432,22 +440,10 @@ static int build_run(struct sx_tl_set *s, MDB_txn *txn, MDB_cursor *cur, struct 
 			at = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 		}
 		for (; at == 0; at = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-			const uint8_t *kp = k.mv_data, *vp = v.mv_data;
-			if (k.mv_size != SX_EV_EVKEY) {
-				rc = sx_diag_set(SX_ECORRUPT, "a stored event key does not decode");
+			int64_t t;
+			uint32_t id;
+			if ((rc = event_of(&k, &v, u, end, m, &t, &id)) <= 0)
 				break;
-			}
-			int64_t t = (int64_t)sx_get_be64(kp + 4);
-			if (sx_get_be32(kp) != u || t >= end)
-				break;
-			size_t nl, h;
-			if ((rc = name_at(vp, v.mv_size, &h, &nl)) < 0)
-				break;
-			uint32_t id = name_of(m, vp + h, nl);
-			if (!id) {
-				rc = sx_diag_set(SX_ELIMIT, "more than %d event names", SX_TL_NAMES_MAX);
-				break;
-			}
 			size_t i = (size_t)((t - s->h0) / SX_EV_HOUR_MS);
 			struct blk *b = out[i];
 			if (t > b->last)

@@ -201,6 +201,21 @@ static int window_parse(const char *s)
 	return -1;
 }
 
+/* The item kind named by field `kind` of the table at 1, or `dflt` without one. */
+static int kind_field(lua_State *L, int dflt)
+{
+	int kind = dflt;
+	lua_getfield(L, 1, "kind");
+	if (!lua_isnil(L, -1)) {
+		size_t kl;
+		const char *k = luaL_checklstring(L, -1, &kl);
+		if ((kind = sx_item_kind_parse(k, kl)) < 0)
+			luaL_error(L, "unknown item kind '%s'", k);
+	}
+	lua_pop(L, 1);
+	return kind;
+}
+
 /* opts: a number n or {kind?, region?, n?, window?} */
 static int top_source(lua_State *L, int source, int kind, int window)
 {
@@ -211,13 +226,7 @@ static int top_source(lua_State *L, int source, int kind, int window)
 	} else if (lua_istable(L, 1)) {
 		lua_getfield(L, 1, "n");
 		n = n_arg(L, -1, 50);
-		lua_getfield(L, 1, "kind");
-		if (!lua_isnil(L, -1)) {
-			size_t kl;
-			const char *k = luaL_checklstring(L, -1, &kl);
-			if ((kind = sx_item_kind_parse(k, kl)) < 0)
-				luaL_error(L, "unknown item kind '%s'", k);
-		}
+		kind = kind_field(L, kind);
 		lua_getfield(L, 1, "region");
 		if (!lua_isnil(L, -1)) {
 			size_t rl;
@@ -272,13 +281,7 @@ static int l_segment_popular(lua_State *L)
 	uint64_t h = 0;
 	lua_getfield(L, 1, "n");
 	n = n_arg(L, -1, 50);
-	lua_getfield(L, 1, "kind");
-	if (!lua_isnil(L, -1)) {
-		size_t kl;
-		const char *k = luaL_checklstring(L, -1, &kl);
-		if ((kind = sx_item_kind_parse(k, kl)) < 0)
-			luaL_error(L, "unknown item kind '%s'", k);
-	}
+	kind = kind_field(L, kind);
 	lua_getfield(L, 1, "fallback");
 	if (!lua_isnil(L, -1))
 		fallback = lua_toboolean(L, -1);

@@ -21,7 +21,7 @@
 #include "plugins/events/timeline.h"
 #include "store/store.h"
 
-extern const struct sx_plugin sx_plugin_events;
+#include "engine_fixture.h"
 
 #define DAY 86400000LL
 #define HOUR 3600000LL
@@ -123,30 +123,6 @@ static void test_match_random(void **state)
 
 /* ---- over a store ---- */
 
-struct fx {
-	char dir[128];
-	uv_loop_t loop;
-	struct sx_engine e;
-};
-
-static void commit_cb(uint64_t seq, int rc, void *ud)
-{
-	(void)seq, (void)ud;
-	assert_int_equal(rc, 0);
-}
-
-static void sync_all(struct fx *f)
-{
-	sx_store_read_end(f->e.store);
-	for (int i = 0; i < 1000; i++) {
-		sx_store_flush(f->e.store);
-		if (sx_store_idle(f->e.store))
-			return;
-		uv_run(&f->loop, UV_RUN_ONCE);
-	}
-	fail_msg("batches did not complete");
-}
-
 static void track(struct sx_ev_batch *b, const char *user, const char *name, int64_t t, const char *device)
 {
 	msgpack_sbuffer sb;
@@ -174,16 +150,10 @@ static const char *const names[] = {"search", "view", "create_trip", "book", "ot
 
 static int setup(void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/sx-test-query-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	uv_loop_init(&f->loop);
-	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .commit_cb = commit_cb, .ud = f};
-	f->e.loop = &f->loop;
-	f->e.store = sx_store_open(&f->loop, &o);
-	assert_non_null(f->e.store);
-	f->e.rpc = sx_rpc_new();
-	assert_int_equal(sx_plugin_events.start(&f->e), 0);
+	struct sxt_engine *f = calloc(1, sizeof(*f));
+	sxt_init(f, "query", 0);
+	f->cfg.funnel_warm_days = 0; /* the tests start the warm-up themselves */
+	sxt_open(f);
 	/* 300 users: a third only search (pruned), the others random sessions;
 	 * times at second resolution around minute edges */
 	uint64_t x = 12345;
@@ -200,24 +170,15 @@ static int setup(void **state)
 		}
 	}
 	assert_int_equal(sx__ev_batch_finish(b), 0);
-	sync_all(f);
+	sxt_sync(f);
 	*state = f;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct fx *f = *state;
-	sx_plugin_events.stop(&f->e);
-	sx_store_read_end(f->e.store);
-	sx_store_close(f->e.store);
-	sx_rpc_free(f->e.rpc);
-	uv_run(&f->loop, UV_RUN_NOWAIT);
-	uv_loop_close(&f->loop);
-	char cmd[200];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	assert_int_equal(system(cmd), 0);
-	free(f);
+	sxt_free(*state);
+	free(*state);
 	return 0;
 }
 
@@ -293,7 +254,7 @@ static struct sx_funnel *funnel_of(int nsteps, int64_t from, int64_t to, int64_t
 }
 
 /* Runs the funnel in `parts` parts; the packed result goes to p. */
-static void run(struct fx *fx, struct sx_funnel *f, int parts, struct packed *p, uint64_t *pruned)
+static void run(struct sxt_engine *fx, struct sx_funnel *f, int parts, struct packed *p, uint64_t *pruned)
 {
 	MDB_txn *txn;
 	uint64_t scanned;
@@ -332,7 +293,7 @@ static void check_steps(const msgpack_object *steps, int nsteps, const uint64_t 
 
 static void test_against_brute_force(void **state)
 {
-	struct fx *fx = *state;
+	struct sxt_engine *fx = *state;
 	struct {
 		int nsteps;
 		int64_t from, to, window;
@@ -369,7 +330,7 @@ static void test_against_brute_force(void **state)
 
 static void test_groups_add_up(void **state)
 {
-	struct fx *fx = *state;
+	struct sxt_engine *fx = *state;
 	uint64_t want[SX_FUNNEL_STEPS_MAX], pruned;
 	brute_force(3, T0, T0 + 3 * DAY, DAY, want);
 	struct sx_funnel *f = funnel_of(3, T0, T0 + 3 * DAY, DAY, "device");
@@ -399,7 +360,7 @@ static void test_groups_add_up(void **state)
  * it (even a late one), or after sx__tl_invalidate(). */
 static void test_blocks_match_the_events_table(void **state)
 {
-	struct fx *fx = *state;
+	struct sxt_engine *fx = *state;
 	struct packed a, b;
 	uint64_t pruned, n0, built0, reused0, n1, built1, reused1;
 	int64_t from = T0 + 30 * 1000, to = T0 + 3 * DAY + 7 * 1000, w = 5 * HOUR;
@@ -432,7 +393,7 @@ static void test_blocks_match_the_events_table(void **state)
 	track(bt, "late1", "search", T0 + HOUR + 5000, "ios");
 	track(bt, "late1", "view", T0 + HOUR + 9000, "ios");
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
-	sync_all(fx);
+	sxt_sync(fx);
 	uint64_t want[SX_FUNNEL_STEPS_MAX];
 	brute_force(4, from, to, w, want);
 	f = funnel_of(4, from, to, w, NULL);
@@ -459,7 +420,7 @@ static void test_blocks_match_the_events_table(void **state)
 	track(bt, "ext1", "view", T0 + 3 * HOUR - 1, "web");
 	track(bt, "late1", "create_trip", T0 + 3 * HOUR - 1, "web");
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
-	sync_all(fx);
+	sxt_sync(fx);
 	brute_force(4, from, to, w, want);
 	f = funnel_of(4, from, to, w, NULL);
 	run(fx, f, 1, &b, &pruned);
@@ -480,7 +441,7 @@ static void test_blocks_match_the_events_table(void **state)
 	bt = sx__ev_batch_new();
 	track(bt, "ext1", "create_trip", T0 + 3 * HOUR - 2, "web");
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
-	sync_all(fx);
+	sxt_sync(fx);
 	brute_force(4, from, to, w, want);
 	f = funnel_of(4, from, to, w, NULL);
 	run(fx, f, 1, &b, &pruned);
@@ -497,7 +458,7 @@ static void test_blocks_match_the_events_table(void **state)
  * hours to a one-piece build. */
 static void test_parts_build_the_same_blocks(void **state)
 {
-	struct fx *fx = *state;
+	struct sxt_engine *fx = *state;
 	int64_t from = T0, to = T0 + 4 * DAY + HOUR;
 	MDB_txn *t1, *t2;
 	size_t nb, ne;
@@ -541,7 +502,7 @@ static void test_parts_build_the_same_blocks(void **state)
 	struct sx_ev_batch *bt = sx__ev_batch_new();
 	track(bt, "parts1", "search", T0 + 2 * HOUR + 1000, "ios");
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
-	sync_all(fx);
+	sxt_sync(fx);
 	assert_int_equal(sx_store_rtxn_begin(fx->e.store, &t2), 0);
 	assert_int_equal(sx__tl_fill_part(c, t2, 1, 2), 0);
 	assert_true(sx__tl_pending(c, &nb, &ne));
@@ -572,7 +533,7 @@ static void test_parts_build_the_same_blocks(void **state)
  * not cached, so a query after the commit never counts the deleted events. */
 static void test_delete_before_commit(void **state)
 {
-	struct fx *fx = *state;
+	struct sxt_engine *fx = *state;
 	int64_t from = T0, to = T0 + 3 * DAY, w = DAY;
 	uint64_t before[SX_FUNNEL_STEPS_MAX], after[SX_FUNNEL_STEPS_MAX], pruned;
 	struct sx_ev_batch *bt = sx__ev_batch_new();
@@ -581,7 +542,7 @@ static void test_delete_before_commit(void **state)
 	track(bt, "gone", "create_trip", T0 + DAY + 3000, "ios");
 	track(bt, "gone", "book", T0 + DAY + 4000, "ios");
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
-	sync_all(fx);
+	sxt_sync(fx);
 	brute_force(4, from, to, w, before);
 	struct packed p;
 	struct sx_funnel *f = funnel_of(4, from, to, w, NULL);
@@ -598,7 +559,7 @@ static void test_delete_before_commit(void **state)
 	sx__funnel_free(f);
 	check_steps(sx__ev_map_get(&p.o, "steps"), 4, before);
 	packed_free(&p);
-	sync_all(fx);
+	sxt_sync(fx);
 	brute_force(4, from, to, w, after);
 	assert_true(after[3] == before[3] - 1);
 	f = funnel_of(4, from, to, w, NULL);
@@ -616,7 +577,7 @@ static void test_delete_before_commit(void **state)
 	sx__funnel_free(f);
 	check_steps(sx__ev_map_get(&p.o, "steps"), 4, after);
 	packed_free(&p);
-	sync_all(fx);
+	sxt_sync(fx);
 	struct packed pt;
 	sx__funnel_blocks = 0;
 	f = funnel_of(4, from, to, w, NULL);
@@ -638,7 +599,7 @@ static void test_delete_before_commit(void **state)
 static int warm_idle_calls;
 static void warm_idle(void) { warm_idle_calls++; }
 
-static void warm_wait(struct fx *fx)
+static void warm_wait(struct sxt_engine *fx)
 {
 	for (int i = 0; i < 1000 && sx__tl_warm_busy(); i++)
 		uv_run(&fx->loop, UV_RUN_ONCE);
@@ -650,7 +611,7 @@ static void warm_wait(struct fx *fx)
  * nothing when nothing changed. */
 static void test_warm_up(void **state)
 {
-	struct fx *fx = *state;
+	struct sxt_engine *fx = *state;
 	struct sx_tl_warm_stats ws;
 	uint64_t n0, built0, reused0, n1, built1, reused1, pruned, want[SX_FUNNEL_STEPS_MAX];
 	uint64_t nb, builtb, reusedb;
@@ -694,7 +655,7 @@ static void test_warm_up(void **state)
 	struct sx_ev_batch *bt = sx__ev_batch_new();
 	track(bt, "warm1", "search", T0 + 4 * DAY - 1, "web");
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
-	sync_all(fx);
+	sxt_sync(fx);
 	sx__tl_warm_now();
 	assert_true(sx__tl_warm_busy());
 	warm_wait(fx);
