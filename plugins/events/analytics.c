@@ -184,7 +184,9 @@ static int m_funnel(struct sx_req *req, const msgpack_object *args, msgpack_pack
 		return sx_diag_set(SX_ENOMEM, "out of memory");
 	}
 	q->f = f, q->req = req;
-	if (sx__tl_warm_busy()) {
+	/* a query over hours being warmed waits for them rather than build them twice */
+	int64_t from, to;
+	if (sx__funnel_block_span(f, &from, &to) && sx__tl_warm_covers(from, to)) {
 		q->next = fwaiting;
 		fwaiting = q;
 		return SX_RPC_DEFER;

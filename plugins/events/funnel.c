@@ -374,6 +374,12 @@ static roaring_bitmap_t *did(MDB_txn *txn, const struct sx_funnel *f, int i, int
 	return sx__ev_series_users(txn, f->name[i], f->nlen[i], "", 0, "", 0, from, to);
 }
 
+int sx__funnel_block_span(const struct sx_funnel *f, int64_t *from, int64_t *to)
+{
+	*from = f->from, *to = f->end;
+	return !f->group_prop && sx__funnel_blocks;
+}
+
 int sx__funnel_plan(struct sx_funnel *f, MDB_txn *txn, int nparts)
 {
 	int64_t from = sx__ev_floor(f->from, SX_EV_MIN_MS);

@@ -64,6 +64,9 @@ void sx__funnel_free(struct sx_funnel *f);
 /* Computes the candidates in txn and splits them into at most nparts parts
  * (1..SX_FUNNEL_PARTS_MAX). Returns the number of parts (>= 1) or an error. */
 int sx__funnel_plan(struct sx_funnel *f, MDB_txn *txn, int nparts);
+/* The event times a query reads from the hour blocks, [*from, *to): 1, or 0
+ * when it reads none (grouped by a property: it walks the events table). */
+int sx__funnel_block_span(const struct sx_funnel *f, int64_t *from, int64_t *to);
 
 /* Reads the events of part i in txn. Parts are independent: each may run on
  * its own thread with its own read transaction (of the same snapshot or a

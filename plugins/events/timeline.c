@@ -972,6 +972,11 @@ int sx__tl_warm_busy(void)
 	return warm.busy;
 }
 
+int sx__tl_warm_covers(int64_t from, int64_t to)
+{
+	return warm.busy && from < warm.to && warm.from < to;
+}
+
 void sx__tl_warm_stop(void)
 {
 	warm.stopping = 1;

@@ -113,6 +113,8 @@ int sx__tl_warm_start(uv_loop_t *loop, uint32_t days, void (*idle_cb)(void));
 void sx__tl_warm_now(void);
 /* A warm-up build is on the pool. */
 int sx__tl_warm_busy(void);
+/* 1 while a warm-up build runs over hours that [from, to) reads. */
+int sx__tl_warm_covers(int64_t from, int64_t to);
 /* Waits for a build on the pool (running the loop) and stops the timer. */
 void sx__tl_warm_stop(void);
 

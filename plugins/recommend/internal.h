@@ -76,6 +76,7 @@ struct rec_user {
 	float *prof;      /* content_dim floats */
 	double prof_w;
 	int64_t prof_t, last_t;
+	uint64_t consent_ver; /* sx_privacy_consent_version() when consent was last checked */
 };
 
 struct rec_nb {

@@ -240,7 +240,7 @@ static int top_source(lua_State *L, int source, int kind, int window)
 		lua_getfield(L, 1, "window");
 		if (!lua_isnil(L, -1) && (window = window_parse(luaL_checkstring(L, -1))) < 0)
 			luaL_error(L, "window must be day, week or month");
-		lua_pop(L, 4);
+		lua_pop(L, 3); /* n, region, window */
 	} else if (!lua_isnoneornil(L, 1)) {
 		luaL_argerror(L, 1, "a number or {kind, region, n, window}");
 	}
@@ -300,7 +300,7 @@ static int l_segment_popular(lua_State *L)
 		if (g >= 0)
 			h = sx__rec->segnames[g].h;
 	}
-	lua_pop(L, 5);
+	lua_pop(L, 4); /* n, fallback, segment, user */
 	struct rec_cand *c = cand_buf(L, n);
 	int m = h ? sx__rec_src_segment(sx__rec->cur, h, kind, n, c) : 0;
 	if (m == 0 && fallback)

@@ -97,6 +97,15 @@ static void user_cb(uint32_t idx, void *ud)
 		sx__rec_segment_invalidate(idx);
 }
 
+/* A rolled-back request or a failed batch may take back a users.put whose
+ * attribute a later event of the batch already cached. */
+static void undo_cb(uint64_t tables, void *ud)
+{
+	SX_UNUSED(ud);
+	if (sx__rec && (tables & (uint64_t)1 << SX_T_USERS))
+		sx__rec_segment_invalidate(UINT32_MAX);
+}
+
 static void item_cb(const char *id, size_t len, const struct sx_item *it, void *ud)
 {
 	SX_UNUSED(ud);
@@ -1432,7 +1441,7 @@ static int start(struct sx_engine *e)
 	}
 	sx_store_read_end(e->store);
 	if ((rc = sx_events_on_track(track_cb, NULL)) < 0 || (rc = sx_events_on_item(item_cb, NULL)) < 0 ||
-	    (rc = sx_events_on_user(user_cb, NULL)) < 0 ||
+	    (rc = sx_events_on_user(user_cb, NULL)) < 0 || (rc = sx_store_on_undo(e->store, undo_cb, NULL)) < 0 ||
 	    (rc = sx_privacy_register_eraser("recommend", erase_user, NULL)) < 0 ||
 	    (rc = sx_privacy_register_exporter("recommend", export_user, NULL)) < 0 || (rc = sx__rec_lua_start(e)) < 0)
 		goto fail;

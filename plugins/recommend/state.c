@@ -638,12 +638,17 @@ struct rec_user *sx__rec_user(struct rec_state *s, uint32_t user)
 {
 	/* Live state is personal data: without personalization consent it is
 	 * neither kept nor built (a withdrawn consent drops what was held). */
-	if (s->live && !sx_privacy_allowed_index(user, SX_PURPOSE_PERSONALIZATION)) {
+	struct rec_user *held = user < s->nusers ? s->users[user] : NULL;
+	uint64_t ver = s->live ? sx_privacy_consent_version() : 0;
+	if (s->live && !(held && held->consent_ver == ver) &&
+	    !sx_privacy_allowed_index(user, SX_PURPOSE_PERSONALIZATION)) {
 		sx__rec_user_forget(s, user);
 		return NULL;
 	}
-	if (user < s->nusers && s->users[user])
-		return s->users[user];
+	if (held) {
+		held->consent_ver = ver;
+		return held;
+	}
 	if (!s->live)
 		return NULL;
 	if (users_reserve(s, user + 1) < 0)
@@ -652,6 +657,7 @@ struct rec_user *sx__rec_user(struct rec_state *s, uint32_t user)
 	if (!u)
 		return NULL;
 	u->last_t = INT64_MIN;
+	u->consent_ver = ver;
 	struct hist_ud h = {s, u};
 	if (sx_events_user_scan(NULL, user, 0, s->horizon, 0, hist_cb, &h) < 0) {
 		user_free(u);
@@ -982,15 +988,16 @@ void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w,
 	if (t >= s->horizon || counts_reserve(s, item + 1) < 0)
 		return;
 	int loaded = user < s->nusers && s->users[user];
-	struct rec_user *u = loaded ? s->users[user] : (s->live ? sx__rec_user(s, user) : user_new(s, user));
+	/* the live state asks for consent each time it changed, held users too */
+	struct rec_user *u = s->live ? sx__rec_user(s, user) : loaded ? s->users[user] : user_new(s, user);
 	pop_add(&s->counts[item], w, t);
 	uint32_t wbits;
 	memcpy(&wbits, &w, 4);
 	journal_op(s, 'P', item, wbits, t);
 	s->generation++;
 	if (u) {
-		/* u is NULL for live users without personalization consent: their
-		 * attribute is not used, as their state is not kept */
+		/* u is NULL for live users without personalization consent (also
+		 * withdrawn since their state was loaded): their attribute is not used */
 		int sg = sx__rec_user_segment(user);
 		if (sg >= 0) {
 			uint64_t h = sx__rec->segnames[sg].h;
@@ -1078,14 +1085,16 @@ static void jkey(uint8_t *k, uint64_t seq)
 
 #define SEGS_KEY "rec/segs"
 
-static int segs_save(struct rec_state *s, uint64_t covered)
+/* The segment snapshot covering `covered` in a new buffer of *len bytes, or
+ * NULL without memory. */
+static uint8_t *segs_build(const struct rec_state *s, uint64_t covered, size_t *len)
 {
-	size_t len = 20;
+	*len = 20;
 	for (uint32_t i = 0; i < s->nsegs; i++)
-		len += 12 + (size_t)s->segs[i].n * 20;
-	uint8_t *buf = malloc(len), *p = buf;
+		*len += 12 + (size_t)s->segs[i].n * 20;
+	uint8_t *buf = malloc(*len), *p = buf;
 	if (!buf)
-		return SX_ENOMEM;
+		return NULL;
 	uint32_t ver = 1;
 	memcpy(p, "SXRS", 4), p += 4;
 	memcpy(p, &ver, 4), p += 4;
@@ -1103,9 +1112,7 @@ static int segs_save(struct rec_state *s, uint64_t covered)
 			memcpy(p, &g->e[j].t, 8), p += 8;
 		}
 	}
-	int rc = sx_store_put(sx__rec->e->store, SX_T_ARTIFACTS, SEGS_KEY, strlen(SEGS_KEY), buf, len);
-	free(buf);
-	return rc;
+	return buf;
 }
 
 /* Loads the segment snapshot written with the counts snapshot covering
@@ -1161,11 +1168,16 @@ int sx__rec_counts_save(struct rec_state *s)
 	size_t len = 20;
 	for (uint32_t i = 0; i < s->ncounts; i++)
 		len += 4 + 8 + 24 + 2 + (size_t)s->counts[i].ncov * 16;
-	uint8_t *buf = malloc(len), *p = buf;
-	if (!buf)
-		return SX_ENOMEM;
-	uint32_t ver = 2, n = s->ncounts;
 	uint64_t covered = s->jseq_next ? s->jseq_next - 1 : 0;
+	size_t slen;
+	/* both snapshots or neither: counts with a newer `covered` than the
+	 * segments would make the segments start over */
+	uint8_t *buf = malloc(len), *p = buf, *sbuf = segs_build(s, covered, &slen);
+	if (!buf || !sbuf) {
+		free(buf), free(sbuf);
+		return SX_ENOMEM;
+	}
+	uint32_t ver = 2, n = s->ncounts;
 	memcpy(p, "SXRC", 4), p += 4;
 	memcpy(p, &ver, 4), p += 4;
 	memcpy(p, &n, 4), p += 4;
@@ -1184,9 +1196,9 @@ int sx__rec_counts_save(struct rec_state *s)
 	}
 	struct sx_store *st = sx__rec->e->store;
 	int rc = sx_store_put(st, SX_T_ARTIFACTS, "rec/counts", 10, buf, len);
-	free(buf);
 	if (rc == 0)
-		rc = segs_save(s, covered);
+		rc = sx_store_put(st, SX_T_ARTIFACTS, SEGS_KEY, strlen(SEGS_KEY), sbuf, slen);
+	free(buf), free(sbuf);
 	if (rc < 0 || !s->journal)
 		return rc;
 	/* the records the snapshot covers go in the same batch */
@@ -1200,7 +1212,7 @@ int sx__rec_counts_save(struct rec_state *s)
 	if (rc == 0) {
 		s->jseq_snap = covered;
 		s->jbytes = 0;
-		s->snap_bytes = len;
+		s->snap_bytes = len + slen;
 	}
 	return rc;
 }
@@ -1335,6 +1347,7 @@ static int replay_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
 			memcpy(&w, &b, 4);
 			if (!isfinite(w) || counts_reserve(s, a + 1) < 0) {
 				r->bad++;
+				r->has_last = 0; /* an 'S' that follows belongs to this 'P' */
 				continue;
 			}
 			pop_add(&s->counts[a], w, t);

@@ -294,6 +294,41 @@ static void test_cap(void **state)
 	sx__rec_state_close(&es);
 }
 
+/* A user whose state is held and who then withdraws personalization consent
+ * is no longer counted in a segment (nor kept); granting again counts again. */
+static void test_withdrawn_consent_stops_segment_counts(void **state)
+{
+	struct fx *f = *state;
+	struct rec_state *s = &sx__rec->live;
+	view(f, "fr1", "f", T0);
+	assert_float_equal(segpop(s, "FR", "f"), 1, 1e-9);
+	uint32_t u = user_idx("fr1");
+	assert_non_null(sx__rec_user(s, u));
+	call_ok(f, "consent.set", "{\"user\": \"fr1\", \"purposes\": {\"personalization\": false}}");
+	view(f, "fr1", "f", T0 + 1);
+	assert_float_equal(segpop(s, "FR", "f"), 1, 1e-9);
+	assert_true(u >= s->nusers || !s->users[u]);
+	call_ok(f, "consent.set", "{\"user\": \"fr1\", \"purposes\": {\"personalization\": true}}");
+	view(f, "fr1", "f", T0 + 2);
+	assert_float_equal(segpop(s, "FR", "f"), 2, 1e-9);
+}
+
+/* A users.put taken back (a rolled-back request, a failed batch) leaves no
+ * segment in the cache that the store no longer has. */
+static void test_undone_users_put_leaves_no_cached_segment(void **state)
+{
+	struct fx *f = *state;
+	struct rec_state *s = &sx__rec->live;
+	uint64_t sp = sx_store_savepoint(f->t.e.store);
+	user(f, "fr1", "DE");
+	view(f, "fr1", "f", T0);
+	assert_float_equal(segpop(s, "DE", "f"), 1, 1e-9);
+	sx_store_rollback(f->t.e.store, sp);
+	int g = sx__rec_user_segment(user_idx("fr1"));
+	assert_true(g >= 0);
+	assert_string_equal(sx__rec->segnames[g].name, "FR");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -303,6 +338,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_world_at_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_withdrawn_consent_stops_segment_counts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_undone_users_put_leaves_no_cached_segment, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
