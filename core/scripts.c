@@ -95,6 +95,19 @@ static int valid_name(const char *s, size_t len)
 	return 1;
 }
 
+/* Pushes t[k] of the table at idx without metamethods (nil for a non-table):
+ * outside a call's budgets a script's __index must not run. */
+static void raw_field(lua_State *L, int idx, const char *k)
+{
+	if (!lua_istable(L, idx)) {
+		lua_pushnil(L);
+		return;
+	}
+	idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+	lua_pushstring(L, k);
+	lua_rawget(L, idx);
+}
+
 static const struct sx_script_kind *find_kind(struct sx_scripts *s, const char *kind)
 {
 	for (int i = 0; i < s->nkinds; i++)
@@ -1277,7 +1290,7 @@ int sx_scripts_call(struct sx_scripts *s, const char *kind, const char *name, co
 		lua_settop(L, top);
 		return rc;
 	}
-	lua_getfield(L, -1, fn);
+	raw_field(L, -1, fn);
 	lua_remove(L, -2);
 	if (!lua_isfunction(L, -1)) {
 		lua_settop(L, top);
@@ -1415,12 +1428,12 @@ static int methods_fallback(const char *name, size_t len, struct sx_method *out,
 		return SX_ENOMETHOD;
 	lua_State *L = s->L;
 	int role = SX_ROLE_WRITER, ok;
-	lua_getfield(L, -1, fn);
+	raw_field(L, -1, fn);
 	ok = lua_isfunction(L, -1) && valid_name(fn, strlen(fn));
 	lua_pop(L, 1);
-	lua_getfield(L, -1, "roles");
+	raw_field(L, -1, "roles");
 	if (lua_istable(L, -1)) {
-		lua_getfield(L, -1, fn);
+		raw_field(L, -1, fn);
 		if (lua_type(L, -1) == LUA_TSTRING)
 			role = sx_role_parse(lua_tostring(L, -1));
 		lua_pop(L, 1);

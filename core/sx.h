@@ -74,6 +74,9 @@ uint64_t sx_now_ms(void);
 uint64_t sx_now_ns(void);
 int64_t sx_wall_ms(void);
 
+/* A macro's value as a string literal. */
+#define SX_STR_(x) #x
+#define SX_STR(x) SX_STR_(x)
 #define SX_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define SX_UNUSED(x) ((void)(x))
 

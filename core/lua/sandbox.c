@@ -479,6 +479,10 @@ static const char kernel_src[] =
 	"local slow, post, codeep, B, pcall, xpcall, resume, create, error, type = ...\n"
 	"local n = 0\n"
 	"local function check(w)\n"
+	/* the chunk's `...` hands check to the script too: a weight that is not
+	 * one the instrumenter writes (1..SX__INSTR_MAXW) costs the most, so no
+	 * call can give budget back (a constant weight folds this away) */
+	"  if not (w >= 1 and w <= " SX_STR(SX__INSTR_MAXW) ") then w = " SX_STR(SX__INSTR_MAXW) " end\n"
 	"  n = n - w\n"
 	"  if n < 0 then slow() end\n"
 	"end\n"

@@ -129,6 +129,33 @@ def test_escapes_are_closed(server, name):
     still_fine(server)
 
 
+def test_budget_check_cannot_be_turned_off(server):
+    """The chunk's `...` is the budget check the instrumenter calls: a script or a lib
+    that calls it with a weight it never writes only spends budget."""
+    c = server.client()
+    for src in ("local chk = ... chk(-1e300) while true do end",
+                "local chk = ... chk(0/0) while true do end"):
+        t0 = time.monotonic()
+        with pytest.raises(RpcError) as e:
+            c.call("script.put", kind="lib", name="esc", source=src, _timeout=30)
+        assert e.value.code == "budget_exceeded", e.value
+        assert time.monotonic() - t0 < 10
+        still_fine(server)
+
+
+def test_methods_table_metamethods_do_not_run_outside_a_call(server):
+    """Dispatch reads a methods table raw: an __index that loops cannot hang the loop."""
+    c = server.client()
+    c.call("script.put", kind="methods", name="meta", source=(
+        "return setmetatable({f = function() return 1 end}, "
+        "{__index = function() while true do end end})"))
+    assert c.call("meta.f") == 1
+    with pytest.raises(RpcError) as e:
+        c.call("meta.nosuch", _timeout=10)
+    assert e.value.code == "unknown_method"
+    still_fine(server)
+
+
 def test_string_metatable_is_shared_safely(server):
     c = server.client()
     c.call("script.put", kind="methods", name="mt_a",

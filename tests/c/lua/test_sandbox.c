@@ -108,6 +108,11 @@ static const char *const runaway[] = {
 	"local t = setmetatable({}, {__index = function() while true do end end}) return t.x",
 	"('x'):gsub('.', function() while true do end end)",
 	"local t = setmetatable({}, {__tostring = function(x) return tostring(x) end}) return tostring(t)",
+	/* the chunk's `...` is the budget check: weights it never writes cannot
+	 * give budget back */
+	"local chk = ... chk(-1e300) while true do end",
+	"local chk = ... chk(0/0) while true do end",
+	"local chk = ... chk(-math.huge) for i = 1, 1e12 do chk(-1e9) end",
 };
 
 static void test_runaway_instructions(void **state)
