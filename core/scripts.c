@@ -549,6 +549,13 @@ static int lib_require(lua_State *L)
 static int lib_validate(lua_State *L, int idx, const char *name, void *ud)
 {
 	struct sx_scripts *s = ud;
+	/* nor the standard modules the sandbox withholds: `require "ffi"` must
+	 * stay missing, not become somebody's code */
+	static const char *const withheld[] = {"ffi", "jit", "debug", "io", "os", "package", NULL};
+	for (int i = 0; withheld[i]; i++)
+		if (strcmp(name, withheld[i]) == 0)
+			return sx_diag_set(SX_ESCRIPT, "'%s' is a standard module the sandbox withholds: a lib may not take its name",
+					   name);
 	if (sx_lua_module_builtin(s->e->lua, name))
 		return sx_diag_set(SX_ESCRIPT, "'%s' is a built-in module: a lib may not take its name", name);
 	for (int i = 0; i < s->nuses; i++)
@@ -953,6 +960,8 @@ static int activate(struct sx_scripts *s, const char *kind, const char *name, ui
 	}
 	publish_event(s, event, sc, version, origin, NULL);
 	reload_apply(s, &p, name);
+	if (is_lib)
+		retry_files(s);
 	return rc;
 }
 
@@ -994,9 +1003,11 @@ static int load_file(struct sx_scripts *s, const char *kind, const char *name)
 	struct sx_val v;
 	struct script *sc = find(s, kind, name);
 	if (sx_store_get(s->e->store, SX_T_SCRIPTS, key, klen, &v) == 0 && v.len == 8 &&
-	    memcmp(v.data, hb, 8) == 0 && sc && sc->ref != LUA_NOREF) {
+	    memcmp(v.data, hb, 8) == 0 && sc && (sc->ref != LUA_NOREF || (s->retrying && !memmem(src, len, "require", 7)))) {
+		/* unchanged and serving; or, retried after a lib loaded, a file
+		 * that requires nothing: no lib can be what it lacked */
 		free(src);
-		return 1;
+		return sc->ref != LUA_NOREF;
 	}
 	int rc = sx_scripts_put(s, kind, name, src, len, "file");
 	sx_store_put(s->e->store, SX_T_SCRIPTS, key, klen, hb, 8);

@@ -32,9 +32,9 @@
  * of them switch, between requests, each dependent keeping its version
  * number (event "reloaded", origin "lib/LIB"). A require cycle, or libs nested
  * deeper than 16, fails the load with "require cycle: a -> b -> a". A missing
- * lib fails it with "module 'x' not found: no lib script 'x' ...". A script
- * that failed for want of a lib is not retried when the lib appears: put or
- * save it again.
+ * lib fails it with "module 'x' not found: no lib script 'x' ...". When a lib
+ * version loads (put, file, rollback), script files that failed for want of a
+ * lib are loaded again; a failed script.put is not kept: put it again.
  *
  * All of it runs on the loop thread.
  */
