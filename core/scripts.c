@@ -74,6 +74,8 @@ struct sx_scripts {
 	const char *stack[MAX_LIB_DEPTH];    /* libs being instantiated, outermost first */
 	int nstack;
 	int nreq;	   /* lib_require calls in progress */
+	int load_depth;	   /* sx_lua_depth() at which the outermost load's chunk runs */
+	int load_libs;	   /* ref of {name = instance} of the outermost load: one instance per script */
 	const char *chunk; /* of the outermost load in progress */
 	const char *cand_name, *cand_src;    /* a lib version on trial: require gets it */
 	size_t cand_len;
@@ -432,10 +434,15 @@ static int compile(struct sx_scripts *s, const struct sx_script_kind *k, const c
 	lua_State *L = s->L;
 	char chunk[160];
 	struct deps local = {NULL, 0}, *prev = s->loading;
-	int prev_n = s->nstack, prev_req = s->nreq;
+	int prev_n = s->nstack, prev_req = s->nreq, prev_depth = s->load_depth;
 	snprintf(chunk, sizeof(chunk), "%s/%s.lua", k->name, name);
 	int top = lua_gettop(L);
 	s->loading = &local;
+	s->load_depth = sx_lua_depth(s->e->lua) + 1;
+	s->nreq = 0;
+	int prev_libs = s->load_libs;
+	lua_newtable(L);
+	s->load_libs = luaL_ref(L, LUA_REGISTRYINDEX);
 	if (!prev)
 		s->chunk = chunk;
 	/* a lib that requires itself is a cycle, not the stored version */
@@ -445,6 +452,9 @@ static int compile(struct sx_scripts *s, const struct sx_script_kind *k, const c
 	s->loading = prev;
 	s->nstack = prev_n;
 	s->nreq = prev_req;
+	s->load_depth = prev_depth;
+	unref(L, &s->load_libs);
+	s->load_libs = prev_libs;
 	if (rc < 0) {
 		deps_free(&local);
 		return rc;
@@ -496,7 +506,9 @@ static int lib_require(lua_State *L)
 	const char *name = luaL_checklstring(L, 1, &nlen), *src;
 	if (!valid_name(name, nlen))
 		return raise_at(L, "module '%s' is not available in the sandbox", name);
-	if (!s->loading)
+	/* the load's own code, or a lib it is instantiating; not code that a
+	 * host call made during the load reached (another script's function) */
+	if (!s->loading || sx_lua_depth(s->e->lua) != s->load_depth + s->nreq)
 		return raise_at(L, "require \"%s\": a lib is required while the script loads (at its top level), "
 				   "not from a function called later", name);
 	for (int i = 0; i < s->nstack; i++) {
@@ -516,6 +528,16 @@ static int lib_require(lua_State *L)
 		return raise_at(L, "require \"%s\": libs nested more than %d deep", name, MAX_LIB_DEPTH);
 	if (deps_add(s->loading, name) < 0)
 		return raise_at(L, "require \"%s\": %s", name, sx_diag_last());
+	/* one instance per load: a lib that the script and one of its libs both
+	 * require is the same table for both (and a diamond loads each lib once) */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->load_libs);
+	lua_pushstring(L, name);
+	lua_rawget(L, -2);
+	if (!lua_isnil(L, -1)) {
+		lua_remove(L, -2);
+		return 1;
+	}
+	lua_pop(L, 2);
 	if (s->cand_name && strcmp(s->cand_name, name) == 0) {
 		src = s->cand_src;
 		len = s->cand_len;
@@ -542,6 +564,11 @@ static int lib_require(lua_State *L)
 	}
 	if (rc < 0)
 		return raise_at(L, "require \"%s\": %s", name, sx_diag_last());
+	lua_pop(L, 1);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->load_libs);
+	lua_pushstring(L, name);
+	lua_pushvalue(L, -3);
+	lua_rawset(L, -3);
 	lua_pop(L, 1);
 	return 1;
 }
@@ -1144,6 +1171,7 @@ int sx_scripts_start(struct sx_scripts *s)
 	char *done = calloc(u.n ? u.n : 1, 1);
 	if (!done) {
 		free(u.names);
+		sx_store_read_end(s->e->store);
 		return sx_diag_set(SX_ENOMEM, "out of memory");
 	}
 	/* Libs first, as often as one more of them loads (a lib may require a
@@ -1205,6 +1233,7 @@ struct sx_scripts *sx_scripts_new(struct sx_engine *e)
 	struct sx_scripts *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
+	s->load_libs = LUA_NOREF;
 	s->e = e;
 	s->L = sx_lua_state(e->lua);
 	lua_pushcfunction(s->L, luaopen_sextant);

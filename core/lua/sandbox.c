@@ -899,6 +899,8 @@ size_t sx_lua_memory(const struct sx_lua *lx) { return lx->mem; }
 
 int sx_lua_in_call(const struct sx_lua *lx) { return lx->depth > 0; }
 
+int sx_lua_depth(const struct sx_lua *lx) { return lx->depth; }
+
 int sx_lua_expired(lua_State *L)
 {
 	struct sx_lua *lx = sx_lua_from_state(L);

@@ -131,6 +131,10 @@ struct sx_lua *sx_lua_from_state(lua_State *L);
 
 /* Is a budgeted call in progress? (Host functions use it to refuse reentry.) */
 int sx_lua_in_call(const struct sx_lua *lx);
+/* How many budgeted calls and loads are running, one inside another (0:
+ * none). A host function tells its own script's code from code it reached
+ * through another host call by it. */
+int sx_lua_depth(const struct sx_lua *lx);
 
 /* 1 once the call in progress on L's VM is past its wall-clock limit. Host
  * functions that loop in C (scans, bulk maths) poll it and return early; the

@@ -226,6 +226,46 @@ def test_script_files_waiting_for_a_lib_load_when_it_appears():
         assert c.call("later.v") == "other"
 
 
+def test_require_reached_through_a_host_call_during_a_load_is_refused(server):
+    """While a script loads, a host call (here predict.user) runs the features lib's
+    functions: a require there belongs to no load, so it is refused like any require
+    after load — it cannot slip a lib instance (or a refused candidate version) into the
+    features lib's environment, nor count as a dependency of the script loading."""
+    c = server.client()
+    now = int(time.time() * 1000)
+    c.call("events.track", user="u1", name="search", time=now - 60000)
+    c.call("script.put", kind="lib", name="helper", source="return { v = 1, ok = true }")
+    c.call("script.put", kind="lib", name="features",
+           source='return { features = { f1 = function(u) return require("helper").v end } }')
+    c.call("script.put", kind="methods", name="bb", source=(
+        'local h = require "helper"\nlocal ok, e = pcall(require("predict").user, "u1")\n'
+        'return { f = function() return tostring(e) end }'))
+    c.call("script.put", kind="methods", name="cc",
+           source='local h = require "helper"\nassert(h.ok, "helper.ok missing")\nreturn { f = function() return h.v end }')
+    assert "a lib is required while the script loads" in c.call("bb.f")
+    code, msg = code_msg(c.call, "script.put", kind="lib", name="helper", source="return { v = 666 }")
+    assert code == "script_error" and "methods/cc does not load" in msg
+    assert [h["version"] for h in c.call("script.history", kind="lib", name="helper")] == [1]
+    code, msg = code_msg(c.call, "predict.features", user="u1")
+    assert "a lib is required while the script loads" in msg and "666" not in msg
+    listed = {(x["kind"], x["name"]): x for x in c.call("script.list")}
+    assert listed[("lib", "features")]["requires"] == []
+    assert listed[("methods", "bb")]["requires"] == ["helper"]
+
+
+def test_a_lib_shared_down_two_paths_is_one_instance_and_withheld_names_are_refused(server):
+    c = server.client()
+    c.call("script.put", kind="lib", name="reg", source="return { x = 'unset' }")
+    c.call("script.put", kind="lib", name="mid", source='local r = require "reg"\nr.x = "set by mid"\nreturn { r = r }')
+    c.call("script.put", kind="methods", name="dia", source=(
+        'local m = require "mid"\nlocal r = require "reg"\n'
+        'return { f = function() return { same = m.r == r, x = r.x } end }'))
+    assert c.call("dia.f") == {"same": True, "x": "set by mid"}
+    for name in ("ffi", "jit", "debug", "io", "package"):
+        code, msg = code_msg(c.call, "script.put", kind="lib", name=name, source="return {}")
+        assert code == "script_error" and "withholds" in msg, (name, msg)
+
+
 def test_features_lib_serves_predict_and_other_scripts():
     with Server() as s:  # the shipped scripts, scripts/lib/features.lua among them
         c = s.client()
