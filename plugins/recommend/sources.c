@@ -154,6 +154,7 @@ int sx__rec_src_covisit(struct rec_state *s, struct rec_user *u, size_t n, struc
 struct top_cache {
 	const struct rec_state *s;
 	uint64_t generation;
+	uint64_t seg; /* the segment's hash for REC_SRC_SEGMENT lists, else 0 */
 	int64_t at;
 	int kind, window, source;
 	char region[48];
@@ -195,6 +196,34 @@ static void heap_push(struct rec_cand *h, size_t *m, size_t n, struct rec_cand c
 	}
 }
 
+/* The best n of a cached list (it may be shorter when few items qualify). */
+static int cache_copy(const struct top_cache *c, size_t n, struct rec_cand *out)
+{
+	size_t m = 0;
+	while (m < n && m < c->n && c->c[m].score >= 0)
+		m++;
+	memcpy(out, c->c, m * sizeof(*out));
+	return (int)m;
+}
+
+/* Sorts the m best of h (room for want) and caches them under s's generation;
+ * the slot's other keys are the caller's to set. */
+static struct top_cache *cache_put(const struct rec_state *s, struct rec_cand *h, size_t m, size_t want, int source,
+				   uint64_t seg)
+{
+	qsort(h, m, sizeof(*h), cand_cmp);
+	struct top_cache *c = &cache[cache_next++ % TOP_CACHE];
+	free(c->c);
+	memset(c, 0, sizeof(*c));
+	c->s = s, c->generation = s->generation, c->source = source, c->seg = seg;
+	c->c = h;
+	/* mark the end of a short list so that a longer ask is not served from it */
+	c->n = m < want ? want : m;
+	for (size_t i = m; i < want; i++)
+		h[i] = (struct rec_cand){0, -1, source, -1};
+	return c;
+}
+
 void sx__rec_top_cache_clear(void)
 {
 	for (int i = 0; i < TOP_CACHE; i++) {
@@ -213,15 +242,9 @@ int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int windo
 		return 0;
 	for (int i = 0; i < TOP_CACHE; i++) {
 		struct top_cache *c = &cache[i];
-		if (c->c && c->s == s && c->kind == kind && c->window == window && c->source == source &&
-		    strcmp(c->region, rg) == 0 && c->n >= n && c->generation == s->generation) {
-			size_t m = 0;
-			while (m < n && m < c->n && c->c[m].score >= 0)
-				m++;
-			/* the cached list may be shorter than asked when few items qualify */
-			memcpy(out, c->c, m * sizeof(*out));
-			return (int)m;
-		}
+		if (c->c && c->s == s && c->kind == kind && c->window == window && c->source == source && !c->seg &&
+		    strcmp(c->region, rg) == 0 && c->n >= n && c->generation == s->generation)
+			return cache_copy(c, n, out);
 	}
 	size_t want = n < 200 ? 200 : n, m = 0;
 	struct rec_cand *h = malloc(want * sizeof(*h));
@@ -240,24 +263,10 @@ int sx__rec_src_top(struct rec_state *s, int kind, const char *region, int windo
 			continue;
 		heap_push(h, &m, want, (struct rec_cand){i, (float)p, source, -1});
 	}
-	qsort(h, m, sizeof(*h), cand_cmp);
-	struct top_cache *c = &cache[cache_next++ % TOP_CACHE];
-	free(c->c);
-	c->s = s, c->generation = s->generation, c->at = now, c->kind = kind, c->window = window, c->source = source;
+	struct top_cache *c = cache_put(s, h, m, want, source, 0);
+	c->at = now, c->kind = kind, c->window = window;
 	snprintf(c->region, sizeof(c->region), "%s", rg);
-	c->c = h;
-	/* mark the end of a short list so that a longer ask is not served from it */
-	c->n = m < want ? want : m;
-	if (m < want) {
-		struct rec_cand *nh = realloc(h, want * sizeof(*h));
-		if (nh)
-			c->c = h = nh;
-		for (size_t i = m; i < want; i++)
-			h[i] = (struct rec_cand){0, -1, source, -1};
-	}
-	size_t r = m < n ? m : n;
-	memcpy(out, h, r * sizeof(*out));
-	return (int)r;
+	return cache_copy(c, n, out);
 }
 
 int sx__rec_src_segment(struct rec_state *s, uint64_t h, int kind, size_t n, struct rec_cand *out)
@@ -266,9 +275,14 @@ int sx__rec_src_segment(struct rec_state *s, uint64_t h, int kind, size_t n, str
 	const struct rec_seg *g = sx__rec_seg_find(s, h);
 	if (!n || !g || !g->n)
 		return 0;
+	for (int i = 0; i < TOP_CACHE; i++) {
+		struct top_cache *c = &cache[i];
+		if (c->c && c->s == s && c->seg == h && c->kind == kind && c->n >= n && c->generation == s->generation)
+			return cache_copy(c, n, out);
+	}
 	int64_t now = sx__rec_now(s);
-	size_t m = 0;
-	struct rec_cand *hp = malloc(n * sizeof(*hp));
+	size_t m = 0, want = n < 200 ? 200 : n;
+	struct rec_cand *hp = malloc(want * sizeof(*hp));
 	if (!hp)
 		return SX_ENOMEM;
 	for (uint32_t j = 0; j < g->cap; j++) {
@@ -277,12 +291,11 @@ int sx__rec_src_segment(struct rec_state *s, uint64_t h, int kind, size_t n, str
 			continue;
 		double p = sx__rec_seg_pop(e, now);
 		if (p > 0)
-			heap_push(hp, &m, n, (struct rec_cand){e->item, (float)p, REC_SRC_SEGMENT, -1});
+			heap_push(hp, &m, want, (struct rec_cand){e->item, (float)p, REC_SRC_SEGMENT, -1});
 	}
-	qsort(hp, m, sizeof(*hp), cand_cmp);
-	memcpy(out, hp, m * sizeof(*out));
-	free(hp);
-	return (int)m;
+	struct top_cache *c = cache_put(s, hp, m, want, REC_SRC_SEGMENT, h);
+	c->at = now, c->kind = kind;
+	return cache_copy(c, n, out);
 }
 
 int sx__rec_src_similar(struct rec_state *s, uint32_t item, size_t n, struct rec_cand *out)

@@ -294,6 +294,26 @@ static void test_cap(void **state)
 	sx__rec_state_close(&es);
 }
 
+/* The segment's list is cached until the state's next event: a repeat is the
+ * same list, an event that reorders the segment is seen at once. */
+static void test_cached_list_follows_events(void **state)
+{
+	struct fx *f = *state;
+	struct rec_state *s = &sx__rec->live;
+	char buf[256];
+	top(s, "FR", buf, sizeof(buf));
+	assert_string_equal(buf, "a,b");
+	top(s, "FR", buf, sizeof(buf));
+	assert_string_equal(buf, "a,b");
+	for (int i = 0; i < 3; i++)
+		view(f, "fr2", "b", T0 + 1 + i);
+	top(s, "FR", buf, sizeof(buf));
+	assert_string_equal(buf, "b,a");
+	/* another segment's list is not this one's */
+	top(s, "DE", buf, sizeof(buf));
+	assert_string_equal(buf, "c,d");
+}
+
 /* A user whose state is held and who then withdraws personalization consent
  * is no longer counted in a segment (nor kept); granting again counts again. */
 static void test_withdrawn_consent_stops_segment_counts(void **state)
@@ -338,6 +358,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_world_at_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cached_list_follows_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_withdrawn_consent_stops_segment_counts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undone_users_put_leaves_no_cached_segment, setup, teardown),
 	};
