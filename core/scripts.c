@@ -855,10 +855,18 @@ static int reload_dependents(struct sx_scripts *s, const char *name, struct prep
 	struct reload *r = calloc(n, sizeof(*r));
 	if (!r)
 		return sx_diag_set(SX_ENOMEM, "out of memory");
+	/* each dependent compiles under a budget of its own, all on the loop: the
+	 * whole change may hold it twice the timeout of one call, not n times */
+	uint64_t t0 = sx_now_ms(), cap = 2 * (uint64_t)(s->e->cfg->script_timeout_ms ? s->e->cfg->script_timeout_ms : 1000);
 	for (size_t i = 0; i < s->n && rc == 0; i++) {
 		struct script *sc = &s->v[i];
 		if (sc->ref == LUA_NOREF || !deps_has(&sc->deps, name))
 			continue;
+		if (sx_now_ms() - t0 > cap) {
+			rc = sx_diag_set(SX_EBUDGET, "lib/%s: compiling the scripts that require it took over %llu ms "
+						 "(%zu of %zu done); the change is refused", name, (unsigned long long)cap, m, n);
+			break;
+		}
 		const struct sx_script_kind *k = find_kind(s, sc->kind);
 		msgpack_zone zone;
 		struct record rec;
