@@ -766,7 +766,8 @@ uint64_t sx__rec_segment_hash(const char *v, size_t len)
 	return h ? h : 1;
 }
 
-/* The user's segment from the stored record: an index in segnames or -1. */
+/* The user's segment from the stored record: an index in segnames, -1 for none,
+ * or -2 when it could not be read (a store or memory error: not to be cached). */
 static int seg_lookup(uint32_t user)
 {
 	struct rec *R = sx__rec;
@@ -774,9 +775,13 @@ static int seg_lookup(uint32_t user)
 	size_t len, vl = 0;
 	const void *rec;
 	size_t rlen;
-	if (!R->seg_attr[0] || sx_events_user_id(NULL, user, id, sizeof(id), &len) < 0 ||
-	    sx_events_user_record(NULL, id, len, &rec, &rlen) < 0)
+	if (!R->seg_attr[0])
 		return -1;
+	int rc = sx_events_user_id(NULL, user, id, sizeof(id), &len);
+	if (rc == 0)
+		rc = sx_events_user_record(NULL, id, len, &rec, &rlen);
+	if (rc < 0)
+		return rc == SX_ENOENT ? -1 : -2;
 	msgpack_zone z;
 	msgpack_object o;
 	size_t off = 0;
@@ -804,7 +809,7 @@ static int seg_lookup(uint32_t user)
 	if (R->nsegnames == REC_SEG_NAMES)
 		return -1;
 	if (!R->segnames && !(R->segnames = malloc(REC_SEG_NAMES * sizeof(*R->segnames))))
-		return -1;
+		return -2;
 	R->segnames[R->nsegnames].h = h;
 	memcpy(R->segnames[R->nsegnames].name, val, vl + 1);
 	return (int)R->nsegnames++;
@@ -818,13 +823,17 @@ int sx__rec_user_segment(uint32_t user)
 		while (nc <= user && nc < UINT32_MAX / 2)
 			nc *= 2;
 		uint16_t *nu = nc > user ? realloc(R->useg, (size_t)nc * sizeof(uint16_t)) : NULL;
-		if (!nu)
-			return seg_lookup(user);
+		if (!nu) {
+			int g = seg_lookup(user);
+			return g < 0 ? -1 : g;
+		}
 		memset(nu + R->nuseg, 0, (size_t)(nc - R->nuseg) * sizeof(uint16_t));
 		R->useg = nu, R->nuseg = nc;
 	}
 	if (!R->useg[user]) {
 		int g = seg_lookup(user);
+		if (g == -2)
+			return -1; /* a read or memory error: asked again next time */
 		R->useg[user] = (uint16_t)(g < 0 ? 1 : g + 2);
 	}
 	return (int)R->useg[user] - 2;
