@@ -291,6 +291,18 @@ static void check_steps(const msgpack_object *steps, int nsteps, const uint64_t 
 	}
 }
 
+/* A 4-step funnel over [from, to) run in one part: its users per step are `want`. */
+static void check_funnel(struct sxt_engine *fx, int64_t from, int64_t to, int64_t window, const uint64_t *want)
+{
+	struct packed p;
+	uint64_t pruned;
+	struct sx_funnel *f = funnel_of(4, from, to, window, NULL);
+	run(fx, f, 1, &p, &pruned);
+	sx__funnel_free(f);
+	check_steps(sx__ev_map_get(&p.o, "steps"), 4, want);
+	packed_free(&p);
+}
+
 static void test_against_brute_force(void **state)
 {
 	struct sxt_engine *fx = *state;
@@ -396,19 +408,11 @@ static void test_blocks_match_the_events_table(void **state)
 	sxt_sync(fx);
 	uint64_t want[SX_FUNNEL_STEPS_MAX];
 	brute_force(4, from, to, w, want);
-	f = funnel_of(4, from, to, w, NULL);
-	run(fx, f, 1, &b, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&b.o, "steps"), 4, want);
-	packed_free(&b);
+	check_funnel(fx, from, to, w, want);
 	sx__tl_stats(&n1, &built1, &reused1);
 	assert_int_equal(built1, built0 + 1);
 	sx__tl_invalidate();
-	f = funnel_of(4, from, to, w, NULL);
-	run(fx, f, 1, &b, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&b.o, "steps"), 4, want);
-	packed_free(&b);
+	check_funnel(fx, from, to, w, want);
 	sx__tl_stats(&n0, &built0, &reused0);
 	assert_true(built0 > built1 + 10);
 	assert_int_equal(reused0, reused1);
@@ -443,11 +447,7 @@ static void test_blocks_match_the_events_table(void **state)
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
 	sxt_sync(fx);
 	brute_force(4, from, to, w, want);
-	f = funnel_of(4, from, to, w, NULL);
-	run(fx, f, 1, &b, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&b.o, "steps"), 4, want);
-	packed_free(&b);
+	check_funnel(fx, from, to, w, want);
 	sx__tl_stats(&n1, &built1, &reused1);
 	assert_int_equal(built1, built0 + 1);
 	assert_int_equal(sx__tl_extended(), ext0 + 1);
@@ -544,43 +544,26 @@ static void test_delete_before_commit(void **state)
 	assert_int_equal(sx__ev_batch_finish(bt), 0);
 	sxt_sync(fx);
 	brute_force(4, from, to, w, before);
-	struct packed p;
-	struct sx_funnel *f = funnel_of(4, from, to, w, NULL);
-	run(fx, f, 1, &p, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&p.o, "steps"), 4, before);
-	packed_free(&p);
+	check_funnel(fx, from, to, w, before);
 	uint32_t idx;
 	struct sx_events_erased er;
 	assert_int_equal(sx_events_user_erase("gone", 4, &idx, &er), 0);
 	/* not committed yet: a query reads the snapshot that still holds them */
-	f = funnel_of(4, from, to, w, NULL);
-	run(fx, f, 1, &p, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&p.o, "steps"), 4, before);
-	packed_free(&p);
+	check_funnel(fx, from, to, w, before);
 	sxt_sync(fx);
 	brute_force(4, from, to, w, after);
 	assert_true(after[3] == before[3] - 1);
-	f = funnel_of(4, from, to, w, NULL);
-	run(fx, f, 1, &p, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&p.o, "steps"), 4, after);
-	packed_free(&p);
+	check_funnel(fx, from, to, w, after);
 	/* expiry keeps the counters and bitmaps (funnel.query's candidates): the
 	 * blocks must answer as reading the events table does */
 	uint32_t deleted;
 	assert_true(sx_events_expire(T0 + DAY + DAY / 2, 1000000, &deleted) >= 0);
 	assert_true(deleted > 100);
-	f = funnel_of(4, from, to, w, NULL);
-	run(fx, f, 1, &p, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&p.o, "steps"), 4, after);
-	packed_free(&p);
+	check_funnel(fx, from, to, w, after);
 	sxt_sync(fx);
-	struct packed pt;
+	struct packed p, pt;
 	sx__funnel_blocks = 0;
-	f = funnel_of(4, from, to, w, NULL);
+	struct sx_funnel *f = funnel_of(4, from, to, w, NULL);
 	run(fx, f, 2, &pt, &pruned);
 	sx__funnel_free(f);
 	sx__funnel_blocks = 1;
@@ -613,7 +596,7 @@ static void test_warm_up(void **state)
 {
 	struct sxt_engine *fx = *state;
 	struct sx_tl_warm_stats ws;
-	uint64_t n0, built0, reused0, n1, built1, reused1, pruned, want[SX_FUNNEL_STEPS_MAX];
+	uint64_t n0, built0, reused0, n1, built1, reused1, want[SX_FUNNEL_STEPS_MAX];
 	uint64_t nb, builtb, reusedb;
 	sx__tl_clear();
 	sx__tl_stats(&nb, &builtb, &reusedb);
@@ -635,13 +618,8 @@ static void test_warm_up(void **state)
 	assert_int_equal(built0, builtb + 48);
 	assert_int_equal(nb, 0);
 	assert_true(n0 > 300);
-	struct packed p;
 	brute_force(4, ws.from, ws.to - HOUR, HOUR, want);
-	struct sx_funnel *f = funnel_of(4, ws.from, ws.to - HOUR, HOUR, NULL);
-	run(fx, f, 1, &p, &pruned);
-	sx__funnel_free(f);
-	check_steps(sx__ev_map_get(&p.o, "steps"), 4, want);
-	packed_free(&p);
+	check_funnel(fx, ws.from, ws.to - HOUR, HOUR, want);
 	sx__tl_stats(&n1, &built1, &reused1);
 	assert_int_equal(built1, built0);
 	assert_int_equal(reused1, reused0 + 48);
