@@ -579,6 +579,14 @@ size_t sx__pred_name_key(uint8_t *k, char tag, const char *name)
 	return 1 + n;
 }
 
+int sx__pred_name_put(char tag, const char *name, msgpack_sbuffer *sb)
+{
+	uint8_t k[SX_PRED_NAME_KEY];
+	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, tag, name), sb->data, sb->size);
+	msgpack_sbuffer_destroy(sb);
+	return rc;
+}
+
 int sx__pred_state_get(char tag, const char *name, struct sx_pred_alert_state *a)
 {
 	uint8_t k[SX_PRED_NAME_KEY];
@@ -633,13 +641,10 @@ int sx__pred_state_put(char tag, const char *name, const struct sx_pred_alert_st
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	uint8_t k[SX_PRED_NAME_KEY];
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	sx__pred_state_pack(&pk, NULL, NULL, a);
-	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, tag, name), sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
-	return rc;
+	return sx__pred_name_put(tag, name, &sb);
 }
 
 static const char *const rule_names[3] = {"", "auc_below", "drop"};
@@ -895,10 +900,7 @@ static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
 	pack_rule(&p, NULL, &r);
-	uint8_t k[SX_PRED_NAME_KEY];
-	rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, 'R', t->name), sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
-	if (rc < 0)
+	if ((rc = sx__pred_name_put('R', t->name, &sb)) < 0)
 		return rc;
 	pack_rule(pk, t->name, &r);
 	return 0;

@@ -871,13 +871,10 @@ static int m_alerts(struct sx_req *req, const msgpack_object *args, msgpack_pack
 	r.window = (int)w, r.baseline = (int)b;
 	msgpack_sbuffer sb;
 	msgpack_packer p;
-	uint8_t k[SX_PRED_NAME_KEY];
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
 	pack_rule(&p, NULL, &r);
-	rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, 'P', recipe), sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
-	if (rc < 0)
+	if ((rc = sx__pred_name_put('P', recipe, &sb)) < 0)
 		return rc;
 	pack_rule(pk, recipe, &r);
 	return 0;

@@ -318,6 +318,9 @@ int sx__pred_privacy_start(void);
  * SX_PRED_NAME_KEY bytes); returns the key's length. */
 #define SX_PRED_NAME_KEY (1 + SX_EVENTS_ID_MAX)
 size_t sx__pred_name_key(uint8_t *k, char tag, const char *name);
+/* Stores the record packed in sb under that key (in the request's batch) and
+ * destroys sb. 0 or the store's error. */
+int sx__pred_name_put(char tag, const char *name, msgpack_sbuffer *sb);
 /* The checks every alert rule shares: min_samples 1..1e8, window and
  * baseline 1..3650 days. 0 or SX_EINVAL. */
 int sx__pred_rule_window_check(int64_t min_samples, int64_t window, int64_t baseline);
