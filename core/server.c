@@ -148,7 +148,6 @@ static struct sx_req *req_new(struct sx_conn *c)
 	req->srv = c->srv;
 	req->conn = c;
 	req->role = c->role;
-	req->started_ns = sx_now_ns();
 	sx_conn_ref(c);
 	req->cnext = c->live;
 	c->live = req;

@@ -56,7 +56,6 @@ struct sx_req {
 	msgpack_packer pk;
 	size_t result_off;
 	uint64_t wait_seq;
-	uint64_t started_ns;
 	struct sx_req *next, *prev; /* on the connection's or the server's waiting list */
 	struct sx_req *cnext;       /* on the connection's list of live requests */
 };
