@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "core/sx.h"
 
@@ -26,7 +27,8 @@ static uint64_t rd_be(const uint8_t *p, int n)
 /* The header of the object at p: its size in bytes, then either a payload
  * length (*payload) or a number of child objects (*children). Returns the
  * header length, 0 if more bytes are needed, -1 if the byte is not MessagePack. */
-static int header(const uint8_t *p, size_t avail, uint64_t *payload, uint64_t *children)
+static inline __attribute__((always_inline)) int header(const uint8_t *p, size_t avail, uint64_t *payload,
+						  uint64_t *children)
 {
 	uint8_t b = p[0];
 	*payload = 0;
@@ -332,6 +334,10 @@ struct sx_rpc {
 	struct sx_method *m;
 	size_t *len; /* strlen of each name, compared first */
 	size_t n, cap;
+	/* Open addressing over m: slot = index + 1, 0 empty; at most half full. Every request
+	 * looks its method up here, and the table holds a hundred names. */
+	uint32_t *slot;
+	size_t nslot;
 	sx_rpc_fallback_fn fallback;
 	void *fallback_ud;
 };
@@ -343,16 +349,46 @@ void sx_rpc_free(struct sx_rpc *rpc)
 	if (rpc) {
 		free(rpc->m);
 		free(rpc->len);
+		free(rpc->slot);
 	}
 	free(rpc);
 }
 
+static size_t name_slot(const struct sx_rpc *rpc, const char *name, size_t len)
+{
+	return (size_t)XXH3_64bits(name, len) & (rpc->nslot - 1);
+}
+
 const struct sx_method *sx_rpc_find(const struct sx_rpc *rpc, const char *name, size_t len)
 {
-	for (size_t i = 0; i < rpc->n; i++)
-		if (rpc->len[i] == len && memcmp(rpc->m[i].name, name, len) == 0)
-			return &rpc->m[i];
-	return NULL;
+	if (!rpc->nslot)
+		return NULL;
+	for (size_t h = name_slot(rpc, name, len);; h = (h + 1) & (rpc->nslot - 1)) {
+		uint32_t s = rpc->slot[h];
+		if (!s)
+			return NULL;
+		if (rpc->len[s - 1] == len && memcmp(rpc->m[s - 1].name, name, len) == 0)
+			return &rpc->m[s - 1];
+	}
+}
+
+/* Rebuilds the index for cap methods (registration is rare: at start and on plugin load). */
+static int index_methods(struct sx_rpc *rpc, size_t cap)
+{
+	size_t nslot = 2 * cap;
+	uint32_t *slot = calloc(nslot, sizeof(*slot));
+	if (!slot)
+		return SX_ENOMEM;
+	free(rpc->slot);
+	rpc->slot = slot;
+	rpc->nslot = nslot;
+	for (size_t i = 0; i < rpc->n; i++) {
+		size_t h = name_slot(rpc, rpc->m[i].name, rpc->len[i]);
+		while (slot[h])
+			h = (h + 1) & (nslot - 1);
+		slot[h] = (uint32_t)i + 1;
+	}
+	return 0;
 }
 
 int sx_rpc_register(struct sx_rpc *rpc, const struct sx_method *m)
@@ -376,7 +412,10 @@ int sx_rpc_register(struct sx_rpc *rpc, const struct sx_method *m)
 	}
 	rpc->len[rpc->n] = strlen(m->name);
 	rpc->m[rpc->n++] = *m;
-	return 0;
+	int rc = index_methods(rpc, rpc->cap);
+	if (rc < 0)
+		rpc->n--; /* not findable, so not registered */
+	return rc;
 }
 
 void sx_rpc_set_fallback(struct sx_rpc *rpc, sx_rpc_fallback_fn fn, void *ud)

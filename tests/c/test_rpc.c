@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -254,6 +255,31 @@ static void test_method_table(void **state)
 	sx_rpc_set_fallback(rpc, fb, NULL);
 	assert_int_equal(sx_rpc_resolve(rpc, "dyn.x", 5, &out), 0);
 	assert_int_equal(out.role, SX_ROLE_READER);
+	sx_rpc_free(rpc);
+
+	/* Many names, through the table's growth: each is found as itself, an extension of
+	 * one or a name of the same length differing in its last byte is not, and a re-registration replaces without adding. */
+	static char names[300][16];
+	rpc = sx_rpc_new();
+	for (int i = 0; i < 300; i++) {
+		snprintf(names[i], sizeof(names[i]), "svc%d.m%d", i % 7, i);
+		struct sx_method mi = {names[i], i % 3, NULL, NULL, NULL};
+		assert_int_equal(sx_rpc_register(rpc, &mi), 0);
+	}
+	struct sx_method again = {names[17], SX_ROLE_ADMIN, NULL, NULL, NULL};
+	assert_int_equal(sx_rpc_register(rpc, &again), 0);
+	assert_int_equal(sx_rpc_count(rpc), 300);
+	for (int i = 0; i < 300; i++) {
+		const struct sx_method *f = sx_rpc_find(rpc, names[i], strlen(names[i]));
+		assert_non_null(f);
+		assert_string_equal(f->name, names[i]);
+		assert_int_equal(f->role, i == 17 ? SX_ROLE_ADMIN : i % 3);
+		char longer[24];
+		snprintf(longer, sizeof(longer), "%sx", names[i]);
+		assert_null(sx_rpc_find(rpc, longer, strlen(longer)));
+		longer[strlen(names[i]) - 1] = 'z'; /* same length, last byte differs */
+		assert_null(sx_rpc_find(rpc, longer, strlen(names[i])));
+	}
 	sx_rpc_free(rpc);
 	assert_string_equal(sx_error_code(SX_EINVAL), "invalid_argument");
 	assert_string_equal(sx_error_code(SX_EBUDGET), "budget_exceeded");
