@@ -118,7 +118,7 @@ static int m_info(struct sx_req *req, const msgpack_object *args, msgpack_packer
 	sx_pack_kv_double(pk, "last_second", ss.requests_per_second);
 	sx_pack_kv_double(pk, "last_10s", ss.requests_per_second_10s);
 	sx_pack_str(pk, "store");
-	msgpack_pack_map(pk, 10);
+	msgpack_pack_map(pk, 11);
 	sx_pack_kv_str(pk, "path", eng->cfg->data_dir);
 	sx_pack_kv_str(pk, "durability", st.relaxed ? "relaxed" : "full");
 	sx_pack_kv_uint(pk, "map_size", st.map_size);
@@ -127,6 +127,7 @@ static int m_info(struct sx_req *req, const msgpack_object *args, msgpack_packer
 	sx_pack_kv_uint(pk, "commits", st.commits);
 	sx_pack_kv_uint(pk, "batches_failed", st.batches_failed);
 	sx_pack_kv_bool(pk, "sync_failed", st.sync_failed);
+	sx_pack_kv_uint(pk, "syncs", st.syncs);
 	sx_pack_kv_uint(pk, "oldest_reader_ms", st.oldest_reader_ms);
 	sx_pack_str(pk, "tables");
 	msgpack_pack_map(pk, SX_T_COUNT);

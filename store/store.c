@@ -106,10 +106,13 @@ struct sx_store {
 	char done_msg[256];
 	int stop;
 	atomic_int offloop_readers;
-	int inline_dirty; /* relaxed: the loop committed a batch itself; the writer syncs it */
+	/* relaxed: the loop committed a batch itself that no sync covers yet. Set (and the
+	 * writer woken) by the first such commit only; cleared by the writer as it syncs. */
+	atomic_int inline_dirty;
 	int flushing;
 	/* relaxed: set by the writer when a periodic fsync failed; sticky */
 	atomic_int sync_failed;
+	_Atomic uint64_t syncs;
 	char sync_msg[200];
 
 	/* off-loop readers' start times, for max_reader_age_ms */
@@ -421,14 +424,16 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
 		while (!st->todo && !st->stop) {
-			if (st->inline_dirty) {
+			if (atomic_load(&st->inline_dirty))
 				dirty = 1;
-				st->inline_dirty = 0;
-			}
 			if (st->relaxed && dirty) {
+				/* due one interval after the last sync, however often we are woken */
+				uint64_t now = sx_now_ms(), due = last_sync + st->sync_interval_ms;
+				if (now >= due)
+					break;
 				struct timespec ts;
 				clock_gettime(CLOCK_REALTIME, &ts);
-				uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)st->sync_interval_ms * 1000000u;
+				uint64_t ns = (uint64_t)ts.tv_nsec + (due - now) * 1000000u;
 				ts.tv_sec += (time_t)(ns / 1000000000u);
 				ts.tv_nsec = (long)(ns % 1000000000u);
 				if (pthread_cond_timedwait(&st->cv, &st->mu, &ts) == ETIMEDOUT)
@@ -451,6 +456,8 @@ static void *writer_main(void *arg)
 		}
 		if (st->relaxed && dirty && !atomic_load(&st->sync_failed) &&
 		    (stop || sx_now_ms() - last_sync >= st->sync_interval_ms)) {
+			/* Cleared first: a commit the loop makes during the sync sets it again. */
+			atomic_store(&st->inline_dirty, 0);
 			/* The kernel reports a failed write-back once: a second fsync
 			 * would succeed with the pages lost. Writes stop for good. */
 			int src = mdb_env_sync(st->env, 1);
@@ -461,6 +468,8 @@ static void *writer_main(void *arg)
 					 mdb_strerror(src));
 				atomic_store(&st->sync_failed, 1);
 				sx_log_error("%s", st->sync_msg);
+			} else {
+				atomic_fetch_add(&st->syncs, 1);
 			}
 			last_sync = sx_now_ms();
 			dirty = 0;
@@ -615,9 +624,12 @@ void sx_store_flush(struct sx_store *st)
 		return;
 	}
 	int rc = atomic_load(&st->sync_failed) ? sx_diag_set(SX_EIO, "%s", st->sync_msg) : apply_batch(st, b);
-	if (rc == 0) {
+	if (rc == 0 && !atomic_load(&st->inline_dirty)) {
+		/* Only the first commit after a sync wakes the writer: one wake-up per
+		 * commit was a thread hand-off per loop turn, and each wake-up restarted
+		 * the writer's wait, so that steady traffic postponed the sync for ever. */
 		pthread_mutex_lock(&st->mu);
-		st->inline_dirty = 1;
+		atomic_store(&st->inline_dirty, 1);
 		pthread_cond_broadcast(&st->cv);
 		pthread_mutex_unlock(&st->mu);
 	}
@@ -1120,6 +1132,7 @@ int sx_store_stats(struct sx_store *st, struct sx_store_stats *out)
 	out->durable_seq = st->durable_seq;
 	out->relaxed = st->relaxed;
 	out->sync_failed = atomic_load(&st->sync_failed);
+	out->syncs = atomic_load(&st->syncs);
 	out->oldest_reader_ms = sx_store_oldest_reader_ms(st);
 	MDB_txn *txn;
 	int rc = rtxn(st, &txn);

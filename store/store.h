@@ -159,6 +159,7 @@ struct sx_store_stats {
 	uint64_t commits, batches_failed, durable_seq;
 	int relaxed;
 	int sync_failed;	   /* relaxed: a periodic fsync failed; writes are refused */
+	uint64_t syncs;		   /* relaxed: periodic fsyncs done since the store opened */
 	uint64_t oldest_reader_ms; /* age of the oldest off-loop reader, 0 if none */
 };
 int sx_store_stats(struct sx_store *st, struct sx_store_stats *out);

@@ -259,6 +259,30 @@ static void test_reader_age_limit(void **state)
 	assert_int_equal(sx_store_rtxn_check(f->st, NULL), 0);
 }
 
+/* Relaxed durability promises an fsync at least every sync_interval_ms, also while small
+ * batches are committed on the loop thread turn after turn. */
+static void test_relaxed_syncs_under_steady_writes(void **state)
+{
+	struct fx *f = *state;
+	sx_store_close(f->st);
+	struct sx_store_opts o = {.dir = f->dir, .relaxed = 1, .sync_interval_ms = 40,
+				  .commit_cb = commit_cb, .ud = f};
+	f->st = sx_store_open(&f->loop, &o);
+	assert_non_null(f->st);
+	uint64_t t0 = sx_now_ms();
+	for (int i = 0; sx_now_ms() - t0 < 400; i++) {
+		char k[32];
+		snprintf(k, sizeof(k), "k%d", i % 100);
+		put_s(f->st, SX_T_KV, k, "v");
+		sync_all(f);
+		usleep(500);
+	}
+	struct sx_store_stats s;
+	assert_int_equal(sx_store_stats(f->st, &s), 0);
+	/* ten intervals passed: allow for a slow machine, but not for none */
+	assert_true(s.syncs >= 4);
+}
+
 static void test_map_limit_refuses_whole_batch(void **state)
 {
 	struct fx *f = *state;
@@ -489,6 +513,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_many_batches_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_applies_newest_change_per_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undo_listeners, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relaxed_syncs_under_steady_writes, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
