@@ -65,6 +65,7 @@ struct sx_scripts {
 	struct script *v;
 	size_t n, cap;
 	int module_ref;
+	int invoke_ref; /* the invoke function: pushing a C function allocates one each time */
 	struct watch watches[MAX_KINDS];
 	int nwatches;
 	uv_timer_t debounce;
@@ -84,6 +85,8 @@ struct sx_scripts {
 	int started;  /* the scripts folder has been read once */
 	int retrying; /* the folder is being read again after a lib loaded */
 };
+
+static int invoke(lua_State *L);
 
 /* ---- helpers ---- */
 
@@ -1252,11 +1255,14 @@ struct sx_scripts *sx_scripts_new(struct sx_engine *e)
 		return NULL;
 	}
 	s->module_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
+	lua_pushcfunction(s->L, invoke);
+	s->invoke_ref = luaL_ref(s->L, LUA_REGISTRYINDEX);
 	/* first, so that libs load before the scripts that require them */
 	struct sx_script_kind lib = {LIB, lib_validate, lib_installed, s};
 	s->kinds[s->nkinds++] = lib;
 	if (sx_lua_set_require_fallback(e->lua, lib_require, s) < 0) {
 		luaL_unref(s->L, LUA_REGISTRYINDEX, s->module_ref);
+		luaL_unref(s->L, LUA_REGISTRYINDEX, s->invoke_ref);
 		free(s);
 		return NULL;
 	}
@@ -1283,6 +1289,7 @@ void sx_scripts_free(struct sx_scripts *s)
 		free(s->v[i].src);
 	}
 	luaL_unref(s->L, LUA_REGISTRYINDEX, s->module_ref);
+	luaL_unref(s->L, LUA_REGISTRYINDEX, s->invoke_ref);
 	free(s->v);
 	free(s);
 }
@@ -1333,7 +1340,7 @@ int sx_scripts_call(struct sx_scripts *s, const char *kind, const char *name, co
 	int top = lua_gettop(L), rc;
 	if (!lua_checkstack(L, 8))
 		return sx_diag_set(SX_ENOMEM, "Lua stack exhausted");
-	lua_pushcfunction(L, invoke);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, s->invoke_ref);
 	if ((rc = sx_scripts_push(s, kind, name)) < 0) {
 		lua_settop(L, top);
 		return rc;

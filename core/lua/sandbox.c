@@ -1020,18 +1020,14 @@ static int fail(lua_State *L, struct sx_lua *lx, int status, int reason, const c
 
 static int run(struct sx_lua *lx, lua_State *L, int nargs, int nresults, const char *name)
 {
-	int func = lua_gettop(L) - nargs;
-	char fname[LUA_IDSIZE + 8];
-	if (!name) {
-		lua_Debug ar;
-		snprintf(fname, sizeof(fname), "?");
-		if (lua_isfunction(L, func)) {
-			lua_pushvalue(L, func);
-			if (lua_getinfo(L, ">S", &ar))
-				snprintf(fname, sizeof(fname), "%s", ar.short_src);
-		}
-		name = fname;
+	/* An unnamed function's name is only for an error message: a copy of it waits below
+	 * it and is looked up only if the call fails (that costs a getinfo and a format). */
+	const int unnamed = !name;
+	if (unnamed) {
+		lua_pushvalue(L, -nargs - 1);
+		lua_insert(L, -nargs - 2);
 	}
+	int func = lua_gettop(L) - nargs;
 	int outer = lx->depth == 0;
 	if (outer)
 		budget_begin(L, lx);
@@ -1041,8 +1037,23 @@ static int run(struct sx_lua *lx, lua_State *L, int nargs, int nresults, const c
 	int reason = lx->exhausted;
 	if (outer)
 		budget_end(L, lx);
-	if (status == 0 && !reason)
+	if (status == 0 && !reason) {
+		if (unnamed)
+			lua_remove(L, func - 1);
 		return 0;
+	}
+	char fname[LUA_IDSIZE + 8];
+	if (unnamed) {
+		lua_Debug ar;
+		snprintf(fname, sizeof(fname), "?");
+		if (lua_isfunction(L, func - 1)) {
+			lua_pushvalue(L, func - 1);
+			if (lua_getinfo(L, ">S", &ar))
+				snprintf(fname, sizeof(fname), "%s", ar.short_src);
+		}
+		lua_remove(L, --func);
+		name = fname;
+	}
 	if (status == 0) {
 		/* The budget ran out in a host function that swallowed the error
 		 * (a nested call's return code): the call still failed. */
