@@ -46,6 +46,9 @@ for op in ping counter; do
 		/usr/bin/python3 - "$op" "$d" "$r" "$fl" "$s" "$f" <<'PY'
 import json, sys
 op, d, r, fl, s, f = sys.argv[1], sys.argv[2], *map(json.loads, sys.argv[3:])
+bad = [x for x in (r, fl, s, f) if x and x["errors"]]
+if bad:  # error replies are fast: a run with any is not a measurement
+    sys.exit(f"{op} depth {d}: error replies: {bad}")
 floor = f"{fl['rps']:.0f} ({fl['rps']/r['rps']:.2f})" if fl else "—"
 print(f"| {op} | {d} | {r['rps']:.0f} | {floor} | {s['rps']:.0f} | {s['rps']/r['rps']:.2f} | {f['rps']:.0f} | "
       f"{r['p50_us']}/{r['p99_us']} | {s['p50_us']}/{s['p99_us']} | {f['p50_us']}/{f['p99_us']} |")

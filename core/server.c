@@ -64,7 +64,9 @@ struct sx_server {
 	int listening, shutting_down;
 	struct sx_conn *conns;
 	struct sx_conn *dirty;
-	struct sx_req *waiting; /* replies waiting for a durable batch */
+	/* replies waiting for a durable batch, oldest first: a commit releases them in the
+	 * order their requests came */
+	struct sx_req *waiting, *waiting_tail;
 	struct sx_req *pool;    /* finished requests kept for reuse */
 	uint32_t npool;
 	uint64_t nconns, conns_total, requests_total, errors_total, nwaiting;
@@ -213,11 +215,13 @@ static void send_reply(struct sx_req *req)
 
 static void wait_add(struct sx_server *srv, struct sx_req *req)
 {
-	req->prev = NULL;
-	req->next = srv->waiting;
-	if (srv->waiting)
-		srv->waiting->prev = req;
-	srv->waiting = req;
+	req->next = NULL;
+	req->prev = srv->waiting_tail;
+	if (srv->waiting_tail)
+		srv->waiting_tail->next = req;
+	else
+		srv->waiting = req;
+	srv->waiting_tail = req;
 	srv->nwaiting++;
 }
 
@@ -229,6 +233,8 @@ static void wait_del(struct sx_server *srv, struct sx_req *req)
 		srv->waiting = req->next;
 	if (req->next)
 		req->next->prev = req->prev;
+	else
+		srv->waiting_tail = req->prev;
 	srv->nwaiting--;
 }
 

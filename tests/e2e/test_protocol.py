@@ -356,6 +356,18 @@ def test_pipelined_replies_out_of_order_pair_by_msgid(server):
         assert c.call("ooo7.f") == 7
 
 
+def test_pipelined_writes_answered_in_order(server):
+    """Writes that wait for the same durable batch are answered in the order they came."""
+    with server.client() as c:
+        c.call("script.put", {"kind": "methods", "name": "inorder",
+                              "source": "return { put = function(ctx, a) ctx.store.put(a.k, a.v); return a.v end }"})
+        calls = [("inorder.put", {"k": f"k{i % 7}", "v": i}) for i in range(60)]
+        first = c.next_id()
+        out = c.pipeline(calls)
+        assert out == list(range(60))
+        assert c.arrival[-len(calls):] == list(range(first + 1, first + 1 + len(calls)))
+
+
 def test_request_then_shutdown_write_still_replied(server):
     with server.client() as c:
         c.send_raw(request(3, "ping") + request(4, "server.info"))
