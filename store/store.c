@@ -424,15 +424,19 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&st->mu);
 	for (;;) {
 		while (!st->todo && !st->stop) {
-			if (atomic_load(&st->inline_dirty))
+			/* after a failed sync nothing is synced again (see below): nothing is due */
+			if (atomic_load(&st->sync_failed))
+				dirty = 0;
+			else if (atomic_load(&st->inline_dirty))
 				dirty = 1;
 			if (st->relaxed && dirty) {
-				/* due one interval after the last sync, however often we are woken */
+				/* due one interval after the last sync, however often we are woken; the
+				 * condition variable runs on the monotonic clock, as sx_now_ms does */
 				uint64_t now = sx_now_ms(), due = last_sync + st->sync_interval_ms;
 				if (now >= due)
 					break;
 				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
+				clock_gettime(CLOCK_MONOTONIC, &ts);
 				uint64_t ns = (uint64_t)ts.tv_nsec + (due - now) * 1000000u;
 				ts.tv_sec += (time_t)(ns / 1000000000u);
 				ts.tv_nsec = (long)(ns % 1000000000u);
@@ -456,8 +460,10 @@ static void *writer_main(void *arg)
 		}
 		if (st->relaxed && dirty && !atomic_load(&st->sync_failed) &&
 		    (stop || sx_now_ms() - last_sync >= st->sync_interval_ms)) {
-			/* Cleared first: a commit the loop makes during the sync sets it again. */
+			/* Cleared first: a commit the loop makes during the sync sets it again, and
+			 * is due one interval from here. */
 			atomic_store(&st->inline_dirty, 0);
+			last_sync = sx_now_ms();
 			/* The kernel reports a failed write-back once: a second fsync
 			 * would succeed with the pages lost. Writes stop for good. */
 			int src = mdb_env_sync(st->env, 1);
@@ -471,7 +477,6 @@ static void *writer_main(void *arg)
 			} else {
 				atomic_fetch_add(&st->syncs, 1);
 			}
-			last_sync = sx_now_ms();
 			dirty = 0;
 		}
 
@@ -550,7 +555,11 @@ static void finish_batch(struct sx_store *st, struct batch *b, int rc)
 {
 	sx_store_read_end(st);
 	if (rc == NEED_GROW) {
+		/* readers_mu is held from the check through the remap: a reader starting on a
+		 * job thread in between would have the map moved under it */
+		pthread_mutex_lock(&st->readers_mu);
 		if (atomic_load(&st->offloop_readers) > 0) {
+			pthread_mutex_unlock(&st->readers_mu);
 			uv_timer_start(&st->grow_timer, retry_grow_cb, 5, 0);
 			return;
 		}
@@ -559,6 +568,7 @@ static void finish_batch(struct sx_store *st, struct batch *b, int rc)
 			st->rtxn = NULL;
 		}
 		rc = grow_map(st);
+		pthread_mutex_unlock(&st->readers_mu);
 		if (rc == 0) {
 			submit(st, b);
 			return;
@@ -788,7 +798,11 @@ struct sx_store *sx_store_open(uv_loop_t *loop, const struct sx_store_opts *o)
 		goto fail;
 	}
 	pthread_mutex_init(&st->mu, NULL);
-	pthread_cond_init(&st->cv, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a clock step must not move a sync */
+	pthread_cond_init(&st->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	uv_async_init(loop, &st->async, async_cb);
 	st->async.data = st;
 	uv_timer_init(loop, &st->grow_timer);
@@ -832,7 +846,8 @@ void sx_store_close(struct sx_store *st)
 	uv_run(st->loop, UV_RUN_NOWAIT);
 	if (st->rtxn)
 		mdb_txn_abort(st->rtxn);
-	mdb_env_sync(st->env, 1);
+	if (!atomic_load(&st->sync_failed)) /* a failed write-back is never retried into a success */
+		mdb_env_sync(st->env, 1);
 	mdb_env_close(st->env);
 	close(st->lock_fd);
 	batch_free(st->filling);
@@ -1219,7 +1234,9 @@ int sx_store_backup(struct sx_store *st, const char *path)
 	snprintf(file, sizeof(file), "%s/data.mdb", path);
 	if (stat(file, &sb) == 0)
 		return sx_diag_set(SX_EEXIST, "backup: %s already holds a data file", path);
+	pthread_mutex_lock(&st->readers_mu); /* not while the map is being grown */
 	atomic_fetch_add(&st->offloop_readers, 1);
+	pthread_mutex_unlock(&st->readers_mu);
 	int rc = mdb_env_copy2(st->env, path, MDB_CP_COMPACT);
 	atomic_fetch_sub(&st->offloop_readers, 1);
 	if (rc) {

@@ -92,19 +92,37 @@ def test_failing_fsync_refuses_the_write_and_recovers(tmp_path):
         assert c.call("blob.len", key="during.b") is None
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    import os
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_failing_fsync_in_relaxed_mode_stops_writes_until_restart(tmp_path):
     trigger = str(tmp_path / "fail-fsync")
+    env = dict(fsync_fault_env(trigger), SX_FAULT_FSYNC_DELAY_MS="30")
     with Server(config={"durability": "relaxed", "sync_interval_ms": 20},
-                scripts={"methods/blob.lua": BLOB}, env=fsync_fault_env(trigger)) as s:
+                scripts={"methods/blob.lua": BLOB}, env=env) as s:
         c = s.client()
         c.call("blob.put", key="before", size=10)
         time.sleep(0.1)
         open(trigger, "w").close()
         c.call("blob.put", key="unsynced", size=10)  # acknowledged before its sync fails
         deadline = time.monotonic() + 10
+        i = 0
         while not c.call("server.info")["store"]["sync_failed"]:
             assert time.monotonic() < deadline, "the failed periodic sync was not noticed"
-            time.sleep(0.02)
+            try:  # writes during the slow failing sync
+                c.call("blob.put", key=f"during{i}", size=10)
+            except RpcError as e:
+                assert e.code == "io_error"
+            i += 1
+            time.sleep(0.005)
+        # Nothing is due once a sync has failed: the writer sleeps, it does not spin.
+        cpu0 = cpu_seconds(s.pid)
+        time.sleep(1.0)
+        assert cpu_seconds(s.pid) - cpu0 < 0.3
         import os
         os.unlink(trigger)
         # A later sync would succeed with the lost pages: writes stay refused.

@@ -1,5 +1,6 @@
 /* fsync_fault.c — an LD_PRELOAD shim for the end-to-end tests: fsync and
- * fdatasync fail with EIO while the file named by $SX_FAULT_FSYNC exists.
+ * fdatasync fail with EIO while the file named by $SX_FAULT_FSYNC exists, after
+ * $SX_FAULT_FSYNC_DELAY_MS (default 0) as a slow failing disk would.
  * LMDB syncs through fdatasync, so a test can make a disk "fail" and "heal"
  * under a running server by creating and removing that file. */
 #include <dlfcn.h>
@@ -10,7 +11,12 @@
 static int failing(void)
 {
 	const char *path = getenv("SX_FAULT_FSYNC");
-	return path && *path && access(path, F_OK) == 0;
+	if (!path || !*path || access(path, F_OK) != 0)
+		return 0;
+	const char *delay = getenv("SX_FAULT_FSYNC_DELAY_MS");
+	if (delay && atoi(delay) > 0)
+		usleep((useconds_t)atoi(delay) * 1000u);
+	return 1;
 }
 
 int fdatasync(int fd)
