@@ -161,8 +161,9 @@ int main(int argc, char **argv)
 		goto out_cfg;
 	}
 	if (cfg.relaxed)
-		sx_log_warn("durability \"relaxed\": acknowledged writes of the last %u ms can be lost if the "
-			    "machine (not just the process) fails", cfg.sync_interval_ms);
+		sx_log_warn("durability \"relaxed\": if the machine (not just the process) fails, acknowledged "
+			    "writes of the last %u ms can be lost and the data file can be left corrupt (keep "
+			    "backups; see docs/OPERATIONS.md)", cfg.sync_interval_ms);
 	m.e.rpc = sx_rpc_new();
 	struct sx_lua_limits ll = {cfg.script_instructions, cfg.script_memory, 0, cfg.script_timeout_ms};
 	m.e.lua = sx_lua_new(&ll);
