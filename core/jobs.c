@@ -138,6 +138,8 @@ void sx_jobs_free(struct sx_jobs *jobs)
 		job_free(j);
 	}
 	uv_close((uv_handle_t *)&jobs->async, NULL);
+	/* the loop finishes the close before the handle's memory goes */
+	uv_run(jobs->loop, UV_RUN_NOWAIT);
 	pthread_mutex_destroy(&jobs->mu);
 	free(jobs);
 }

@@ -97,9 +97,20 @@ struct rec_counts {
  * "country"), the time-decayed weighted interactions per item of the users
  * with that value (the month half-life, the weighting of `popular`). A value
  * is known by a 64-bit hash of the attribute name and the lowercased value.
- * Bounded: at most REC_SEG_MAX values and REC_SEG_ENTRIES (value, item) pairs
- * per state; interactions beyond are not counted for a segment (the global
- * popularity still counts them), so their users fall back to the global. */
+ * Bounded: at most REC_SEG_MAX values and rec_state.seg_pairs_max (value,
+ * item) pairs per state. Each segment also keeps its weight: the decayed sum
+ * of the weights counted in it. An interaction that needs a new value or a
+ * new pair beyond a bound takes its weight off the segment of least weight
+ * (other than its own; ties: the first in the table), both decayed to the
+ * newest time any segment or the interaction has: if that leaves the segment
+ * nothing (<= 0), the segment is freed with its pairs and the interaction is
+ * counted in the room made; else the segment keeps the rest and the
+ * interaction counts globally only, so its user falls back to the global
+ * list. A segment idle until its weight decayed under one interaction's
+ * gives way at once; one still used is worn down by the values left out, so
+ * a value that keeps coming gets in. The choice reads only the counts and
+ * the interaction's weight and time: replaying the journal over the snapshot
+ * repeats it exactly. */
 #define REC_SEG_MAX 256
 #define REC_SEG_ENTRIES (1u << 21)
 #define REC_SEG_NAMES 4096 /* distinct values the user -> segment cache names */
@@ -114,6 +125,8 @@ struct rec_seg_entry {
 
 struct rec_seg {
 	uint64_t h;
+	double w;  /* the weight (above) as of t, after what left-out values took off */
+	int64_t t; /* INT64_MIN: nothing counted yet */
 	uint32_t n, cap; /* open addressing over items; cap a power of two */
 	struct rec_seg_entry *e;
 };
@@ -143,6 +156,7 @@ struct rec_state {
 	struct rec_seg *segs;
 	uint32_t nsegs;
 	size_t seg_entries;
+	size_t seg_pairs_max; /* REC_SEG_ENTRIES; tests lower it */
 	/* The journal (live state): every change to counts since the snapshot
 	 * "rec/counts", written with the events that caused it (see state.c). */
 	int journal;

@@ -472,6 +472,7 @@ void sx__rec_state_init(struct rec_state *s, int live, int64_t horizon)
 	memset(s, 0, sizeof(*s));
 	s->live = live;
 	s->horizon = horizon;
+	s->seg_pairs_max = REC_SEG_ENTRIES;
 }
 
 static void user_free(struct rec_user *u)
@@ -871,22 +872,34 @@ double sx__rec_seg_pop(const struct rec_seg_entry *e, int64_t now)
 	return sx_rec_decay(e->pop, now - e->t, SEG_HALF_LIFE);
 }
 
-static struct rec_seg *seg_get(struct rec_state *s, uint64_t h)
+/* Adds weight w at time t to a decayed sum last moved to *at. */
+static void decay_add(double *sum, int64_t *at, double w, int64_t t)
 {
-	struct rec_seg *g = (struct rec_seg *)sx__rec_seg_find(s, h);
-	if (g || s->nsegs == REC_SEG_MAX)
-		return g;
+	if (*at == INT64_MIN)
+		*sum = w, *at = t;
+	else if (t > *at)
+		*sum = sx_rec_decay(*sum, t - *at, SEG_HALF_LIFE) + w, *at = t;
+	else
+		*sum += sx_rec_decay(w, *at - t, SEG_HALF_LIFE);
+}
+
+/* A new empty segment at the end of the table, or NULL if full (or OOM). */
+static struct rec_seg *seg_new(struct rec_state *s, uint64_t h)
+{
+	if (s->nsegs == REC_SEG_MAX)
+		return NULL;
 	if (!s->segs && !(s->segs = calloc(REC_SEG_MAX, sizeof(*s->segs))))
 		return NULL;
-	g = &s->segs[s->nsegs++];
+	struct rec_seg *g = &s->segs[s->nsegs++];
 	memset(g, 0, sizeof(*g));
 	g->h = h;
+	g->t = INT64_MIN;
 	return g;
 }
 
 static uint32_t seg_slot(uint32_t item, uint32_t cap) { return (item * 2654435761u) & (cap - 1); }
 
-static struct rec_seg_entry *seg_entry(struct rec_state *s, struct rec_seg *g, uint32_t item)
+static struct rec_seg_entry *seg_find_entry(const struct rec_seg *g, uint32_t item)
 {
 	if (g->cap)
 		for (uint32_t h = seg_slot(item, g->cap);; h = (h + 1) & (g->cap - 1)) {
@@ -895,7 +908,17 @@ static struct rec_seg_entry *seg_entry(struct rec_state *s, struct rec_seg *g, u
 			if (g->e[h].item == UINT32_MAX)
 				break;
 		}
-	if (s->seg_entries >= REC_SEG_ENTRIES)
+	return NULL;
+}
+
+/* g's entry for item, added (empty: t INT64_MIN) if absent; NULL if absent
+ * and the pair budget is spent (or OOM). */
+static struct rec_seg_entry *seg_entry(struct rec_state *s, struct rec_seg *g, uint32_t item)
+{
+	struct rec_seg_entry *f = seg_find_entry(g, item);
+	if (f)
+		return f;
+	if (s->seg_entries >= s->seg_pairs_max)
 		return NULL;
 	if ((g->n + 1) * 2 > g->cap) {
 		uint32_t nc = g->cap ? g->cap * 2 : 64;
@@ -924,18 +947,71 @@ static struct rec_seg_entry *seg_entry(struct rec_state *s, struct rec_seg *g, u
 	return &g->e[h];
 }
 
+/* Makes room for an interaction of weight w at t that does not fit (the rule
+ * in internal.h), never at keep's expense: the index of the segment freed
+ * (its pairs returned, its slot empty but still counted in nsegs), or -1 if
+ * the least active segment only lost weight. */
+static int seg_reclaim(struct rec_state *s, const struct rec_seg *keep, double w, int64_t t)
+{
+	/* every weight as of one instant, whatever order the events come in */
+	int64_t now = t;
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		if (s->segs[i].t > now)
+			now = s->segs[i].t;
+	int worst = -1;
+	double ww = INFINITY;
+	for (uint32_t i = 0; i < s->nsegs; i++) {
+		const struct rec_seg *g = &s->segs[i];
+		double x = g->t == INT64_MIN ? 0 : sx_rec_decay(g->w, now - g->t, SEG_HALF_LIFE);
+		if (g != keep && x < ww)
+			ww = x, worst = (int)i;
+	}
+	if (worst < 0)
+		return -1;
+	struct rec_seg *g = &s->segs[worst];
+	double c = sx_rec_decay(w, now - t, SEG_HALF_LIFE);
+	if (ww > c) {
+		g->w = ww - c, g->t = now;
+		return -1;
+	}
+	free(g->e);
+	s->seg_entries -= g->n;
+	uint64_t h = g->h;
+	memset(g, 0, sizeof(*g));
+	g->h = h;
+	g->t = INT64_MIN;
+	return worst;
+}
+
+/* Counts w at t for item in segment h, making room when a bound is reached. */
 static void seg_add(struct rec_state *s, uint64_t h, uint32_t item, double w, int64_t t)
 {
-	struct rec_seg *g = seg_get(s, h);
-	struct rec_seg_entry *e = g ? seg_entry(s, g, item) : NULL;
+	struct rec_seg *g = (struct rec_seg *)sx__rec_seg_find(s, h);
+	if (!g && !(g = seg_new(s, h))) {
+		int i = s->nsegs == REC_SEG_MAX ? seg_reclaim(s, NULL, w, t) : -1;
+		if (i < 0)
+			return;
+		g = &s->segs[i];
+		g->h = h;
+	}
+	if (!seg_find_entry(g, item) && s->seg_entries >= s->seg_pairs_max) {
+		int i = seg_reclaim(s, g, w, t);
+		if (i < 0)
+			return;
+		/* the freed slot takes the last segment, so the table stays dense */
+		uint32_t last = --s->nsegs;
+		if ((uint32_t)i != last) {
+			s->segs[i] = s->segs[last];
+			if (g == &s->segs[last])
+				g = &s->segs[i];
+		}
+		memset(&s->segs[last], 0, sizeof(s->segs[last]));
+	}
+	struct rec_seg_entry *e = seg_entry(s, g, item);
 	if (!e)
 		return;
-	if (e->t == INT64_MIN)
-		e->pop = w, e->t = t;
-	else if (t > e->t)
-		e->pop = sx_rec_decay(e->pop, t - e->t, SEG_HALF_LIFE) + w, e->t = t;
-	else
-		e->pop += sx_rec_decay(w, e->t - t, SEG_HALF_LIFE);
+	decay_add(&e->pop, &e->t, w, t);
+	decay_add(&g->w, &g->t, w, t);
 }
 
 static void segs_clear(struct rec_state *s)
@@ -1089,8 +1165,10 @@ static void jkey(uint8_t *k, uint64_t seq)
 }
 
 /* ---- segments snapshot ----
- * "SXRS" u32 version=1 u64 journal sequence covered u32 nsegs, then per
- * segment: u64 hash, u32 n, n x (u32 item, f64 pop, i64 t). Host order. */
+ * "SXRS" u32 version=2 u64 journal sequence covered u32 nsegs, then per
+ * segment in table order: u64 hash, f64 weight, i64 its time, u32 n, n x
+ * (u32 item, f64 pop, i64 t). Host order. Version 1 lacks the weight and its
+ * time (taken as the sum of the entries at the newest entry's time). */
 
 #define SEGS_KEY "rec/segs"
 
@@ -1100,11 +1178,11 @@ static uint8_t *segs_build(const struct rec_state *s, uint64_t covered, size_t *
 {
 	*len = 20;
 	for (uint32_t i = 0; i < s->nsegs; i++)
-		*len += 12 + (size_t)s->segs[i].n * 20;
+		*len += 28 + (size_t)s->segs[i].n * 20;
 	uint8_t *buf = malloc(*len), *p = buf;
 	if (!buf)
 		return NULL;
-	uint32_t ver = 1;
+	uint32_t ver = 2;
 	memcpy(p, "SXRS", 4), p += 4;
 	memcpy(p, &ver, 4), p += 4;
 	memcpy(p, &covered, 8), p += 8;
@@ -1112,6 +1190,8 @@ static uint8_t *segs_build(const struct rec_state *s, uint64_t covered, size_t *
 	for (uint32_t i = 0; i < s->nsegs; i++) {
 		const struct rec_seg *g = &s->segs[i];
 		memcpy(p, &g->h, 8), p += 8;
+		memcpy(p, &g->w, 8), p += 8;
+		memcpy(p, &g->t, 8), p += 8;
 		memcpy(p, &g->n, 4), p += 4;
 		for (uint32_t j = 0; j < g->cap; j++) {
 			if (g->e[j].item == UINT32_MAX)
@@ -1141,32 +1221,52 @@ static int segs_load(struct rec_state *s, uint64_t covered)
 		goto bad;
 	memcpy(&ver, p + 4, 4), memcpy(&cov, p + 8, 8), memcpy(&n, p + 16, 4);
 	p += 20;
-	if (ver != 1 || n > REC_SEG_MAX || cov != covered)
+	if ((ver != 1 && ver != 2) || n > REC_SEG_MAX || cov != covered)
 		goto bad;
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t h;
 		uint32_t ne;
-		if (end - p < 12)
+		double w = 0;
+		int64_t wt = INT64_MIN;
+		if (end - p < (ver == 2 ? 28 : 12))
 			goto bad;
-		memcpy(&h, p, 8), memcpy(&ne, p + 8, 4);
-		p += 12;
-		if ((size_t)(end - p) / 20 < ne || sx__rec_seg_find(s, h))
+		memcpy(&h, p, 8), p += 8;
+		if (ver == 2) {
+			memcpy(&w, p, 8), memcpy(&wt, p + 8, 8);
+			p += 16;
+			if (!isfinite(w))
+				goto bad;
+		}
+		memcpy(&ne, p, 4), p += 4;
+		if (!h || (size_t)(end - p) / 20 < ne || sx__rec_seg_find(s, h))
 			goto bad;
-		struct rec_seg *g = seg_get(s, h);
+		struct rec_seg *g = seg_new(s, h);
 		if (!g)
-			return SX_ENOMEM;
+			goto oom;
 		for (uint32_t j = 0; j < ne; j++, p += 20) {
 			struct rec_seg_entry x;
 			memcpy(&x.item, p, 4), memcpy(&x.pop, p + 4, 8), memcpy(&x.t, p + 12, 8);
-			if (x.item == UINT32_MAX || !isfinite(x.pop))
+			if (x.item == UINT32_MAX || !isfinite(x.pop) || x.t == INT64_MIN)
+				goto bad;
+			if (seg_find_entry(g, x.item))
 				goto bad;
 			struct rec_seg_entry *e = seg_entry(s, g, x.item);
-			if (!e || e->t != INT64_MIN)
-				goto bad;
+			if (!e)
+				goto bad; /* more pairs than the budget (or OOM) */
 			*e = x;
+			if (ver == 1 && x.t > wt)
+				wt = x.t;
 		}
+		if (ver == 1)
+			for (uint32_t j = 0; j < g->cap; j++)
+				if (g->e[j].item != UINT32_MAX)
+					w += sx_rec_decay(g->e[j].pop, wt - g->e[j].t, SEG_HALF_LIFE);
+		g->w = w, g->t = wt;
 	}
 	return 0;
+oom:
+	segs_clear(s);
+	return sx_diag_set(SX_ENOMEM, "out of memory loading the segment popularity");
 bad:
 	segs_clear(s);
 	return sx_diag_set(SX_ECORRUPT, "the stored segment popularity does not decode");

@@ -1,7 +1,9 @@
 /* Segment popularity in the recommend plugin: counting per (segment value,
  * item) from events.track, the user -> segment cache and users.put, the
  * journal replay after a crash, the snapshot across a restart, the
- * evaluation world at the cut, and the cap on segment values. */
+ * evaluation world at the cut, and the bounds on segment values and pairs:
+ * the slots and pairs of idle or least active segments reclaimed, the same
+ * after a crash or a restart. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -272,26 +274,327 @@ static void test_world_at_cut(void **state)
 	sx__rec_state_close(&es);
 }
 
-/* At most REC_SEG_MAX values are counted; the others' users fall back. */
-static void test_cap(void **state)
+/* The whole segment table of a and b is the same, to the bit. */
+static void assert_same_segments(const struct rec_state *a, const struct rec_state *b)
+{
+	assert_int_equal(a->nsegs, b->nsegs);
+	assert_int_equal(a->seg_entries, b->seg_entries);
+	for (uint32_t i = 0; i < a->nsegs; i++) {
+		const struct rec_seg *x = &a->segs[i], *y = &b->segs[i];
+		assert_true(x->h == y->h);
+		assert_true(x->w == y->w);
+		assert_true(x->t == y->t);
+		assert_int_equal(x->n, y->n);
+		for (uint32_t j = 0; j < x->cap; j++) {
+			if (x->e[j].item == UINT32_MAX)
+				continue;
+			uint32_t k;
+			for (k = 0; k < y->cap; k++)
+				if (y->e[k].item == x->e[j].item)
+					break;
+			assert_true(k < y->cap);
+			assert_true(x->e[j].pop == y->e[k].pop);
+			assert_true(x->e[j].t == y->e[k].t);
+		}
+	}
+}
+
+static int has_seg(const struct rec_state *s, const char *v)
+{
+	return sx__rec_seg_find(s, sx__rec_segment_hash(v, strlen(v))) != NULL;
+}
+
+/* One events.track call: user prefix + i views item at t, for i in [lo, hi). */
+static void views_batch(struct fx *f, const char *prefix, int lo, int hi, const char *item, int64_t t)
+{
+	size_t cap = 64 + (size_t)(hi - lo) * 120, len = 0;
+	char *buf = malloc(cap);
+	assert_non_null(buf);
+	len += (size_t)snprintf(buf + len, cap - len, "{\"events\": [");
+	for (int i = lo; i < hi; i++)
+		len += (size_t)snprintf(buf + len, cap - len,
+					"%s{\"user\": \"%s%d\", \"name\": \"view\", \"time\": %lld, \"item\": \"%s\"}",
+					i > lo ? "," : "", prefix, i, (long long)t, item);
+	snprintf(buf + len, cap - len, "]}");
+	if (sxt_call(&f->t, "events.track", buf) != 0)
+		fail_msg("events.track: %s", sx_diag_last());
+	free(buf);
+}
+
+#define DAY (24 * HOUR)
+
+/* The table full of fresh segments keeps them: a new value's interaction
+ * takes its weight off the least active one (C7) and counts globally only.
+ * Once they have decayed, a new value frees the least active, is counted
+ * and served; the next one frees the first of the equally idle others. */
+static void test_full_table_reclaims_idle_segments(void **state)
+{
+	struct fx *f = *state;
+	struct rec_state es;
+	sx__rec_state_init(&es, 0, INT64_MAX);
+	es.now = T0;
+	char id[32], c[32], buf[256];
+	for (int i = 0; i < REC_SEG_MAX; i++) {
+		snprintf(id, sizeof(id), "cap%d", i);
+		snprintf(c, sizeof(c), "C%d", i);
+		user(f, id, c);
+		sx__rec_observe(&es, user_idx(id), item_idx("a"), 1, 0, T0, 0);
+		sx__rec_observe(&es, user_idx(id), item_idx("b"), 1, 0, T0, 0);
+		if (i != 7)
+			sx__rec_observe(&es, user_idx(id), item_idx("b"), 1, 0, T0, 0);
+	}
+	assert_int_equal(es.nsegs, REC_SEG_MAX);
+	assert_int_equal(es.seg_entries, 2 * REC_SEG_MAX);
+	user(f, "x", "X"), user(f, "y", "Y"), user(f, "z", "Z");
+	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, T0, 0);
+	assert_false(has_seg(&es, "X"));
+	assert_true(has_seg(&es, "C7"));
+	assert_float_equal(segpop(&es, "C7", "b"), 1, 1e-12);
+	assert_float_equal(sx__rec_seg_find(&es, sx__rec_segment_hash("C7", 2))->w, 1, 1e-12);
+	assert_float_equal(sx__rec_pop(&es, item_idx("c"), REC_W_MONTH, T0), 1, 1e-12);
+	/* ten half-lives later: 3 / 1024 left of the others, 1 / 1024 of C7 */
+	int64_t t1 = T0 + 300 * DAY;
+	es.now = t1;
+	sx__rec_observe(&es, user_idx("y"), item_idx("d"), 1, 0, t1, 0);
+	assert_false(has_seg(&es, "C7"));
+	assert_true(has_seg(&es, "Y"));
+	assert_float_equal(segpop(&es, "Y", "d"), 1, 1e-12);
+	top(&es, "Y", buf, sizeof(buf));
+	assert_string_equal(buf, "d");
+	assert_int_equal(es.nsegs, REC_SEG_MAX);
+	assert_int_equal(es.seg_entries, 2 * REC_SEG_MAX - 2 + 1);
+	assert_float_equal(segpop(&es, "C0", "b"), 2.0 / 1024, 1e-12);
+	/* equally idle: the first in the table (C0) goes */
+	sx__rec_observe(&es, user_idx("z"), item_idx("e"), 1, 0, t1, 0);
+	assert_false(has_seg(&es, "C0"));
+	assert_true(has_seg(&es, "C1") && has_seg(&es, "Y"));
+	assert_float_equal(segpop(&es, "Z", "e"), 1, 1e-12);
+	/* X, left out before, gets in now */
+	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, t1, 0);
+	assert_float_equal(segpop(&es, "X", "c"), 1, 1e-12);
+	assert_false(has_seg(&es, "C1"));
+	assert_int_equal(es.nsegs, REC_SEG_MAX);
+	sx__rec_state_close(&es);
+}
+
+/* Values left out wear the least active segment down: a value that keeps
+ * coming gets in while the others are still fresh. */
+static void test_left_out_values_wear_the_weakest_down(void **state)
 {
 	struct fx *f = *state;
 	struct rec_state es;
 	sx__rec_state_init(&es, 0, INT64_MAX);
 	es.now = T0;
 	char id[32], c[32];
-	for (int i = 0; i < REC_SEG_MAX + 20; i++) {
+	for (int i = 0; i < REC_SEG_MAX; i++) {
 		snprintf(id, sizeof(id), "cap%d", i);
 		snprintf(c, sizeof(c), "C%d", i);
 		user(f, id, c);
-		sx__rec_observe(&es, user_idx(id), item_idx("a"), 1, 0, T0, 1);
+		for (int k = 0; k < (i == 3 ? 3 : 5); k++)
+			sx__rec_observe(&es, user_idx(id), item_idx("a"), 1, 0, T0, 0);
 	}
-	assert_int_equal(es.nsegs, REC_SEG_MAX);
-	assert_float_equal(segpop(&es, "C0", "a"), 1, 1e-9);
-	snprintf(c, sizeof(c), "C%d", REC_SEG_MAX + 5);
-	assert_float_equal(segpop(&es, c, "a"), 0, 1e-12);
-	assert_null(sx__rec_seg_find(&es, sx__rec_segment_hash(c, strlen(c))));
+	user(f, "x", "X");
+	/* C3 (3) loses 1, then 1 again, and the third view of X frees it */
+	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, T0, 0);
+	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, T0, 0);
+	assert_false(has_seg(&es, "X"));
+	assert_float_equal(segpop(&es, "C3", "a"), 3, 1e-12);
+	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, T0, 0);
+	assert_false(has_seg(&es, "C3"));
+	assert_float_equal(segpop(&es, "X", "c"), 1, 1e-12);
+	assert_float_equal(segpop(&es, "C4", "a"), 5, 1e-12);
+	/* an interaction that comes late is weighed as of the newest time: a
+	 * book (3) from ten half-lives ago is worth 3 / 1024 of a view now, and
+	 * X (1) keeps its place; a book an hour ago takes it */
+	user(f, "late", "L");
+	sx__rec_observe(&es, user_idx("late"), item_idx("d"), 3, 1, T0 - 300 * DAY, 0);
+	assert_true(has_seg(&es, "X"));
+	assert_false(has_seg(&es, "L"));
+	assert_float_equal(sx__rec_seg_find(&es, sx__rec_segment_hash("X", 1))->w, 1 - 3.0 / 1024, 1e-12);
+	sx__rec_observe(&es, user_idx("late"), item_idx("d"), 3, 1, T0 - HOUR, 0);
+	assert_false(has_seg(&es, "X"));
+	assert_float_equal(segpop(&es, "L", "d"), sx_rec_decay(3, HOUR, 30 * REC_DAY), 1e-12);
 	sx__rec_state_close(&es);
+}
+
+/* The pair budget: a new pair takes weight off the least active other
+ * segment; a decayed one is freed with its pairs, which the newcomer uses. */
+static void test_pair_budget_reclaims(void **state)
+{
+	(void)state;
+	struct rec_state es;
+	sx__rec_state_init(&es, 0, INT64_MAX);
+	es.now = T0;
+	es.seg_pairs_max = 8;
+	uint32_t fr1 = user_idx("fr1"), de1 = user_idx("de1");
+	const char *items[] = {"a", "b", "c", "d", "e", "f"};
+	for (int i = 0; i < 6; i++)
+		sx__rec_observe(&es, fr1, item_idx(items[i]), 1, 0, T0, 0);
+	sx__rec_observe(&es, de1, item_idx("a"), 1, 0, T0, 0);
+	sx__rec_observe(&es, de1, item_idx("b"), 1, 0, T0, 0);
+	assert_int_equal(es.seg_entries, 8);
+	/* full, FR fresh: DE's new pair is not counted, FR loses 1 of its 6 */
+	sx__rec_observe(&es, de1, item_idx("c"), 1, 0, T0, 0);
+	assert_float_equal(segpop(&es, "DE", "c"), 0, 1e-12);
+	assert_float_equal(sx__rec_seg_find(&es, sx__rec_segment_hash("FR", 2))->w, 5, 1e-12);
+	assert_float_equal(segpop(&es, "FR", "c"), 1, 1e-12);
+	/* a pair DE has is counted */
+	sx__rec_observe(&es, de1, item_idx("a"), 1, 0, T0, 0);
+	assert_float_equal(segpop(&es, "DE", "a"), 2, 1e-12);
+	assert_int_equal(es.seg_entries, 8);
+	/* ten half-lives later FR has under one view left: it is freed */
+	int64_t t1 = T0 + 300 * DAY;
+	es.now = t1;
+	sx__rec_observe(&es, de1, item_idx("d"), 1, 0, t1, 0);
+	assert_false(has_seg(&es, "FR"));
+	assert_int_equal(es.nsegs, 1);
+	assert_int_equal(es.seg_entries, 3);
+	assert_float_equal(segpop(&es, "DE", "d"), 1, 1e-12);
+	/* FR comes back from nothing */
+	sx__rec_observe(&es, fr1, item_idx("e"), 1, 0, t1, 0);
+	assert_float_equal(segpop(&es, "FR", "e"), 1, 1e-12);
+	assert_float_equal(segpop(&es, "FR", "a"), 0, 1e-12);
+	assert_int_equal(es.seg_entries, 4);
+	/* the only other segment is never freed for its own pairs: with one
+	 * segment the budget simply stops it */
+	es.seg_pairs_max = 4;
+	sx__rec_observe(&es, fr1, item_idx("f"), 1, 0, t1, 0);
+	assert_float_equal(segpop(&es, "FR", "f"), 0, 1e-12);
+	assert_true(has_seg(&es, "DE"));
+	sx__rec_state_close(&es);
+}
+
+/* The choices the live state made at the value cap come back the same from
+ * the snapshot and the journal (a crash) and across a clean restart; a user
+ * without personalization consent frees nothing. */
+static void test_reclaim_survives_crash_and_restart(void **state)
+{
+	struct fx *f = *state;
+	char id[32], c[32];
+	int64_t old = T0 - 300 * DAY;
+	/* FR and DE (fresh) and 254 values from ten half-lives ago */
+	for (int i = 0; i < REC_SEG_MAX - 2; i++) {
+		snprintf(id, sizeof(id), "v%d", i);
+		snprintf(c, sizeof(c), "C%d", i);
+		user(f, id, c);
+	}
+	views_batch(f, "v", 0, REC_SEG_MAX - 2, "b", old);
+	views_batch(f, "v", 0, 10, "c", old);
+	assert_int_equal(sx__rec->live.nsegs, REC_SEG_MAX);
+	/* a clean restart: the snapshot holds the full table */
+	close_all(f);
+	open_all(f);
+	struct rec_state *s = &sx__rec->live;
+	s->now = T0;
+	assert_int_equal(s->nsegs, REC_SEG_MAX);
+	/* without consent: not counted, nothing freed */
+	user(f, "nc", "N9");
+	call_ok(f, "consent.set", "{\"user\": \"nc\", \"purposes\": {\"personalization\": false}}");
+	view(f, "nc", "d", T0);
+	assert_false(has_seg(s, "N9"));
+	assert_true(has_seg(s, "C10"));
+	/* four new values: each frees one of the idle ones (C10..C13: C0..C9
+	 * have two views), in the journal tail after the snapshot */
+	for (int i = 0; i < 4; i++) {
+		snprintf(id, sizeof(id), "n%d", i);
+		snprintf(c, sizeof(c), "N%d", i);
+		user(f, id, c);
+	}
+	views_batch(f, "n", 0, 4, "d", T0);
+	view(f, "n0", "e", T0 + HOUR);
+	for (int i = 0; i < 4; i++) {
+		snprintf(c, sizeof(c), "N%d", i);
+		assert_true(has_seg(s, c));
+		snprintf(c, sizeof(c), "C%d", 10 + i);
+		assert_false(has_seg(s, c));
+	}
+	assert_true(has_seg(s, "C0") && has_seg(s, "C14") && has_seg(s, "FR") && has_seg(s, "DE"));
+	assert_float_equal(segpop(s, "N0", "d"), 1, 1e-12);
+	assert_float_equal(segpop(s, "FR", "a"), 3, 1e-12);
+	char buf[256];
+	top(s, "N0", buf, sizeof(buf));
+	assert_string_equal(buf, "d,e");
+	/* what a crashed server rebuilds: the snapshot and the journal after it */
+	sxt_sync(&f->t);
+	struct rec_state r;
+	sx__rec_state_init(&r, 0, INT64_MAX);
+	r.now = T0;
+	assert_int_equal(sx__rec_counts_load(&r), 0);
+	r.journal = 0;
+	assert_true(r.jseq_snap > 0);
+	assert_same_segments(&r, s);
+	/* and a clean restart */
+	close_all(f);
+	open_all(f);
+	sx__rec->live.now = T0;
+	assert_same_segments(&r, &sx__rec->live);
+	assert_float_equal(segpop(&sx__rec->live, "N0", "d"), 1, 1e-12);
+	sx__rec_state_close(&r);
+}
+
+/* The same for the pair budget (lowered here, in the live state and in the
+ * state rebuilt), across a snapshot written between the events. */
+static void test_pair_reclaim_replays(void **state)
+{
+	struct fx *f = *state;
+	struct rec_state *s = &sx__rec->live;
+	/* FR: a, b; DE: c, d */
+	assert_int_equal(s->seg_entries, 4);
+	s->seg_pairs_max = 6;
+	view(f, "fr1", "c", T0), view(f, "fr1", "d", T0);
+	view(f, "de1", "e", T0); /* FR (6) loses 1 */
+	assert_float_equal(segpop(s, "DE", "e"), 0, 1e-12);
+	sxt_sync(&f->t);
+	assert_int_equal(sx__rec_counts_save(s), 0);
+	sxt_sync(&f->t);
+	int64_t t1 = T0 + 300 * DAY;
+	s->now = t1;
+	view(f, "de1", "f", t1); /* FR, idle, is freed */
+	assert_false(has_seg(s, "FR"));
+	view(f, "fr2", "a", t1);
+	assert_float_equal(segpop(s, "FR", "a"), 1, 1e-12);
+	assert_float_equal(segpop(s, "DE", "f"), 1, 1e-12);
+	assert_int_equal(s->seg_entries, 4);
+	sxt_sync(&f->t);
+	struct rec_state r;
+	sx__rec_state_init(&r, 0, INT64_MAX);
+	r.seg_pairs_max = 6;
+	r.now = t1;
+	assert_int_equal(sx__rec_counts_load(&r), 0);
+	r.journal = 0;
+	assert_same_segments(&r, s);
+	sx__rec_state_close(&r);
+	s->now = T0;
+}
+
+/* A user record that cannot be read (here: its index entry holds an id too
+ * long for any user, which the store read reports as an error, not as "no
+ * such user") is not cached as "no segment": once it reads again, the user's
+ * segment is found. */
+static void test_read_error_is_not_cached(void **state)
+{
+	struct fx *f = *state;
+	struct rec *R = sx__rec;
+	uint32_t u = user_idx("fr1");
+	sx__rec_segment_invalidate(UINT32_MAX);
+	uint8_t k[4];
+	char junk[SX_EVENTS_ID_MAX + 40];
+	memset(junk, 'x', sizeof(junk));
+	sx_be32(k, u);
+	uint64_t sp = sx_store_savepoint(f->t.e.store);
+	assert_int_equal(sx_store_put(f->t.e.store, SX_T_USER_IDX, k, 4, junk, sizeof(junk)), 0);
+	assert_int_equal(sx__rec_user_segment(u), -1);
+	assert_true(u >= R->nuseg || R->useg[u] == 0);
+	assert_int_equal(sx__rec_user_segment(u), -1);
+	sx_store_rollback(f->t.e.store, sp);
+	int g = sx__rec_user_segment(u);
+	assert_true(g >= 0);
+	assert_string_equal(R->segnames[g].name, "FR");
+	assert_int_equal(R->useg[u], g + 2);
+	/* a user without the attribute is cached as such */
+	uint32_t n = user_idx("none");
+	assert_int_equal(sx__rec_user_segment(n), -1);
+	assert_int_equal(R->useg[n], 1);
 }
 
 /* The segment's list is cached until the state's next event: a repeat is the
@@ -357,7 +660,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_journal_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_world_at_cut, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_table_reclaims_idle_segments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_left_out_values_wear_the_weakest_down, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pair_budget_reclaims, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reclaim_survives_crash_and_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pair_reclaim_replays, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_error_is_not_cached, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cached_list_follows_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_withdrawn_consent_stops_segment_counts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_undone_users_put_leaves_no_cached_segment, setup, teardown),

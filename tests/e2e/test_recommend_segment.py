@@ -2,7 +2,8 @@
 `country`) take ranks first for a new user from that country, through
 ctx.sources.segment_popular and the default strategy `hybrid`, with a reason a
 person can read; users without the attribute fall back to the global list;
-the counts survive a clean restart and kill -9 (snapshot + journal)."""
+the counts survive a clean restart and kill -9 (snapshot + journal); with the
+table of values full, an idle value makes room for a new one."""
 import time
 
 import pytest
@@ -168,3 +169,39 @@ def test_segment_attribute_is_configured():
         with s.client(timeout=60) as c:
             assert c.call("recommend.config")["segment"] == "device"
             assert ids(peek(c, "newde", fallback=False)) == ["fr-1"]
+
+
+def test_full_segment_table_frees_idle_values():
+    # 256 values (the table's size) last seen ten half-lives ago: a new value
+    # frees the least active of them, is counted and served, and stays so
+    # after kill -9 (snapshot + journal)
+    now = int(time.time() * 1000)
+    old = now - 300 * 86_400_000
+    with Server(scripts={"strategies/segpeek.lua": PEEK}) as s:
+        with s.client(timeout=60) as c:
+            for i in range(3):
+                c.call("items.put", id=f"it-{i}", kind="destination", attributes={"name": f"IT place {i}"})
+            c.call("items.put", id="old-0", kind="destination", attributes={"name": "An old favourite"})
+            evs = []
+            for i in range(256):
+                c.call("users.put", id=f"c{i}", attributes={"country": f"C{i}"})
+                evs += [{"user": f"c{i}", "name": "view", "item": "old-0", "time": old}] * (1 if i == 5 else 2)
+            assert c.call("events.track", events=evs)["accepted"] == len(evs)
+            assert ids(peek(c, "c5", fallback=False)) == ["old-0"]
+            c.call("users.put", id="it1", attributes={"country": "IT"})
+            c.call("users.put", id="newit", attributes={"country": "it"})
+            c.call("events.track", events=[{"user": "it1", "name": "view", "item": "it-1", "time": now - 1000},
+                                           {"user": "it1", "name": "view", "item": "it-0", "time": now - 900},
+                                           {"user": "it1", "name": "view", "item": "it-1", "time": now - 800}])
+            it = peek(c, "newit", fallback=False)
+            assert ids(it) == ["it-1", "it-0"] and {r["source"] for r in it} == {"segment_popular"}
+            # C5 (one view) was the least active: it made room
+            assert peek(c, "c5", fallback=False) == []
+            assert ids(peek(c, "c6", fallback=False)) == ["old-0"]
+        s.kill9()
+        s.start()
+        with s.client(timeout=60) as c:
+            assert ids(peek(c, "newit", fallback=False)) == ids(it)
+            for a, b in zip(peek(c, "newit"), it):
+                assert a["score"] == pytest.approx(b["score"], rel=1e-6)
+            assert peek(c, "c5", fallback=False) == []
