@@ -260,32 +260,6 @@ static int fit(struct sx_train *t, const struct brec *r, const size_t *ustart, s
 	return rc;
 }
 
-struct ranking {
-	double precision, recall, ndcg, map, coverage;
-};
-
-static void rank_add(struct ranking *a, const int32_t *rec, size_t n, const int32_t *rel, size_t nrel, size_t k)
-{
-	a->precision += sx_metrics_precision_at_k(rec, n, rel, nrel, k);
-	a->recall += sx_metrics_recall_at_k(rec, n, rel, nrel, k);
-	a->ndcg += sx_metrics_ndcg_at_k(rec, n, rel, nrel, k);
-	a->map += sx_metrics_map_at_k(rec, n, rel, nrel, k);
-}
-
-static void pack_ranking(msgpack_packer *pk, const struct ranking *r)
-{
-	sx_pack_key(pk, "precision");
-	sx__pack_num(pk, r->precision);
-	sx_pack_key(pk, "recall");
-	sx__pack_num(pk, r->recall);
-	sx_pack_key(pk, "ndcg");
-	sx__pack_num(pk, r->ndcg);
-	sx_pack_key(pk, "map");
-	sx__pack_num(pk, r->map);
-	sx_pack_key(pk, "coverage");
-	sx__pack_num(pk, r->coverage);
-}
-
 struct actions {
 	double acc, hit, mrr, ll;
 	size_t n;
@@ -412,7 +386,7 @@ int sx__behaviour_run(struct sx_train *t)
 	size_t K = (size_t)t->eval_k;
 	int32_t KA = (int32_t)(K < (size_t)nn ? K : (size_t)nn);
 	struct actions am = {0}, ab = {0};
-	struct ranking rm = {0}, rb = {0};
+	struct sx_models_ranking rm = {0}, rb = {0};
 	size_t test_events = 0;
 	if (cut >= 0) {
 		sx_job_progress(t->job, 0.2, "fitting on the training period");
@@ -561,14 +535,14 @@ int sx__behaviour_run(struct sx_train *t)
 			}
 			for (size_t i = 0; i < K; i++)
 				lists[nev * K + i] = i < (size_t)got ? out[i] : -1;
-			rank_add(&rm, out, (size_t)got, rel, nrel, K);
+			sx__models_ranking_add(&rm, out, (size_t)got, rel, nrel, K);
 			size_t gb = 0;
 			for (int32_t i = 0; i < ni && gb < K; i++)
 				if (!bsearch(&pop_order[i], seen, nti, sizeof(int32_t), i32_cmp))
 					out[gb++] = pop_order[i];
 			for (size_t i = 0; i < K; i++)
 				blists[nev * K + i] = i < gb ? out[i] : -1;
-			rank_add(&rb, out, gb, rel, nrel, K);
+			sx__models_ranking_add(&rb, out, gb, rel, nrel, K);
 			free(seen);
 			etrain[nev] = tr, entrain[nev] = nti, erel[nev] = rel, enrel[nev] = nrel;
 			nev++;
@@ -640,11 +614,11 @@ eval_done:
 	sx_pack_kv_uint(&pk, "test_events", test_events);
 	sx_pack_kv_int(&pk, "k", (int64_t)K);
 	sx_pack_kv_uint(&pk, "users_evaluated", nev);
-	pack_ranking(&pk, &rm);
+	sx__models_ranking_pack(&pk, &rm);
 	sx_pack_key(&pk, "baseline");
 	msgpack_pack_map(&pk, 6);
 	sx_pack_kv_str(&pk, "name", "popularity");
-	pack_ranking(&pk, &rb);
+	sx__models_ranking_pack(&pk, &rb);
 	sx_pack_key(&pk, "next_action");
 	msgpack_pack_map(&pk, 7);
 	sx_pack_kv_uint(&pk, "events_evaluated", am.n);

@@ -235,6 +235,17 @@ int sx__train_check_only(const msgpack_object *o, const char *what, const char *
 int sx__train_opt_int(const msgpack_object *p, const char *key, int64_t lo, int64_t hi, int64_t *v);
 int sx__train_opt_num(const msgpack_object *p, const char *key, double lo, double hi, double *v);
 int sx__train_window(const msgpack_object *data, int64_t *from, int64_t *to);
+/* Ranking metrics of a recommender on a holdout (ALS and behaviour): sums
+ * over the evaluated users of precision, recall, NDCG and MAP at k, which the
+ * caller turns into means, and the catalogue coverage of the lists. */
+struct sx_models_ranking {
+	double precision, recall, ndcg, map, coverage;
+};
+/* Adds one user's list rec[n] against the held-out items rel[nrel] (sorted, no repeats). */
+void sx__models_ranking_add(struct sx_models_ranking *r, const int32_t *rec, size_t n, const int32_t *rel, size_t nrel,
+			    size_t k);
+/* Packs the five as keys precision, recall, ndcg, map, coverage (not finite: nil). */
+void sx__models_ranking_pack(msgpack_packer *pk, const struct sx_models_ranking *r);
 /* Parses and copies the request on the loop thread; NULL (diag). */
 struct sx_train *sx__train_prepare(int type, const char *name, const msgpack_object *params,
 				   const msgpack_object *data);

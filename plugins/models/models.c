@@ -1943,6 +1943,20 @@ static int predict_als(struct sx_model *m, struct monitor *mo, const msgpack_obj
 	return rc;
 }
 
+/* 0 and *v for an integer or a float, -1 for anything else. */
+static int num_val(const msgpack_object *o, double *v)
+{
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		*v = (double)o->via.u64;
+	else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+		*v = (double)o->via.i64;
+	else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+		*v = o->via.f64;
+	else
+		return -1;
+	return 0;
+}
+
 static int row_of(const struct sx_model *m, const msgpack_object *row, size_t i, double *x)
 {
 	if (row->type == MSGPACK_OBJECT_ARRAY) {
@@ -1952,13 +1966,7 @@ static int row_of(const struct sx_model *m, const msgpack_object *row, size_t i,
 		for (size_t j = 0; j < m->d; j++) {
 			const msgpack_object *o = &row->via.array.ptr[j];
 			double v;
-			if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-				v = (double)o->via.u64;
-			else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-				v = (double)o->via.i64;
-			else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
-				v = o->via.f64;
-			else
+			if (num_val(o, &v) < 0)
 				return sx_diag_set(SX_EINVAL, "inputs[%zu][%zu] is not a number", i, j);
 			if (!isfinite(v))
 				return sx_diag_set(SX_EINVAL, "inputs[%zu][%zu] is not finite", i, j);
@@ -1975,13 +1983,7 @@ static int row_of(const struct sx_model *m, const msgpack_object *row, size_t i,
 		double v;
 		if (!o)
 			return sx_diag_set(SX_EINVAL, "inputs[%zu] lacks feature '%s'", i, m->features[j]);
-		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-			v = (double)o->via.u64;
-		else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-			v = (double)o->via.i64;
-		else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
-			v = o->via.f64;
-		else
+		if (num_val(o, &v) < 0)
 			return sx_diag_set(SX_EINVAL, "inputs[%zu].%s is not a number", i, m->features[j]);
 		if (!isfinite(v))
 			return sx_diag_set(SX_EINVAL, "inputs[%zu].%s is not finite", i, m->features[j]);
@@ -2781,6 +2783,18 @@ static int policy_put(const char *name, const struct policy *p, const msgpack_sb
 	return rc;
 }
 
+/* 1 if string key k is among the first no keys of map over. */
+static int replaced(const msgpack_object *k, const msgpack_object *over, uint32_t no)
+{
+	int r = 0;
+	for (uint32_t j = 0; j < no; j++) {
+		const msgpack_object *ko = &over->via.map.ptr[j].key;
+		r |= k->type == MSGPACK_OBJECT_STR && ko->type == MSGPACK_OBJECT_STR && k->via.str.size == ko->via.str.size &&
+		     !memcmp(k->via.str.ptr, ko->via.str.ptr, k->via.str.size);
+	}
+	return r;
+}
+
 /* Base params of the aliased version with the policy's overrides on top. */
 static int merged_params(const msgpack_object *base, const msgpack_object *over, msgpack_sbuffer *sb)
 {
@@ -2789,26 +2803,12 @@ static int merged_params(const msgpack_object *base, const msgpack_object *over,
 	uint32_t n = 0;
 	uint32_t nb = base && base->type == MSGPACK_OBJECT_MAP ? base->via.map.size : 0;
 	uint32_t no = over && over->type == MSGPACK_OBJECT_MAP ? over->via.map.size : 0;
-	for (uint32_t i = 0; i < nb; i++) {
-		const msgpack_object *k = &base->via.map.ptr[i].key;
-		int replaced = 0;
-		for (uint32_t j = 0; j < no; j++) {
-			const msgpack_object *ko = &over->via.map.ptr[j].key;
-			replaced |= k->type == MSGPACK_OBJECT_STR && ko->type == MSGPACK_OBJECT_STR &&
-				    k->via.str.size == ko->via.str.size && !memcmp(k->via.str.ptr, ko->via.str.ptr, k->via.str.size);
-		}
-		n += !replaced;
-	}
+	for (uint32_t i = 0; i < nb; i++)
+		n += !replaced(&base->via.map.ptr[i].key, over, no);
 	msgpack_pack_map(&pk, n + no);
 	for (uint32_t i = 0; i < nb; i++) {
 		const msgpack_object *k = &base->via.map.ptr[i].key;
-		int replaced = 0;
-		for (uint32_t j = 0; j < no; j++) {
-			const msgpack_object *ko = &over->via.map.ptr[j].key;
-			replaced |= k->type == MSGPACK_OBJECT_STR && ko->type == MSGPACK_OBJECT_STR &&
-				    k->via.str.size == ko->via.str.size && !memcmp(k->via.str.ptr, ko->via.str.ptr, k->via.str.size);
-		}
-		if (!replaced) {
+		if (!replaced(k, over, no)) {
 			sx_pack_object(&pk, k);
 			sx_pack_object(&pk, &base->via.map.ptr[i].val);
 		}

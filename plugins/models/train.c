@@ -605,20 +605,18 @@ struct eval_user {
 	size_t nrel;
 };
 
-struct ranking {
-	double precision, recall, ndcg, map, coverage;
-};
-
-static void rank_add(struct ranking *r, const int32_t *rec, size_t nrec, const struct eval_user *e, size_t k)
+void sx__models_ranking_add(struct sx_models_ranking *r, const int32_t *rec, size_t n, const int32_t *rel, size_t nrel,
+			    size_t k)
 {
-	r->precision += sx_metrics_precision_at_k(rec, nrec, e->rel, e->nrel, k);
-	r->recall += sx_metrics_recall_at_k(rec, nrec, e->rel, e->nrel, k);
-	r->ndcg += sx_metrics_ndcg_at_k(rec, nrec, e->rel, e->nrel, k);
-	r->map += sx_metrics_map_at_k(rec, nrec, e->rel, e->nrel, k);
+	r->precision += sx_metrics_precision_at_k(rec, n, rel, nrel, k);
+	r->recall += sx_metrics_recall_at_k(rec, n, rel, nrel, k);
+	r->ndcg += sx_metrics_ndcg_at_k(rec, n, rel, nrel, k);
+	r->map += sx_metrics_map_at_k(rec, n, rel, nrel, k);
 }
 
-static void pack_ranking(msgpack_packer *pk, const struct ranking *r)
+void sx__models_ranking_pack(msgpack_packer *pk, const struct sx_models_ranking *r)
 {
+	sx_pack_key(pk, "precision");
 	sx__pack_num(pk, r->precision);
 	sx_pack_key(pk, "recall");
 	sx__pack_num(pk, r->recall);
@@ -779,7 +777,7 @@ static int als_run(struct sx_train *t)
 			free(e->rel), e->rel = NULL;
 	}
 	size_t K = (size_t)t->eval_k;
-	struct ranking rm = {0}, rb = {0};
+	struct sx_models_ranking rm = {0}, rb = {0};
 	if (nev) {
 		if (!(val = als_fit(t, (int32_t)nu, ni, &train, 0.0, t->refit ? 0.45 : 0.9, &rc)))
 			goto out;
@@ -808,7 +806,7 @@ static int als_run(struct sx_train *t)
 			}
 			for (size_t i = 0; i < K; i++)
 				lists[e * K + i] = i < (size_t)got ? rec[i] : -1;
-			rank_add(&rm, rec, (size_t)got, &ev[e], K);
+			sx__models_ranking_add(&rm, rec, (size_t)got, ev[e].rel, ev[e].nrel, K);
 		}
 		sx_metrics_coverage(lists, nev, K, K, (size_t)ni, &rm.coverage);
 		for (size_t e = 0; e < nev; e++) {
@@ -818,7 +816,7 @@ static int als_run(struct sx_train *t)
 					rec[got++] = pop_order[i];
 			for (size_t i = 0; i < K; i++)
 				lists[e * K + i] = i < got ? rec[i] : -1;
-			rank_add(&rb, rec, got, &ev[e], K);
+			sx__models_ranking_add(&rb, rec, got, ev[e].rel, ev[e].nrel, K);
 		}
 		sx_metrics_coverage(lists, nev, K, K, (size_t)ni, &rb.coverage);
 		double dn = (double)nev;
@@ -887,13 +885,11 @@ static int als_run(struct sx_train *t)
 		rm.precision = rm.recall = rm.ndcg = rm.map = rm.coverage = NAN;
 		rb = rm;
 	}
-	sx_pack_key(&pk, "precision");
-	pack_ranking(&pk, &rm);
+	sx__models_ranking_pack(&pk, &rm);
 	sx_pack_key(&pk, "baseline");
 	msgpack_pack_map(&pk, 6);
 	sx_pack_kv_str(&pk, "name", "popularity");
-	sx_pack_key(&pk, "precision");
-	pack_ranking(&pk, &rb);
+	sx__models_ranking_pack(&pk, &rb);
 	if (has_cmp)
 		sx__pack_comparison(&pk, t, "ndcg_foldin");
 	rc = 0;

@@ -182,8 +182,6 @@ static size_t acc_key(uint8_t *k, const char *target, const char *seg, int32_t d
 	return 7 + tl + sl;
 }
 
-static int32_t day_of(int64_t ms) { return (int32_t)(ms / SX_PRED_DAY_MS); }
-
 /* ---- configuration ---- */
 
 int64_t sx__pred_sweep_ms = 300000;
@@ -209,12 +207,9 @@ static struct segreg *segreg_get(const char *target)
 	struct segreg *r = &segregs[nsegregs++];
 	memset(r, 0, sizeof(*r));
 	snprintf(r->target, sizeof(r->target), "%s", target);
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t tl = strlen(target);
+	uint8_t k[SX_PRED_NAME_KEY];
 	struct sx_val v;
-	k[0] = 'G';
-	memcpy(k + 1, target, tl);
-	if (sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, 1 + tl, &v) == 0) {
+	if (sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, 'G', target), &v) == 0) {
 		msgpack_zone z;
 		msgpack_object o;
 		size_t off = 0;
@@ -255,13 +250,8 @@ static void segreg_admit(const char *target, char *seg, size_t size)
 	msgpack_pack_array(&pk, (size_t)r->n);
 	for (int i = 0; i < r->n; i++)
 		sx_pack_str(&pk, r->v[i]);
-	uint8_t k[1 + SX_PRED_NAME_MAX];
-	size_t tl = strlen(target);
-	k[0] = 'G';
-	memcpy(k + 1, target, tl);
-	if (sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, 1 + tl, sb.data, sb.size) < 0)
+	if (sx__pred_name_put('G', target, &sb) < 0)
 		sx_log_error("predict: cannot record segment %s of %s: %s", seg, target, sx_diag_last());
-	msgpack_sbuffer_destroy(&sb);
 }
 
 /* "ATTR:value" of user idx's attribute sx__pred_seg_attr; "" when off. */
@@ -366,7 +356,7 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 	if (rc < 0)
 		return rc;
 	int y = sx__pred_label_value(&l);
-	int32_t day = day_of(end);
+	int32_t day = sx__pred_day_of(end);
 	char seg[SX_PRED_SEG_MAX + 1];
 	user_segment(user, seg, sizeof(seg));
 	if (seg[0])
@@ -527,14 +517,8 @@ static int read_cb(const struct sx_val *key, const struct sx_val *val, void *ud)
 
 static int read_state(struct readq *q)
 {
-	uint8_t lo[2 + SX_PRED_NAME_MAX], hi[2 + SX_PRED_NAME_MAX];
-	size_t tl = strlen(q->target);
-	lo[0] = hi[0] = 'A';
-	memcpy(lo + 1, q->target, tl);
-	memcpy(hi + 1, q->target, tl);
-	lo[1 + tl] = 0, hi[1 + tl] = 1;
 	q->n = 0;
-	return sx_store_scan(sx__pred_eng->store, SX_T_SERIES, lo, 2 + tl, hi, 2 + tl, 0, read_cb, q);
+	return sx__pred_name_scan('A', q->target, read_cb, q);
 }
 
 static int rule_get(const char *target, struct sx_pred_rule *r)
@@ -560,94 +544,8 @@ static int rule_get(const char *target, struct sx_pred_rule *r)
 	return rc;
 }
 
-int sx__pred_rule_window_check(int64_t min_samples, int64_t window, int64_t baseline)
-{
-	if (min_samples < 1 || min_samples > 100000000)
-		return sx_diag_set(SX_EINVAL, "argument 'min_samples' must be 1 to 1e8");
-	if (window < 1 || window > 3650)
-		return sx_diag_set(SX_EINVAL, "argument 'window' (days) must be 1 to 3650");
-	if (baseline < 1 || baseline > 3650)
-		return sx_diag_set(SX_EINVAL, "argument 'baseline' (days) must be 1 to 3650");
-	return 0;
-}
-
-size_t sx__pred_name_key(uint8_t *k, char tag, const char *name)
-{
-	size_t n = strnlen(name, SX_PRED_NAME_KEY - 1);
-	k[0] = (uint8_t)tag;
-	memcpy(k + 1, name, n);
-	return 1 + n;
-}
-
-int sx__pred_name_put(char tag, const char *name, msgpack_sbuffer *sb)
-{
-	uint8_t k[SX_PRED_NAME_KEY];
-	int rc = sx_store_put(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, tag, name), sb->data, sb->size);
-	msgpack_sbuffer_destroy(sb);
-	return rc;
-}
-
-int sx__pred_state_get(char tag, const char *name, struct sx_pred_alert_state *a)
-{
-	uint8_t k[SX_PRED_NAME_KEY];
-	struct sx_val v;
-	memset(a, 0, sizeof(*a));
-	snprintf(a->state, sizeof(a->state), "ok");
-	a->value = a->threshold = a->baseline = NAN;
-	int rc = sx_store_get(sx__pred_eng->store, SX_T_SERIES, k, sx__pred_name_key(k, tag, name), &v);
-	if (rc < 0)
-		return rc;
-	msgpack_zone z;
-	msgpack_object o;
-	size_t off = 0;
-	int64_t samples = 0;
-	msgpack_zone_init(&z, 512);
-	if (msgpack_unpack(v.data, v.len, &off, &z, &o) != MSGPACK_UNPACK_SUCCESS ||
-	    sx_arg_cstr(&o, "state", 0, a->state, sizeof(a->state)) < 0 || sx_arg_cstr(&o, "rule", 0, a->rule, sizeof(a->rule)) < 0 ||
-	    sx_arg_num(&o, "value", 0, &a->value) < 0 || sx_arg_num(&o, "threshold", 0, &a->threshold) < 0 ||
-	    sx_arg_num(&o, "baseline", 0, &a->baseline) < 0 || sx_arg_int(&o, "since", 0, &a->since) < 0 ||
-	    sx_arg_int(&o, "at", 0, &a->at) < 0 || sx_arg_int(&o, "samples", 0, &samples) < 0)
-		rc = sx_diag_set(SX_ECORRUPT, "a stored alert state does not decode");
-	a->samples = (uint64_t)samples;
-	msgpack_zone_destroy(&z);
-	return rc;
-}
-
-void sx__pred_kv_num(msgpack_packer *pk, const char *k, double v)
-{
-	sx_pack_key(pk, k);
-	if (isnan(v))
-		msgpack_pack_nil(pk);
-	else
-		msgpack_pack_double(pk, v);
-}
-
-void sx__pred_state_pack(msgpack_packer *pk, const char *field, const char *name, const struct sx_pred_alert_state *a)
-{
-	msgpack_pack_map(pk, 8 + (field != NULL));
-	if (field)
-		sx_pack_kv_str(pk, field, name);
-	sx_pack_kv_str(pk, "state", a->state);
-	sx_pack_kv_str(pk, "rule", a->rule[0] ? a->rule : NULL);
-	sx__pred_kv_num(pk, "value", a->value);
-	sx__pred_kv_num(pk, "threshold", a->threshold);
-	sx__pred_kv_num(pk, "baseline", a->baseline);
-	sx_pack_kv_uint(pk, "samples", a->samples);
-	sx_pack_kv_int(pk, "since", a->since);
-	sx_pack_kv_int(pk, "at", a->at);
-}
-
-int sx__pred_state_put(char tag, const char *name, const struct sx_pred_alert_state *a)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	sx__pred_state_pack(&pk, NULL, NULL, a);
-	return sx__pred_name_put(tag, name, &sb);
-}
-
 static const char *const rule_names[3] = {"", "auc_below", "drop"};
+static const struct sx_pred_alert_kind alert_kind = {'S', "predict.accuracy", "target", rule_names};
 
 /* Checks the rule of every target at `now` (segment "all"); a state change
  * is stored and published on "alerts". A window with fewer than min_samples
@@ -660,7 +558,7 @@ static int evaluate_alerts(int64_t now, int *fired)
 		struct sx_pred_rule r;
 		if (rule_get(t->name, &r) < 0 || (r.auc_below <= 0 && r.drop <= 0))
 			continue;
-		int32_t d = day_of(now);
+		int32_t d = sx__pred_day_of(now);
 		struct readq q = {t->name, d - r.window + 1, d, "all", &cur, 0, 1, 0};
 		if (read_state(&q) < 0)
 			continue;
@@ -675,48 +573,11 @@ static int evaluate_alerts(int64_t now, int *fired)
 		int which = sx__pred_rule_check(&r, &cur.a, &base.a, &value, &threshold, &baseline);
 		if (which < 0)
 			continue;
-		struct sx_pred_alert_state a;
-		int src = sx__pred_state_get('S', t->name, &a);
-		if (src < 0 && src != SX_ENOENT)
-			continue;
-		int was = strcmp(a.state, "firing") == 0;
 		uint64_t n, pos;
 		sx__pred_acc_totals(&cur.a, &n, &pos, NULL);
-		if (which > 0 || was) {
-			if ((which > 0) != was)
-				a.since = now;
-			snprintf(a.state, sizeof(a.state), "%s", which > 0 ? "firing" : "ok");
-			if (which > 0) {
-				snprintf(a.rule, sizeof(a.rule), "%s", rule_names[which]);
-				a.threshold = threshold;
-			}
-			a.value = value, a.baseline = baseline;
-			a.samples = n, a.at = now;
-			int prc = sx__pred_state_put('S', t->name, &a);
-			if (prc < 0)
-				return prc;
-			if (which > 0 && !was)
-				++*fired;
-			if ((which > 0) != was) {
-				msgpack_sbuffer ab;
-				msgpack_packer ap;
-				msgpack_sbuffer_init(&ab);
-				msgpack_packer_init(&ap, &ab, msgpack_sbuffer_write);
-				msgpack_pack_map(&ap, 9);
-				sx_pack_kv_str(&ap, "type", "predict.accuracy");
-				sx_pack_kv_str(&ap, "state", which > 0 ? "firing" : "resolved");
-				sx_pack_kv_str(&ap, "target", t->name);
-				sx_pack_kv_str(&ap, "rule", a.rule);
-				sx__pred_kv_num(&ap, "value", value);
-				sx__pred_kv_num(&ap, "threshold", a.threshold);
-				sx__pred_kv_num(&ap, "baseline", baseline);
-				sx_pack_kv_uint(&ap, "samples", n);
-				sx_pack_kv_int(&ap, "at", now);
-				if (sx__pred_eng->srv)
-					sx_server_publish(sx__pred_eng->srv, "alerts", ab.data, ab.size);
-				msgpack_sbuffer_destroy(&ab);
-			}
-		}
+		int rc = sx__pred_alert_update(&alert_kind, t->name, which, value, threshold, baseline, n, now, fired);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
 }
@@ -767,7 +628,7 @@ int sx__pred_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 	struct segacc *segs = calloc(QUERY_SEGS_MAX, sizeof(*segs));
 	if (!segs)
 		return sx_diag_set(SX_ENOMEM, "out of memory");
-	int32_t d = day_of(at);
+	int32_t d = sx__pred_day_of(at);
 	struct readq q = {t->name, d - (int32_t)window + 1, d, NULL, segs, 0, QUERY_SEGS_MAX, 0};
 	if ((rc = read_state(&q)) < 0) {
 		free(segs);

@@ -434,7 +434,7 @@ static int sweep_cb(const struct sx_val *key, const struct sx_val *val, void *ud
 			own = key_admit(recipe, skey, &rc);
 		if (rc < 0)
 			break;
-		int32_t day = (int32_t)(to / SX_PRED_DAY_MS);
+		int32_t day = sx__pred_day_of(to);
 		double f = num_at(e.mean, (int)j), lo = num_at(e.lo, (int)j), hi = num_at(e.hi, (int)j);
 		for (int all = 1; all >= (own ? 0 : 1); all--) {
 			uint8_t sk[8 + RECIPE_MAX + SX_PRED_FKEY_MAX];
@@ -598,8 +598,7 @@ static int names_list(char tag, struct names *ns)
 }
 
 static const char *const rule_names[4] = {"", "mape_above", "rise", "coverage_below"};
-
-static int32_t day_of(int64_t ms) { return (int32_t)(ms / SX_PRED_DAY_MS); }
+static const struct sx_pred_alert_kind alert_kind = {'Q', "forecast.accuracy", "recipe", rule_names};
 
 static int eval_one(const char *recipe, int64_t now, int *fired)
 {
@@ -610,7 +609,7 @@ static int eval_one(const char *recipe, int64_t now, int *fired)
 		return rc == SX_ECORRUPT ? 0 : rc;
 	if (r.mape_above <= 0 && r.rise <= 0 && r.coverage_below <= 0)
 		return 0;
-	int32_t d = day_of(now);
+	int32_t d = sx__pred_day_of(now);
 	if ((rc = read_sums(recipe, NULL, d - r.window + 1, d, &cur)) < 0 ||
 	    (rc = read_sums(recipe, NULL, d - r.window - r.baseline + 1, d - r.window, &base)) < 0)
 		return rc;
@@ -618,45 +617,7 @@ static int eval_one(const char *recipe, int64_t now, int *fired)
 	int which = sx__pred_frule_check(&r, &cur, &base, &value, &threshold, &baseline);
 	if (which < 0)
 		return 0;
-	struct sx_pred_alert_state a;
-	int src = sx__pred_state_get('Q', recipe, &a);
-	if (src < 0 && src != SX_ENOENT)
-		return 0;
-	int was = strcmp(a.state, "firing") == 0;
-	if (which == 0 && !was)
-		return 0;
-	if ((which > 0) != was)
-		a.since = now;
-	snprintf(a.state, sizeof(a.state), "%s", which > 0 ? "firing" : "ok");
-	if (which > 0) {
-		snprintf(a.rule, sizeof(a.rule), "%s", rule_names[which]);
-		a.threshold = threshold;
-	}
-	a.value = value, a.baseline = baseline, a.samples = cur.n, a.at = now;
-	if ((rc = sx__pred_state_put('Q', recipe, &a)) < 0)
-		return rc;
-	if ((which > 0) == was)
-		return 0;
-	if (which > 0)
-		++*fired;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 9);
-	sx_pack_kv_str(&pk, "type", "forecast.accuracy");
-	sx_pack_kv_str(&pk, "state", which > 0 ? "firing" : "resolved");
-	sx_pack_kv_str(&pk, "recipe", recipe);
-	sx_pack_kv_str(&pk, "rule", a.rule);
-	sx__pred_kv_num(&pk, "value", value);
-	sx__pred_kv_num(&pk, "threshold", a.threshold);
-	sx__pred_kv_num(&pk, "baseline", baseline);
-	sx_pack_kv_uint(&pk, "samples", cur.n);
-	sx_pack_kv_int(&pk, "at", now);
-	if (sx__pred_eng->srv)
-		sx_server_publish(sx__pred_eng->srv, "alerts", sb.data, sb.size);
-	msgpack_sbuffer_destroy(&sb);
-	return 0;
+	return sx__pred_alert_update(&alert_kind, recipe, which, value, threshold, baseline, cur.n, now, fired);
 }
 
 int sx__pred_fc_alerts_eval(int64_t now, int *fired)
@@ -710,21 +671,17 @@ static int recipe_known(const char *recipe)
 	int t = sx__pred_recipe_tracked(recipe);
 	if (t == 1)
 		return 0;
-	uint8_t lo[2 + RECIPE_MAX], hi[2 + RECIPE_MAX];
-	size_t n = sums_key(lo, recipe, "", 1, 0) - 4;
 	int found = 0;
 	struct sx_val v;
-	memcpy(hi, lo, n);
-	hi[n - 1] = 1;
 	uint8_t pk[SX_PRED_NAME_KEY];
 	if (sx_store_get(sx__pred_eng->store, SX_T_SERIES, pk, sx__pred_name_key(pk, 'P', recipe), &v) == 0)
 		found = 1;
 	if (!found) {
-		struct readq q = {0, INT32_MAX, n, NULL, NULL, 0, 0};
+		struct readq q = {0, INT32_MAX, 2 + strlen(recipe), NULL, NULL, 0, 0};
 		struct sx_pred_ferr e;
 		memset(&e, 0, sizeof(e));
 		q.e = &e;
-		int rc = sx_store_scan(sx__pred_eng->store, SX_T_SERIES, lo, n, hi, n, 0, read_cb, &q);
+		int rc = sx__pred_name_scan('E', recipe, read_cb, &q);
 		if (rc < 0)
 			return rc;
 		found = e.n > 0;
@@ -768,21 +725,16 @@ int sx__pred_fc_accuracy_pack(const msgpack_object *args, msgpack_packer *pk)
 		return sx_diag_set(SX_EINVAL, "argument 'at' must be ms since 1970");
 	if ((rc = recipe_known(recipe)) < 0)
 		return rc;
-	int32_t d = day_of(at), from = d - (int32_t)window + 1;
+	int32_t d = sx__pred_day_of(at), from = d - (int32_t)window + 1;
 	struct sx_pred_ferr e;
 	if ((rc = read_sums(recipe, key[0] ? key : NULL, from, d, &e)) < 0)
 		return rc;
 	struct readq q = {from, d, 0, NULL, NULL, 0, KEYS_PER_RECIPE + 1};
 	if (!key[0]) {
-		uint8_t lo[2 + RECIPE_MAX], hi[2 + RECIPE_MAX];
-		size_t rl = strlen(recipe);
-		lo[0] = hi[0] = 'K';
-		memcpy(lo + 1, recipe, rl), memcpy(hi + 1, recipe, rl);
-		lo[1 + rl] = 0, hi[1 + rl] = 1;
-		q.prefix = 2 + rl;
+		q.prefix = 2 + strlen(recipe);
 		if (!(q.keys = calloc((size_t)q.maxkeys, sizeof(*q.keys))))
 			return sx_diag_set(SX_ENOMEM, "out of memory");
-		if ((rc = sx_store_scan(sx__pred_eng->store, SX_T_SERIES, lo, 2 + rl, hi, 2 + rl, 0, read_cb, &q)) < 0) {
+		if ((rc = sx__pred_name_scan('K', recipe, read_cb, &q)) < 0) {
 			free(q.keys);
 			return rc;
 		}

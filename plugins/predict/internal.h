@@ -54,6 +54,8 @@ extern struct sx_engine *sx__pred_eng;
 
 extern const int sx__pred_windows[SX_PRED_WINDOWS];
 
+static inline int32_t sx__pred_day_of(int64_t ms) { return (int32_t)(ms / SX_PRED_DAY_MS); }
+
 /* What the summary counts, from the features lib (defaults in brackets). */
 struct sx_pred_conf {
 	char search[SX_EVENTS_ID_MAX + 1];   /* ["search"] */
@@ -314,6 +316,8 @@ void sx__pred_forget(uint32_t idx);
 /* Registers the eraser and exporter "predict". */
 int sx__pred_privacy_start(void);
 
+/* ---- state.c ---- */
+
 /* SX_T_SERIES keys of one byte `tag` + a target or recipe name (k holds
  * SX_PRED_NAME_KEY bytes); returns the key's length. */
 #define SX_PRED_NAME_KEY (1 + SX_EVENTS_ID_MAX)
@@ -321,11 +325,13 @@ size_t sx__pred_name_key(uint8_t *k, char tag, const char *name);
 /* Stores the record packed in sb under that key (in the request's batch) and
  * destroys sb. 0 or the store's error. */
 int sx__pred_name_put(char tag, const char *name, msgpack_sbuffer *sb);
+/* sx_store_scan over the SX_T_SERIES keys that start with tag + name + NUL. */
+int sx__pred_name_scan(char tag, const char *name, sx_store_scan_cb cb, void *ud);
 /* The checks every alert rule shares: min_samples 1..1e8, window and
  * baseline 1..3650 days. 0 or SX_EINVAL. */
 int sx__pred_rule_window_check(int64_t min_samples, int64_t window, int64_t baseline);
 
-/* An alert rule's state (accuracy.c): stored under SX_T_SERIES key tag + name
+/* An alert rule's state: stored under SX_T_SERIES key tag + name
  * ('S' target alerts, 'Q' forecast alerts). get fills the "ok" state when there
  * is none; pack writes `field = name` first when field is not NULL. */
 struct sx_pred_alert_state {
@@ -339,6 +345,21 @@ int sx__pred_state_put(char tag, const char *name, const struct sx_pred_alert_st
 void sx__pred_state_pack(msgpack_packer *pk, const char *field, const char *name, const struct sx_pred_alert_state *a);
 /* A number, or nil for NaN. */
 void sx__pred_kv_num(msgpack_packer *pk, const char *k, double v);
+
+/* What tells the prediction and the forecast alerts apart. */
+struct sx_pred_alert_kind {
+	char tag;                 /* of the state's key */
+	const char *type, *field; /* the published "type"; the key that names the target or recipe */
+	const char *const *rules; /* rule names by check outcome, "" at 0 */
+};
+/* Applies the outcome `which` (>= 0) of a rule check at `now` to the alert
+ * state of `name`: stores it unless the alert is and stays ok, and when the
+ * alert fires or resolves publishes {type, state, field: name, rule, value,
+ * threshold, baseline, samples, at} on "alerts" and counts a firing in
+ * *fired. 0 (also when the stored state does not decode: it is left as it
+ * is) or the store's error. */
+int sx__pred_alert_update(const struct sx_pred_alert_kind *kind, const char *name, int which, double value,
+			  double threshold, double baseline, uint64_t samples, int64_t now, int *fired);
 
 /* ---- the accuracy sweep's machinery (sweep.c), shared by the prediction
  * and the forecast logs ---- */
