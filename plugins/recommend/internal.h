@@ -101,8 +101,9 @@ struct rec_counts {
  * item) pairs per state. Each segment also keeps its weight: the decayed sum
  * of the weights counted in it. An interaction that needs a new value or a
  * new pair beyond a bound takes its weight off the segment of least weight
- * (other than its own; ties: the first in the table), both decayed to the
- * newest time any segment or the interaction has: if that leaves the segment
+ * (other than its own, and with pairs when room for a pair is wanted; ties:
+ * the first in the table), weights compared as of one common time (seg_score
+ * in state.c): if that leaves the segment
  * nothing (<= 0), the segment is freed with its pairs and the interaction is
  * counted in the room made; else the segment keeps the rest and the
  * interaction counts globally only, so its user falls back to the global

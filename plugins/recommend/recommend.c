@@ -104,6 +104,11 @@ static void undo_cb(uint64_t tables, void *ud)
 	SX_UNUSED(ud);
 	if (sx__rec && (tables & (uint64_t)1 << SX_T_USERS))
 		sx__rec_segment_invalidate(UINT32_MAX);
+	/* A journal record (or snapshot) taken back leaves the live counts ahead of what a
+	 * replay would rebuild, and segment reclaims depend on the whole table: the next
+	 * journal commit writes a snapshot of what is live. */
+	if (sx__rec && (tables & (uint64_t)1 << SX_T_ARTIFACTS))
+		sx__rec->live.jbytes = SIZE_MAX / 2;
 }
 
 static void item_cb(const char *id, size_t len, const struct sx_item *it, void *ud)

@@ -947,31 +947,38 @@ static struct rec_seg_entry *seg_entry(struct rec_state *s, struct rec_seg *g, u
 	return &g->e[h];
 }
 
+/* A weight w as of t, compared with others on one scale: w 2^(-(T - t)/H) at any
+ * common later T orders as log2(w) + t/H does. Comparing these instead of the
+ * weights decayed to the newest time keeps the order when that time is far
+ * from the others (an event dated years ahead would decay them all to 0). */
+static double seg_score(double w, int64_t t)
+{
+	return w > 0 && t != INT64_MIN ? log2(w) + (double)t / SEG_HALF_LIFE : -INFINITY;
+}
+
 /* Makes room for an interaction of weight w at t that does not fit (the rule
  * in internal.h), never at keep's expense: the index of the segment freed
  * (its pairs returned, its slot empty but still counted in nsegs), or -1 if
- * the least active segment only lost weight. */
-static int seg_reclaim(struct rec_state *s, const struct rec_seg *keep, double w, int64_t t)
+ * the least active segment only lost weight. for_pairs: room is wanted for a
+ * pair, so a segment without pairs (freeing it gives none) is passed over. */
+static int seg_reclaim(struct rec_state *s, const struct rec_seg *keep, double w, int64_t t, int for_pairs)
 {
-	/* every weight as of one instant, whatever order the events come in */
-	int64_t now = t;
-	for (uint32_t i = 0; i < s->nsegs; i++)
-		if (s->segs[i].t > now)
-			now = s->segs[i].t;
 	int worst = -1;
-	double ww = INFINITY;
+	double least = INFINITY;
 	for (uint32_t i = 0; i < s->nsegs; i++) {
 		const struct rec_seg *g = &s->segs[i];
-		double x = g->t == INT64_MIN ? 0 : sx_rec_decay(g->w, now - g->t, SEG_HALF_LIFE);
-		if (g != keep && x < ww)
-			ww = x, worst = (int)i;
+		double x = seg_score(g->w, g->t);
+		if (g != keep && !(for_pairs && g->n == 0) && x < least)
+			least = x, worst = (int)i;
 	}
 	if (worst < 0)
 		return -1;
 	struct rec_seg *g = &s->segs[worst];
-	double c = sx_rec_decay(w, now - t, SEG_HALF_LIFE);
-	if (ww > c) {
-		g->w = ww - c, g->t = now;
+	if (least > seg_score(w, t)) {
+		/* both as of the later of the two times */
+		int64_t at = g->t > t ? g->t : t;
+		g->w = sx_rec_decay(g->w, at - g->t, SEG_HALF_LIFE) - sx_rec_decay(w, at - t, SEG_HALF_LIFE);
+		g->t = at;
 		return -1;
 	}
 	free(g->e);
@@ -983,33 +990,50 @@ static int seg_reclaim(struct rec_state *s, const struct rec_seg *keep, double w
 	return worst;
 }
 
+/* Frees slot i's place in the table: the last segment moves into it, so the
+ * table stays dense (and its order a function of the counts alone). Returns
+ * where the segment that was at `follow` is now. */
+static struct rec_seg *seg_remove_slot(struct rec_state *s, uint32_t i, struct rec_seg *follow)
+{
+	uint32_t last = --s->nsegs;
+	if (i != last) {
+		s->segs[i] = s->segs[last];
+		if (follow == &s->segs[last])
+			follow = &s->segs[i];
+	}
+	memset(&s->segs[last], 0, sizeof(s->segs[last]));
+	return follow;
+}
+
 /* Counts w at t for item in segment h, making room when a bound is reached. */
 static void seg_add(struct rec_state *s, uint64_t h, uint32_t item, double w, int64_t t)
 {
 	struct rec_seg *g = (struct rec_seg *)sx__rec_seg_find(s, h);
+	int fresh = !g;
 	if (!g && !(g = seg_new(s, h))) {
-		int i = s->nsegs == REC_SEG_MAX ? seg_reclaim(s, NULL, w, t) : -1;
+		int i = s->nsegs == REC_SEG_MAX ? seg_reclaim(s, NULL, w, t, 0) : -1;
 		if (i < 0)
 			return;
 		g = &s->segs[i];
 		g->h = h;
 	}
+	struct rec_seg_entry *e = NULL;
 	if (!seg_find_entry(g, item) && s->seg_entries >= s->seg_pairs_max) {
-		int i = seg_reclaim(s, g, w, t);
-		if (i < 0)
-			return;
-		/* the freed slot takes the last segment, so the table stays dense */
-		uint32_t last = --s->nsegs;
-		if ((uint32_t)i != last) {
-			s->segs[i] = s->segs[last];
-			if (g == &s->segs[last])
-				g = &s->segs[i];
-		}
-		memset(&s->segs[last], 0, sizeof(s->segs[last]));
+		int i = seg_reclaim(s, g, w, t, 1);
+		if (i >= 0)
+			g = seg_remove_slot(s, (uint32_t)i, g);
 	}
-	struct rec_seg_entry *e = seg_entry(s, g, item);
-	if (!e)
+	e = seg_entry(s, g, item);
+	if (!e) {
+		/* a segment is never left without pairs: an empty one would be the least
+		 * active at every later reclaim and take the wear meant for a real one */
+		if (fresh && g->n == 0) {
+			free(g->e);
+			g->e = NULL;
+			seg_remove_slot(s, (uint32_t)(g - s->segs), NULL);
+		}
 		return;
+	}
 	decay_add(&e->pop, &e->t, w, t);
 	decay_add(&g->w, &g->t, w, t);
 }
@@ -1234,7 +1258,7 @@ static int segs_load(struct rec_state *s, uint64_t covered)
 		if (ver == 2) {
 			memcpy(&w, p, 8), memcpy(&wt, p + 8, 8);
 			p += 16;
-			if (!isfinite(w))
+			if (!isfinite(w) || w < 0 || (wt != INT64_MIN && (wt < 0 || wt > SX_EVENTS_TIME_MAX)))
 				goto bad;
 		}
 		memcpy(&ne, p, 4), p += 4;
@@ -1246,7 +1270,7 @@ static int segs_load(struct rec_state *s, uint64_t covered)
 		for (uint32_t j = 0; j < ne; j++, p += 20) {
 			struct rec_seg_entry x;
 			memcpy(&x.item, p, 4), memcpy(&x.pop, p + 4, 8), memcpy(&x.t, p + 12, 8);
-			if (x.item == UINT32_MAX || !isfinite(x.pop) || x.t == INT64_MIN)
+			if (x.item == UINT32_MAX || !isfinite(x.pop) || x.t < 0 || x.t > SX_EVENTS_TIME_MAX)
 				goto bad;
 			if (seg_find_entry(g, x.item))
 				goto bad;
@@ -1263,6 +1287,8 @@ static int segs_load(struct rec_state *s, uint64_t covered)
 					w += sx_rec_decay(g->e[j].pop, wt - g->e[j].t, SEG_HALF_LIFE);
 		g->w = w, g->t = wt;
 	}
+	if (p != end)
+		goto bad;
 	return 0;
 oom:
 	segs_clear(s);
@@ -1451,6 +1477,11 @@ static int replay_cb(const struct sx_val *k, const struct sx_val *v, void *ud)
 		memcpy(&a, p + off + 1, 4);
 		memcpy(&b, p + off + 5, 4);
 		memcpy(&t, p + off + 9, 8);
+		if (t < 0 || t > SX_EVENTS_TIME_MAX) { /* never written: events.track refuses such times */
+			r->bad++;
+			r->has_last = 0;
+			continue;
+		}
 		if (p[off] == 'P') {
 			float w;
 			memcpy(&w, &b, 4);

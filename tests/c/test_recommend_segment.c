@@ -417,6 +417,65 @@ static void test_left_out_values_wear_the_weakest_down(void **state)
 	sx__rec_state_close(&es);
 }
 
+/* Under the pair budget, two new values taking turns wear the full segment down
+ * and then both get in: a value that is not counted leaves no empty segment
+ * behind (an empty one would take every later reclaim for itself). */
+static void test_new_values_taking_turns_get_in(void **state)
+{
+	struct fx *f = *state;
+	struct rec_state es;
+	sx__rec_state_init(&es, 0, INT64_MAX);
+	es.now = T0;
+	es.seg_pairs_max = 4;
+	const char *items[] = {"a", "b", "c", "d"};
+	for (int i = 0; i < 4; i++)
+		sx__rec_observe(&es, user_idx("fr1"), item_idx(items[i]), 1, 0, T0, 0);
+	user(f, "ua", "A"), user(f, "ub", "B");
+	/* FR (4) loses 1 to A, 1 to B, 1 to A; B's second view frees it */
+	for (int r = 0; r < 2; r++) {
+		sx__rec_observe(&es, user_idx("ua"), item_idx("e"), 1, 0, T0, 0);
+		assert_int_equal(es.nsegs, 1);
+		sx__rec_observe(&es, user_idx("ub"), item_idx("f"), 1, 0, T0, 0);
+	}
+	assert_false(has_seg(&es, "FR"));
+	assert_float_equal(segpop(&es, "B", "f"), 1, 1e-12);
+	sx__rec_observe(&es, user_idx("ua"), item_idx("e"), 1, 0, T0, 0);
+	assert_float_equal(segpop(&es, "A", "e"), 1, 1e-12);
+	assert_int_equal(es.nsegs, 2);
+	for (uint32_t i = 0; i < es.nsegs; i++)
+		assert_true(es.segs[i].n > 0);
+	sx__rec_state_close(&es);
+}
+
+/* One event dated far ahead does not decay every other weight to nothing: the
+ * weights still decide, and a new value only wears the least active down. */
+static void test_far_future_event_does_not_flatten_weights(void **state)
+{
+	struct fx *f = *state;
+	struct rec_state es;
+	sx__rec_state_init(&es, 0, INT64_MAX);
+	es.now = T0;
+	char id[32], c[32];
+	for (int i = 0; i < REC_SEG_MAX; i++) {
+		snprintf(id, sizeof(id), "cap%d", i);
+		snprintf(c, sizeof(c), "C%d", i);
+		user(f, id, c);
+		for (int k = 0; k < 5; k++)
+			sx__rec_observe(&es, user_idx(id), item_idx("a"), 1, 0, T0, 0);
+	}
+	sx__rec_observe(&es, user_idx("cap9"), item_idx("b"), 1, 0, SX_EVENTS_TIME_MAX, 0);
+	user(f, "x", "X"), user(f, "y", "Y");
+	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, T0, 0);
+	sx__rec_observe(&es, user_idx("y"), item_idx("c"), 1, 0, T0, 0);
+	assert_false(has_seg(&es, "X"));
+	assert_false(has_seg(&es, "Y"));
+	assert_true(has_seg(&es, "C0") && has_seg(&es, "C1"));
+	const struct rec_seg *g = sx__rec_seg_find(&es, sx__rec_segment_hash("C0", 2));
+	assert_float_equal(g->w, 3, 1e-12); /* the first of the least active, worn twice */
+	assert_int_equal(g->t, T0);
+	sx__rec_state_close(&es);
+}
+
 /* The pair budget: a new pair takes weight off the least active other
  * segment; a decayed one is freed with its pairs, which the newcomer uses. */
 static void test_pair_budget_reclaims(void **state)
@@ -567,10 +626,11 @@ static void test_pair_reclaim_replays(void **state)
 	s->now = T0;
 }
 
-/* A user record that cannot be read (here: its index entry holds an id too
- * long for any user, which the store read reports as an error, not as "no
- * such user") is not cached as "no segment": once it reads again, the user's
- * segment is found. */
+/* A user whose record lookup fails with an error other than "no such user"
+ * (here: its index entry holds an id too long for any user, which the id
+ * lookup refuses with invalid_argument) is not cached as "no segment": once
+ * it reads again, the user's segment is found. A failing store read takes the
+ * same path in sx__rec_user_segment; no hook here makes LMDB fail a read. */
 static void test_read_error_is_not_cached(void **state)
 {
 	struct fx *f = *state;
@@ -662,6 +722,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_world_at_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_table_reclaims_idle_segments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_left_out_values_wear_the_weakest_down, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_values_taking_turns_get_in, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_far_future_event_does_not_flatten_weights, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pair_budget_reclaims, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reclaim_survives_crash_and_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pair_reclaim_replays, setup, teardown),
