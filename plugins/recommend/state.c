@@ -1097,8 +1097,12 @@ void sx__rec_observe(struct rec_state *s, uint32_t user, uint32_t item, float w,
 	if (t >= s->horizon || counts_reserve(s, item + 1) < 0)
 		return;
 	int loaded = user < s->nusers && s->users[user];
-	/* the live state asks for consent each time it changed, held users too */
-	struct rec_user *u = s->live ? sx__rec_user(s, user) : loaded ? s->users[user] : user_new(s, user);
+	/* the live state asks for consent each time it changed, held users too; an
+	 * evaluation's world treats the users without it as the live state does */
+	struct rec_user *u = s->live ? sx__rec_user(s, user)
+			     : loaded ? s->users[user]
+			     : sx_privacy_allowed_index(user, SX_PURPOSE_PERSONALIZATION) ? user_new(s, user)
+										  : NULL;
 	pop_add(&s->counts[item], w, t);
 	uint32_t wbits;
 	memcpy(&wbits, &w, 4);

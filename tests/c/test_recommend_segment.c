@@ -694,6 +694,17 @@ static void test_withdrawn_consent_stops_segment_counts(void **state)
 	call_ok(f, "consent.set", "{\"user\": \"fr1\", \"purposes\": {\"personalization\": true}}");
 	view(f, "fr1", "f", T0 + 2);
 	assert_float_equal(segpop(s, "FR", "f"), 2, 1e-9);
+	/* an evaluation's world treats them as the live state does */
+	struct rec_state es;
+	sx__rec_state_init(&es, 0, INT64_MAX);
+	es.now = T0;
+	call_ok(f, "consent.set", "{\"user\": \"fr1\", \"purposes\": {\"personalization\": false}}");
+	sx__rec_observe(&es, u, item_idx("f"), 1, 0, T0, 0);
+	assert_false(has_seg(&es, "FR"));
+	assert_true(u >= es.nusers || !es.users[u]);
+	sx__rec_observe(&es, user_idx("fr2"), item_idx("f"), 1, 0, T0, 0);
+	assert_float_equal(segpop(&es, "FR", "f"), 1, 1e-9);
+	sx__rec_state_close(&es);
 }
 
 /* A users.put taken back (a rolled-back request, a failed batch) leaves no
