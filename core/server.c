@@ -501,9 +501,12 @@ static void write_cb(uv_write_t *w, int status)
 	sx_conn_unref(c);
 }
 
+/* Writes what c has to write. c->dirty is cleared only where the dirty list
+ * drops c (sx_server_turn_end): a connection flushed early (the sweep, accept)
+ * stays on the list, and a second mark_dirty must not push it twice, which
+ * would cut the list and strand the connections behind it. */
 static void conn_flush(struct sx_conn *c)
 {
-	c->dirty = 0;
 	if (!c->open)
 		return;
 	/* With nothing queued in libuv, write at once: most replies fit the socket
@@ -783,6 +786,7 @@ void sx_server_turn_end(struct sx_server *srv)
 		struct sx_conn *c = srv->dirty;
 		srv->dirty = c->dnext;
 		c->dnext = NULL;
+		c->dirty = 0;
 		conn_flush(c);
 	}
 }
@@ -960,12 +964,15 @@ void sx_server_shutdown(struct sx_server *srv, uint32_t grace_ms)
 		uv_close((uv_handle_t *)&srv->listener, NULL);
 		srv->listening = 0;
 	}
-	for (struct sx_conn *c = srv->conns; c; c = c->next)
+	/* every connection, also one paused by its in-flight or output bound: it must not
+	 * start reading again when its replies drain */
+	for (struct sx_conn *c = srv->conns; c; c = c->next) {
 		if (c->reading) {
 			uv_read_stop((uv_stream_t *)&c->tcp);
 			c->reading = 0;
-			c->eof = 1;
 		}
+		c->eof = 1;
+	}
 	uint64_t deadline = sx_now_ms() + grace_ms;
 	for (;;) {
 		uint64_t busy = 0;

@@ -724,7 +724,9 @@ static void stream_tick(uv_timer_t *t)
 			return;
 		}
 	}
-	uv_timer_start(&x->timer, stream_tick, 0, 0);
+	/* 1 ms: re-armed with 0 from its own callback, libuv 1.44 runs it again in the same
+	 * pass, and the chunks would go out without the loop serving anything else */
+	uv_timer_start(&x->timer, stream_tick, 1, 0);
 }
 
 static struct export *stream_find(struct sx_req *req, const msgpack_object *args, int64_t *seq)

@@ -354,7 +354,9 @@ static void slice(uv_timer_t *t)
 		refresh_end(r, rc);
 		return;
 	}
-	uv_timer_start(&r->timer, slice, 0, 0);
+	/* 1 ms, not 0: libuv 1.44 runs a timer re-armed with 0 from its own callback
+	 * again in the same pass, so the loop would never get to I/O between slices */
+	uv_timer_start(&r->timer, slice, 1, 0);
 }
 
 int sx__ev_cohort_lua_begin(struct sx_req *req, const char *name, size_t nlen, const msgpack_object *rule,
