@@ -206,6 +206,11 @@ static void after_cb(uv_work_t *w, int status)
 int64_t sx_jobs_start(struct sx_jobs *jobs, const char *kind, sx_job_work_fn work,
 		      sx_job_done_fn done, void *ud)
 {
+	/* A client pipelining job requests (each answered at once with an id) must not
+	 * queue work and memory without bound, nor hold the shared pool for ever. */
+	if (jobs->running >= SX_JOBS_MAX)
+		return sx_diag_set(SX_EBUSY, "%d jobs are queued or running: retry when one has finished",
+				   SX_JOBS_MAX);
 	struct sx_job *j = calloc(1, sizeof(*j));
 	if (!j)
 		return sx_diag_set(SX_ENOMEM, "out of memory");

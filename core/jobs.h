@@ -29,7 +29,12 @@ struct sx_jobs *sx_jobs_new(uv_loop_t *loop, struct sx_server *srv);
 void sx_jobs_free(struct sx_jobs *jobs);
 void sx_jobs_set_server(struct sx_jobs *jobs, struct sx_server *srv);
 
-/* Starts a job; returns its id (> 0) or a negative error. kind is copied. */
+/* At most this many jobs queued or running at once. */
+#define SX_JOBS_MAX 32
+
+/* Starts a job; returns its id (> 0) or a negative error (SX_EBUSY with
+ * SX_JOBS_MAX jobs queued or running); on error done is not called and ud is
+ * the caller's. kind is copied. */
 int64_t sx_jobs_start(struct sx_jobs *jobs, const char *kind, sx_job_work_fn work,
 		      sx_job_done_fn done, void *ud);
 
