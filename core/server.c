@@ -264,9 +264,10 @@ void sx_req_finish(struct sx_req *req, int rc)
 	struct sx_server *srv = req->srv;
 	if (rc < 0) {
 		req->wait_seq = 0;
-	} else if (sx_store_pending_bytes(srv->store) > 0) {
-		/* The deferred work may have written; wait for what is filling now. */
-		uint64_t f = sx_store_filling_seq(srv->store);
+	} else {
+		/* The deferred work may have written, in this turn or an earlier one whose
+		 * batch is still being committed: wait for the newest batch there is. */
+		uint64_t f = sx_store_newest_seq(srv->store);
 		if (f > req->wait_seq)
 			req->wait_seq = f;
 	}

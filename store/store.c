@@ -998,6 +998,15 @@ uint64_t sx_store_req_end(struct sx_store *st)
 
 uint64_t sx_store_durable_seq(const struct sx_store *st) { return st->durable_seq; }
 uint64_t sx_store_filling_seq(const struct sx_store *st) { return st->filling->seq; }
+
+uint64_t sx_store_newest_seq(const struct sx_store *st)
+{
+	if (st->filling->n)
+		return st->filling->seq;
+	return st->committing ? st->committing->seq : 0;
+}
+
+uint64_t sx_store_failed_batches(const struct sx_store *st) { return st->failed; }
 size_t sx_store_pending_bytes(const struct sx_store *st) { return st->filling->bytes; }
 int sx_store_idle(const struct sx_store *st) { return !st->committing && st->filling->n == 0; }
 

@@ -148,6 +148,12 @@ void sx_store_flush(struct sx_store *st);
 /* The newest batch sequence known durable, and the one filling now. */
 uint64_t sx_store_durable_seq(const struct sx_store *st);
 uint64_t sx_store_filling_seq(const struct sx_store *st);
+/* The sequence of the newest batch not yet durable (filling with writes, else
+ * being committed), 0 if none: what work that wrote in earlier turns waits for. */
+uint64_t sx_store_newest_seq(const struct sx_store *st);
+/* Batches that failed since the store opened: work spanning many batches
+ * compares it at its end with its value at its start. */
+uint64_t sx_store_failed_batches(const struct sx_store *st);
 /* Nothing filling and nothing committing. */
 int sx_store_idle(const struct sx_store *st);
 /* Bytes held by the filling batch (callers may throttle on it). */

@@ -539,6 +539,7 @@ static const double interest_w[3] = {1, 0.6, 0.4};
 struct demo {
 	uv_timer_t timer;
 	struct sx_req *req; /* NULL for the load at start */
+	uint64_t failed0;   /* sx_store_failed_batches at the start */
 	uint64_t seed;
 	uint32_t nusers, ndays;
 	int64_t from, to; /* [from, to): the days covered */
@@ -1084,6 +1085,9 @@ static void demo_close_cb(uv_handle_t *h)
 static void demo_end(struct demo *d, int rc)
 {
 	char msg[256];
+	if (rc == 0 && sx_store_failed_batches(sx__ev_eng->store) != d->failed0)
+		rc = sx_diag_set(SX_EIO, "a batch of the demo data failed to commit (see the log): the demo "
+					 "is incomplete");
 	snprintf(msg, sizeof(msg), "%s", rc < 0 ? sx_diag_last() : "");
 	if (rc < 0)
 		sx_log_error("demo: load failed: %s", msg);
@@ -1167,6 +1171,7 @@ static int demo_begin(uint32_t users, uint32_t days, uint64_t seed, int64_t end,
 		d->to += SX_EV_DAY_MS;
 	d->from = d->to - (int64_t)days * SX_EV_DAY_MS;
 	d->started_ms = sx_now_ms();
+	d->failed0 = sx_store_failed_batches(sx__ev_eng->store);
 	msgpack_sbuffer_init(&d->sb);
 	msgpack_zone_init(&d->zone, 1 << 16);
 	/* Zipf popularity over a seeded order of the destinations. */

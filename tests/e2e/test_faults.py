@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from sxtest import RpcError, Server
+from sxtest import RpcError, Server, request
 
 BLOB = """
 return {
@@ -97,6 +97,24 @@ def cpu_seconds(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     import os
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_demo_load_reports_a_batch_that_failed_midway(tmp_path):
+    """demo.load writes over many batches: one that fails while later ones succeed makes
+    the reply an error, not a success over incomplete data."""
+    trigger = str(tmp_path / "fail-fsync")
+    with Server(scripts={"methods/blob.lua": BLOB}, env=fsync_fault_env(trigger)) as s:
+        c = s.client(timeout=120)
+        open(trigger, "w").close()
+        c.send_raw(request(1, "demo.load", [{"users": 2000, "days": 60, "seed": 5}]))
+        time.sleep(0.15)
+        import os
+        os.unlink(trigger)
+        m = c.recv_msg(timeout=120)
+        assert m[2] is not None and m[2]["code"] == "io_error", m
+        assert c.call("server.info")["store"]["batches_failed"] >= 1
+        c.call("blob.put", key="after", size=10)  # the disk is back: writes go on
+        assert c.call("blob.len", key="after") == 10
 
 
 def test_failing_fsync_in_relaxed_mode_stops_writes_until_restart(tmp_path):
