@@ -46,7 +46,8 @@ struct sx_conn;
 
 struct sx_req {
 	struct sx_server *srv;
-	struct sx_conn *conn; /* NULL once the connection has gone */
+	struct sx_conn *conn; /* referenced until the request ends, closed or not (sx_conn_open);
+			       * NULL for a request made inside the engine (tests, fuzzer) */
 	uint64_t msgid;
 	int notification;     /* no reply wanted */
 	int role;             /* the connection's role when the request arrived */

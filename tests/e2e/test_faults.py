@@ -104,10 +104,15 @@ def test_demo_load_reports_a_batch_that_failed_midway(tmp_path):
     the reply an error, not a success over incomplete data."""
     trigger = str(tmp_path / "fail-fsync")
     with Server(scripts={"methods/blob.lua": BLOB}, env=fsync_fault_env(trigger)) as s:
-        c = s.client(timeout=120)
+        c, c2 = s.client(timeout=120), s.client(timeout=120)
+        c.call("blob.put", key="before", size=10)  # answered once durable: nothing else pending
+        base = c.call("server.info")["store"]["batches_failed"]
         open(trigger, "w").close()
         c.send_raw(request(1, "demo.load", [{"users": 2000, "days": 60, "seed": 5}]))
-        time.sleep(0.15)
+        deadline = time.monotonic() + 60
+        while c2.call("server.info")["store"]["batches_failed"] == base:  # a demo batch failed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         import os
         os.unlink(trigger)
         m = c.recv_msg(timeout=120)
