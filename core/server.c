@@ -34,6 +34,7 @@ struct sx_conn {
 	size_t roff, rlen, rcap;
 	struct sx_frame_scan fs;
 	uint64_t last_read_ms, partial_since_ms, closing_since_ms;
+	size_t closing_queued; /* libuv's write queue when closing_since_ms was set */
 	uint64_t stalled_since_ms; /* reading paused because the peer does not read */
 	msgpack_sbuffer obuf;
 	size_t out_pending;
@@ -758,10 +759,16 @@ static void sweep_cb(uv_timer_t *t)
 	for (; c; c = next) {
 		next = c->next;
 		if (c->close_after_write) {
-			if (!c->closing_since_ms)
+			/* closed once nothing has been written for a second (the peer does not
+			 * read, e.g. its error); a half-closed peer still reading a large reply
+			 * keeps the queue shrinking and is given its time */
+			size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+			if (!c->closing_since_ms || queued < c->closing_queued) {
 				c->closing_since_ms = now;
-			else if (now - c->closing_since_ms > 1000)
-				conn_close(c); /* the peer does not read its error */
+				c->closing_queued = queued;
+			} else if (now - c->closing_since_ms > 1000) {
+				conn_close(c);
+			}
 			continue;
 		}
 		if (c->stalled_since_ms && now - c->stalled_since_ms > srv->lim.idle_timeout_ms) {

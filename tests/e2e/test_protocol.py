@@ -368,6 +368,39 @@ def test_pipelined_writes_answered_in_order(server):
         assert c.arrival[-len(calls):] == list(range(first + 1, first + 1 + len(calls)))
 
 
+def test_half_closed_slow_reader_gets_a_large_reply_whole():
+    """A client that sends its request, shuts its write side and reads a large reply
+    slowly (over more than a second) gets all of it: the close waits for the writing to
+    stall, not for a fixed second."""
+    with sxtest.Server(copy_scripts=False) as srv:  # the default output limit (64 MiB)
+        with srv.client() as c:
+            c.call("script.put", {"kind": "methods", "name": "big",
+                                  "source": "return { get = function(ctx, a) return string.rep('x', a.n) end }"})
+        half_closed_slow_read(srv)
+
+
+def half_closed_slow_read(srv):
+    # 8 MB: more than the server's socket buffer (4 MB at most) and a small window, so
+    # replies stay queued in the server for seconds while the client reads 1.6 MB/s
+    n = 8_000_000
+    c = srv.client(rcvbuf=65536)
+    try:
+        c.send_raw(request(1, "big.get", [{"n": n}]))
+        c.shutdown_write()
+        data, t0 = b"", time.monotonic()
+        while True:
+            time.sleep(0.02)
+            chunk = c.sock.recv(32768)
+            if not chunk:
+                break
+            data += chunk
+        assert time.monotonic() - t0 > 2  # the reading did take longer than the old cut-off
+        m = msgpack.unpackb(data, raw=False)
+        assert m[:3] == [1, 1, None] and len(m[3]) == n
+    finally:
+        c.close()
+
+
 def test_request_then_shutdown_write_still_replied(server):
     with server.client() as c:
         c.send_raw(request(3, "ping") + request(4, "server.info"))
