@@ -220,6 +220,7 @@ int main(int argc, char **argv)
 	uv_signal_stop(&m.sigterm);
 	sx_server_shutdown(m.srv, cfg.shutdown_grace_ms);
 	uv_check_stop(&m.check);
+	sx_scripts_stop_watching(m.e.scripts); /* a reload must not reach a stopped plugin */
 out_plugins:
 	while (started-- > 0)
 		if (sx_plugins[started]->stop)

@@ -1271,6 +1271,14 @@ struct sx_scripts *sx_scripts_new(struct sx_engine *e)
 	return s;
 }
 
+void sx_scripts_stop_watching(struct sx_scripts *s)
+{
+	for (int i = 0; i < s->nwatches; i++)
+		uv_fs_event_stop(&s->watches[i].ev);
+	uv_timer_stop(&s->debounce);
+	s->npending = 0;
+}
+
 void sx_scripts_free(struct sx_scripts *s)
 {
 	if (!s)

@@ -78,6 +78,9 @@ int sx_scripts_use_lib(struct sx_scripts *s, const struct sx_lib_use *use);
  * sx_scripts_free removes). NULL with the reason in sx_diag_last(). */
 struct sx_scripts *sx_scripts_new(struct sx_engine *e);
 void sx_scripts_free(struct sx_scripts *s);
+/* Stops watching the scripts folder (a pending reload is dropped): at shutdown,
+ * before the plugins whose kinds a reload would call into stop. */
+void sx_scripts_stop_watching(struct sx_scripts *s);
 
 int sx_scripts_add_kind(struct sx_scripts *s, const struct sx_script_kind *kind);
 
