@@ -377,6 +377,20 @@ static void test_full_table_reclaims_idle_segments(void **state)
 	sx__rec_state_close(&es);
 }
 
+/* A full table: users capI of country CI, each with 5 views of "a" at T0 in es,
+ * but for segment `weak` with `weak_views` of them. */
+static void fill_table(struct fx *f, struct rec_state *es, int weak, int weak_views)
+{
+	char id[32], c[32];
+	for (int i = 0; i < REC_SEG_MAX; i++) {
+		snprintf(id, sizeof(id), "cap%d", i);
+		snprintf(c, sizeof(c), "C%d", i);
+		user(f, id, c);
+		for (int k = 0; k < (i == weak ? weak_views : 5); k++)
+			sx__rec_observe(es, user_idx(id), item_idx("a"), 1, 0, T0, 0);
+	}
+}
+
 /* Values left out wear the least active segment down: a value that keeps
  * coming gets in while the others are still fresh. */
 static void test_left_out_values_wear_the_weakest_down(void **state)
@@ -385,14 +399,7 @@ static void test_left_out_values_wear_the_weakest_down(void **state)
 	struct rec_state es;
 	sx__rec_state_init(&es, 0, INT64_MAX);
 	es.now = T0;
-	char id[32], c[32];
-	for (int i = 0; i < REC_SEG_MAX; i++) {
-		snprintf(id, sizeof(id), "cap%d", i);
-		snprintf(c, sizeof(c), "C%d", i);
-		user(f, id, c);
-		for (int k = 0; k < (i == 3 ? 3 : 5); k++)
-			sx__rec_observe(&es, user_idx(id), item_idx("a"), 1, 0, T0, 0);
-	}
+	fill_table(f, &es, 3, 3);
 	user(f, "x", "X");
 	/* C3 (3) loses 1, then 1 again, and the third view of X frees it */
 	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, T0, 0);
@@ -455,14 +462,7 @@ static void test_far_future_event_does_not_flatten_weights(void **state)
 	struct rec_state es;
 	sx__rec_state_init(&es, 0, INT64_MAX);
 	es.now = T0;
-	char id[32], c[32];
-	for (int i = 0; i < REC_SEG_MAX; i++) {
-		snprintf(id, sizeof(id), "cap%d", i);
-		snprintf(c, sizeof(c), "C%d", i);
-		user(f, id, c);
-		for (int k = 0; k < 5; k++)
-			sx__rec_observe(&es, user_idx(id), item_idx("a"), 1, 0, T0, 0);
-	}
+	fill_table(f, &es, -1, 0);
 	sx__rec_observe(&es, user_idx("cap9"), item_idx("b"), 1, 0, SX_EVENTS_TIME_MAX, 0);
 	user(f, "x", "X"), user(f, "y", "Y");
 	sx__rec_observe(&es, user_idx("x"), item_idx("c"), 1, 0, T0, 0);
