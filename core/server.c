@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <sodium.h>
 
@@ -746,6 +747,19 @@ static void accept_cb(uv_stream_t *ls, int status)
 	conn_update_reading(c);
 }
 
+/* What c has still to deliver: libuv's queue and the kernel's send queue. The
+ * kernel's counts too: libuv writes again only once a good part of the socket
+ * buffer is free, which at a slow reader's pace can take longer than a second. */
+static size_t unsent_bytes(struct sx_conn *c)
+{
+	size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+	uv_os_fd_t fd;
+	int k = 0;
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, TIOCOUTQ, &k) == 0 && k > 0)
+		n += (size_t)k;
+	return n;
+}
+
 static void sweep_cb(uv_timer_t *t)
 {
 	struct sx_server *srv = t->data;
@@ -762,7 +776,7 @@ static void sweep_cb(uv_timer_t *t)
 			/* closed once nothing has been written for a second (the peer does not
 			 * read, e.g. its error); a half-closed peer still reading a large reply
 			 * keeps the queue shrinking and is given its time */
-			size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+			size_t queued = unsent_bytes(c);
 			if (!c->closing_since_ms || queued < c->closing_queued) {
 				c->closing_since_ms = now;
 				c->closing_queued = queued;
