@@ -1,7 +1,10 @@
 /* bench_rpc — closed-loop load over TCP: C connections, each keeping D requests in
  * flight, for a duration; prints requests/s and latency percentiles.
  *
- *   bench_rpc --proto sextant|redis --port P --conns 50 --depth 16 --seconds 5 --op ping|counter
+ *   bench_rpc --proto sextant|redis [--host 127.0.0.1] --port P --conns 50 --depth 16 --seconds 5 --op ping|counter
+ *
+ * --host (an IPv4 address) lets the load run from another machine, so that it does not
+ * share the server's cores.
  *
  * sextant: `ping`, or `counter.incr {key}` (a methods script; scripts/methods/counter.lua).
  * redis:   PING, or EVALSHA of a script doing the same read-modify-write (GET, +1, SET),
@@ -570,6 +573,8 @@ int main(int argc, char **argv)
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--proto"))
 			B.redis = !strcmp(argv[i + 1], "redis");
+		else if (!strcmp(argv[i], "--host"))
+			B.host = argv[i + 1];
 		else if (!strcmp(argv[i], "--port"))
 			B.port = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--conns"))
