@@ -1017,13 +1017,12 @@ static void seg_add(struct rec_state *s, uint64_t h, uint32_t item, double w, in
 		g = &s->segs[i];
 		g->h = h;
 	}
-	struct rec_seg_entry *e = NULL;
 	if (!seg_find_entry(g, item) && s->seg_entries >= s->seg_pairs_max) {
 		int i = seg_reclaim(s, g, w, t, 1);
 		if (i >= 0)
 			g = seg_remove_slot(s, (uint32_t)i, g);
 	}
-	e = seg_entry(s, g, item);
+	struct rec_seg_entry *e = seg_entry(s, g, item);
 	if (!e) {
 		/* a segment is never left without pairs: an empty one would be the least
 		 * active at every later reclaim and take the wear meant for a real one */
